@@ -1,0 +1,105 @@
+"""One build session: manifest -> plan -> doit tasks, shared by dodo.py and `vzstages build`."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from .cache.store import Store
+from .compiler import doit_tasks
+from .compiler.plan import CompiledStage, Plan, compile_plan
+from .errors import VzError
+from .host import Host, require_build_host, require_tools
+from .manifest import load_manifest
+from .runner import run_stage
+from .volume.runs import reap
+
+progress = logging.getLogger("vzstages.progress")
+DOIT_PLUGINS = {"BACKEND": {"vzstages": "vzstages.compiler.doit_db:DurableSqliteDB"}}
+
+BASE_TOOLS = ["qemu-img", "qemu-storage-daemon", "sfdisk", "losetup", "mount", "umount", "chroot", "debootstrap"]
+
+
+def setup_console_logging(verbose: bool = False) -> None:
+    root = logging.getLogger("vzstages")
+    if any(getattr(h, "_vzstages_console", False) for h in root.handlers):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setLevel(logging.DEBUG if verbose else logging.INFO)
+    handler.addFilter(lambda r: verbose or r.name == "vzstages.progress" or r.levelno >= logging.WARNING)
+    handler._vzstages_console = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@dataclass
+class Build:
+    plan: Plan
+    host: Host = field(default_factory=Host)
+    log_file: Path | None = None
+    _prepared: bool = False
+
+    @property
+    def doit_config(self) -> dict[str, Any]:
+        return doit_tasks.doit_config(self.plan.store.root)
+
+    def required_tools(self) -> list[str]:
+        layout = self.plan.manifest.layout
+        tools = set(BASE_TOOLS)
+        tools |= {"mkswap" if p.filesystem == "swap" else f"mkfs.{p.filesystem}"
+                  for p in layout.partitions if p.filesystem}
+        return sorted(tools)
+
+    def prepare(self) -> None:
+        """Before the first stage runs: check the host, open the log, clean up after dead runs."""
+        if self._prepared:
+            return
+        require_build_host()
+        require_tools(self.required_tools())
+        # SIGTERM unwinds like Ctrl-C: mounts, loops and daemons are released on the way out.
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+        workspace = self.plan.manifest.workspace
+        (workspace / "logs").mkdir(parents=True, exist_ok=True)
+        self.log_file = workspace / "logs" / f"{self.plan.manifest.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+        handler = logging.FileHandler(self.log_file)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        logging.getLogger("vzstages").addHandler(handler)
+        logging.getLogger("vzstages").setLevel(logging.DEBUG)
+        progress.info("building %s (log: %s)", self.plan.manifest.image_name, self.log_file)
+        store = self.plan.store
+        store.ensure()
+        for line in reap(self.host, store.runs, store.stages):
+            progress.info("cleaned up after a dead build: %s", line)
+        self._prepared = True
+
+    def run_stage(self, stage: CompiledStage) -> None:
+        self.prepare()
+        run_stage(self.plan, stage, self.host)
+
+    def tasks(self) -> Iterator[dict[str, Any]]:
+        return doit_tasks.doit_tasks(self.plan, self.run_stage)
+
+
+def load_build(manifest: str | Path, cache_dir: str | Path = "cache") -> Build:
+    setup_console_logging()
+    loaded = load_manifest(manifest)
+    for warning in loaded.warnings:
+        progress.warning("warning: %s", warning)
+    return Build(compile_plan(loaded, Store(Path(cache_dir).resolve())))
+
+
+def report_and_exit(error: VzError) -> None:
+    print(f"error: {error}", file=sys.stderr)
+    raise SystemExit(2)

@@ -1,0 +1,129 @@
+"""The checkpoint store: `stages/<stage>-<key>.qcow2` plus `stages/<stage>-<key>.json`.
+
+A name never changes meaning: the key is in it. The JSON record is written last, so a checkpoint
+without a record is unfinished and never used. Every write goes aside, is fsynced, then renamed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..runid import run_id
+
+
+@dataclass
+class Record:
+    stage: str
+    key: str
+    parent: str | None  # the parent stage's key
+    parent_stage: str | None
+    inputs: dict[str, Any]
+    facts: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    tools: dict[str, str] = field(default_factory=dict)
+    created: float = 0.0
+    manifest: str = ""
+
+    @classmethod
+    def from_json(cls, text: str) -> Record:
+        data = json.loads(text)
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def publish_file(tmp: Path, final: Path) -> None:
+    """Make `tmp` durable, then atomically give it its final name."""
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    publish_file(tmp, path)
+
+
+class Store:
+    def __init__(self, root: Path):
+        self.root = root
+        self.stages = root / "stages"
+        self.locks = root / "locks"
+        self.runs = root / "runs"
+
+    def ensure(self) -> None:
+        for d in (self.stages, self.locks, self.runs):
+            d.mkdir(parents=True, exist_ok=True)
+
+    def checkpoint(self, stage: str, key: str) -> Path:
+        return self.stages / f"{stage}-{key}.qcow2"
+
+    def record_path(self, stage: str, key: str) -> Path:
+        return self.stages / f"{stage}-{key}.json"
+
+    def temp_checkpoint(self, stage: str, key: str) -> Path:
+        # Dot-prefixed and pid-tagged: never mistaken for a checkpoint, and a dead run's leftovers
+        # are recognisable by the pid.
+        return self.stages / f".{stage}-{key}.{run_id()}.qcow2"
+
+    def lookup(self, stage: str, key: str, *, disk: bool) -> Record | None:
+        path = self.record_path(stage, key)
+        if not path.exists() or (disk and not self.checkpoint(stage, key).exists()):
+            return None
+        try:
+            return Record.from_json(path.read_text())
+        except (ValueError, TypeError):
+            return None  # a damaged record is treated as a miss and rewritten
+
+    def records(self, stage: str | None = None) -> list[Record]:
+        pattern = f"{stage}-*.json" if stage else "*-*.json"
+        found = []
+        if not self.stages.exists():
+            return found
+        for path in sorted(self.stages.glob(pattern)):
+            try:
+                record = Record.from_json(path.read_text())
+            except (ValueError, TypeError):
+                continue
+            if stage is None or record.stage == stage:
+                found.append(record)
+        return found
+
+    def save_record(self, record: Record) -> None:
+        write_atomic(self.record_path(record.stage, record.key), json.dumps(asdict(record), indent=1, sort_keys=True))
+
+    def touch(self, stage: str, key: str) -> None:
+        """Mark a checkpoint used now, for least-recently-used collection."""
+        path = self.record_path(stage, key)
+        with contextlib.suppress(OSError):
+            os.utime(path, (time.time(), path.stat().st_mtime))
+
+    @contextlib.contextmanager
+    def lock(self, stage: str, key: str) -> Iterator[None]:
+        """One builder per key: a second build of the same stage waits, then finds it cached."""
+        self.ensure()
+        with open(self.locks / f"{stage}-{key}.lock", "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)

@@ -1,0 +1,119 @@
+"""The `vzstages` command: validate, plan, build, boot, cache."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from doit.cmd_base import TaskLoader2
+from doit.doit_cmd import DoitMain
+from doit.task import dict_to_task
+
+from .build import DOIT_PLUGINS, Build, load_build, setup_console_logging
+from .cache.store import Store
+from .compiler.explain import explain
+from .compiler.plan import compile_plan
+from .errors import ManifestError, VzError
+from .manifest import load_manifest
+
+
+class PlanLoader(TaskLoader2):  # type: ignore[misc]
+    """Hands doit the tasks of an already compiled plan (the same ones dodo.py yields)."""
+
+    def __init__(self, build: Build):
+        super().__init__()
+        self.build = build
+
+    def setup(self, opt_values: dict[str, object]) -> None:
+        pass
+
+    def load_doit_config(self) -> dict[str, object]:
+        return self.build.doit_config
+
+    def load_tasks(self, cmd: object, pos_args: list[str]) -> list[object]:
+        return [dict_to_task(t) for t in self.build.tasks()]
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    failed = 0
+    for path in args.manifests:
+        try:
+            manifest = load_manifest(path)
+            plan = compile_plan(manifest, Store(Path(args.cache).resolve()))
+        except ManifestError as exc:
+            failed += 1
+            print(f"{path}: invalid\n" + "\n".join(f"  {p}" for p in exc.problems))
+            continue
+        except VzError as exc:
+            failed += 1
+            print(f"{path}: invalid\n  {exc}")
+            continue
+        for warning in manifest.warnings:
+            print(f"  warning: {warning}")
+        print(f"{path}: valid; stages: {' -> '.join(s.name for s in plan.stages)}")
+    return 1 if failed else 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    manifest = load_manifest(args.manifest)
+    plan = compile_plan(manifest, Store(Path(args.cache).resolve()))
+    print(f"{manifest.path}: {manifest.image_name} ({manifest.provider})")
+    for status in explain(plan):
+        stage = status.stage
+        print(f"  {stage.name:<9}{status.label:<7}{stage.key[:16]}  {len(stage.tasks)} tasks")
+        for reason in status.reasons:
+            print(f"{'':20}{reason}")
+        if args.verbose:
+            for task in stage.tasks:
+                print(f"{'':20}. {task.name()}")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    build = load_build(args.manifest, args.cache)
+    doit_args = ["run", *args.stages]
+    if args.verbose:
+        setup_console_logging(verbose=True)
+    return int(DoitMain(PlanLoader(build), extra_config=DOIT_PLUGINS).run(doit_args))
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="vzstages", description=__doc__)
+    top.add_argument("--cache", default="cache", help="checkpoint cache folder (default: ./cache)")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("validate", help="check manifests (no root, no network)")
+    p.add_argument("manifests", nargs="+")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("plan", help="show each stage: cached, or run and why")
+    p.add_argument("manifest")
+    p.add_argument("-v", "--verbose", action="store_true", help="list each stage's tasks")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("build", help="build the image (root)")
+    p.add_argument("manifest")
+    p.add_argument("stages", nargs="*", help="build only up to these stages (default: all)")
+    p.add_argument("-v", "--verbose", action="store_true", help="show every host command on the console")
+    p.set_defaults(func=cmd_build)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ManifestError as exc:
+        print("error: invalid manifest\n" + "\n".join(f"  {p}" for p in exc.problems), file=sys.stderr)
+        return 2
+    except VzError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

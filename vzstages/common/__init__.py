@@ -1,0 +1,33 @@
+"""Tasks shared by every provider, and the groups providers pick from (as bootstrap-vz's task_groups)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from . import apt, boot, bootstrap, cleanup, extlinux, grub, system, volume
+
+if TYPE_CHECKING:
+    from ..manifest import Manifest
+    from ..model.taskset import TaskSet
+
+
+def resolve_tasks(taskset: TaskSet, manifest: Manifest) -> None:
+    """The tasks every image needs, whatever the provider."""
+    taskset.add(
+        volume.PartitionDisk, volume.FormatPartitions,
+        bootstrap.Debootstrap, bootstrap.PrepareChroot, bootstrap.SetMountModes,
+        apt.WriteAptSources, apt.WriteAptSettings, apt.AptUpdate, apt.InstallPackages,
+        system.InstallSystemPackages, system.SetLocale, system.SetTimezone, system.SetHostname,
+        cleanup.CleanApt, cleanup.RemoveBuildSettings, cleanup.MakeGeneric, cleanup.ClearLogsAndTemp,
+    )
+
+
+def add_boot_tasks(taskset: TaskSet, manifest: Manifest) -> None:
+    """Kernel, fstab, network, SSH and the bootloader: for providers whose images boot."""
+    taskset.add(boot.InstallSshServer, boot.RegenerateSshHostKeys,
+                system.ConfigureNetwork, system.WriteFstab)
+    bootloader = manifest.get("system.bootloader")
+    if bootloader == "grub":
+        taskset.add(grub.InstallGrubPackages, grub.InstallGrub)
+    elif bootloader == "extlinux":
+        taskset.add(extlinux.InstallExtlinuxPackages, extlinux.InstallExtlinux)

@@ -1,0 +1,154 @@
+"""apt inside the image: sources, preferences, update, install. One way to install packages."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from ..model.info import BuildInfo
+from ..model.phases import Phase
+from ..model.task import Task
+from ..model.view import ManifestView
+from . import archive
+
+APT_OPTIONS = [
+    "-o", "Dpkg::Options::=--force-confdef",
+    "-o", "Dpkg::Options::=--force-confold",
+    "-o", "APT::Install-Recommends=false",
+    "-o", "DPkg::Lock::Timeout=600",
+]
+
+
+def package_cache(info: BuildInfo) -> Path:
+    """The host-side .deb cache shared by every build (debootstrap's and apt's)."""
+    arch = info.facts.get("architecture", "all")
+    path = info.cache_dir / "debs" / arch
+    (path / "partial").mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextlib.contextmanager
+def shared_package_cache(info: BuildInfo) -> Iterator[None]:
+    """Bind the host's .deb cache over the image's, so downloads are shared and stay out of the image."""
+    target = info.target / "var/cache/apt/archives"
+    target.mkdir(parents=True, exist_ok=True)
+    info.host.run(["mount", "--bind", str(package_cache(info)), str(target)])
+    try:
+        yield
+    finally:
+        info.host.run(["umount", str(target)], check=False)
+
+
+def apt_get(info: BuildInfo, args: Sequence[str]) -> None:
+    with shared_package_cache(info):
+        info.chroot(["apt-get", "-y", "-q", *APT_OPTIONS, *args])
+
+
+def apt_install(info: BuildInfo, packages: Sequence[str]) -> None:
+    if packages:
+        apt_get(info, ["install", *packages])
+
+
+def mirror_of(info: BuildInfo) -> str:
+    return archive.choose_mirror(info.manifest.get("packages.mirror") or info.manifest.get("bootstrapper.mirror"))
+
+
+class WriteAptSources(Task):
+    description = "Writing apt sources"
+    phase = Phase.PACKAGE_INSTALLATION
+    reads = ("system.release", "packages.mirror", "bootstrapper.mirror", "packages.security",
+             "packages.components", "packages.sources", "packages.include-source-type")
+
+    @classmethod
+    def run(cls, info: BuildInfo) -> None:
+        m = info.manifest
+        release = m.get("system.release")
+        mirror = mirror_of(info)
+        components = " ".join(m.get("packages.components") or ["main"])
+        types = "deb deb-src" if m.get("packages.include-source-type") else "deb"
+        lines = []
+        for kind in types.split():
+            lines.append(f"{kind} {mirror} {release} {components}")
+            if archive.has_security_suite(release):
+                lines.append(f"{kind} {mirror} {release}-updates {components}")
+                security = archive.choose_security_mirror(m.get("packages.security"), mirror)
+                if security:
+                    lines.append(f"{kind} {security} {release}-security {components}")
+        (info.target / "etc/apt/sources.list").write_text("\n".join(lines) + "\n")
+        for name, entries in (m.get("packages.sources") or {}).items():
+            text = "\n".join(m.render(e) for e in entries) + "\n"
+            (info.target / f"etc/apt/sources.list.d/{name}.list").write_text(text)
+
+
+class WriteAptSettings(Task):
+    description = "Writing apt preferences, apt.conf.d and trusted keys"
+    phase = Phase.PACKAGE_INSTALLATION
+    predecessors = (WriteAptSources,)
+    reads = ("packages.preferences", "packages.apt.conf.d", "packages.trusted-keys")
+
+    @classmethod
+    def input_files(cls, manifest: ManifestView) -> dict[str, Path]:
+        return {k: manifest.relative_path(k) for k in manifest.get("packages.trusted-keys") or []}
+
+    @classmethod
+    def run(cls, info: BuildInfo) -> None:
+        m, etc = info.manifest, info.target / "etc/apt"
+        for name, pins in (m.get("packages.preferences") or {}).items():
+            stanzas = [f"Package: {p['package']}\nPin: {p['pin']}\nPin-Priority: {p['pin-priority']}" for p in pins]
+            (etc / "preferences.d").mkdir(exist_ok=True)
+            (etc / f"preferences.d/{name}").write_text("\n\n".join(stanzas) + "\n")
+        for name, content in (m.get("packages.apt.conf.d") or {}).items():
+            (etc / f"apt.conf.d/{name}").write_text(content.rstrip("\n") + "\n")
+        for key in m.get("packages.trusted-keys") or []:
+            source = m.relative_path(key)
+            suffix = ".asc" if source.read_bytes().lstrip().startswith(b"-----BEGIN") else ".gpg"
+            (etc / "trusted.gpg.d").mkdir(exist_ok=True)
+            (etc / f"trusted.gpg.d/{source.stem}{suffix}").write_bytes(source.read_bytes())
+
+
+class AptUpdate(Task):
+    description = "Updating the package lists"
+    phase = Phase.PACKAGE_INSTALLATION
+    predecessors = (WriteAptSettings,)
+    downloads = True
+
+    @classmethod
+    def run(cls, info: BuildInfo) -> None:
+        apt_get(info, ["update"])
+        apt_get(info, ["dist-upgrade"])
+
+
+class InstallPackages(Task):
+    description = "Installing the manifest's packages"
+    phase = Phase.PACKAGE_INSTALLATION
+    predecessors = (AptUpdate,)
+    reads = ("packages.install", "packages.install_standard")
+    downloads = True
+
+    @classmethod
+    def input_files(cls, manifest: ManifestView) -> dict[str, Path]:
+        return {p: manifest.relative_path(p) for p in manifest.get("packages.install") or [] if p.endswith(".deb")}
+
+    @classmethod
+    def run(cls, info: BuildInfo) -> None:
+        m = info.manifest
+        if m.get("packages.install_standard"):
+            apt_install(info, ["tasksel"])
+            with shared_package_cache(info):
+                info.chroot(["tasksel", "install", "standard"])
+        names, debs = [], []
+        for item in m.get("packages.install") or []:
+            (debs if item.endswith(".deb") else names).append(item)
+        # name/target-release goes to apt as is: apt reads "pkg/suite" as "from that suite".
+        apt_install(info, names)
+        if debs:
+            staging = info.target / "tmp/vzstages-debs"
+            staging.mkdir(parents=True, exist_ok=True)
+            for deb in debs:
+                (staging / Path(deb).name).write_bytes(m.relative_path(deb).read_bytes())
+            apt_install(info, [f"/tmp/vzstages-debs/{Path(d).name}" for d in debs])
+            for f in staging.iterdir():
+                f.unlink()
+            staging.rmdir()
+

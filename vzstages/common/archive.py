@@ -1,0 +1,115 @@
+"""Where packages come from: the mirror, and what state the archive is in.
+
+The mirror is never written into vzstages: it comes from the manifest, else from the build host's
+apt sources, else from debootstrap's own default (read from the debootstrap script itself).
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import VzError
+from ..manifest.releases import lookup
+
+APT_SOURCES = Path("/etc/apt")
+DEBOOTSTRAP = Path("/usr/sbin/debootstrap")
+
+
+@dataclass(frozen=True)
+class Source:
+    uri: str
+    suites: tuple[str, ...]
+    components: tuple[str, ...]
+
+
+def host_sources(apt_dir: Path = APT_SOURCES) -> list[Source]:
+    """The build host's `deb` sources, one-line and deb822 formats."""
+    found: list[Source] = []
+    files = [apt_dir / "sources.list", *sorted((apt_dir / "sources.list.d").glob("*.list"))]
+    for path in files:
+        if not path.is_file():
+            continue
+        for line in path.read_text(errors="replace").splitlines():
+            line = re.sub(r"\[[^\]]*\]", "", line.split("#", 1)[0]).split()  # type: ignore[assignment]
+            if len(line) >= 3 and line[0] == "deb":
+                found.append(Source(line[1].rstrip("/"), (line[2],), tuple(line[3:])))
+    for path in sorted((apt_dir / "sources.list.d").glob("*.sources")):
+        for stanza in re.split(r"\n\s*\n", path.read_text(errors="replace")):
+            fields: dict[str, str] = {}
+            for line in stanza.splitlines():
+                if line.startswith("#") or ":" not in line or line[0].isspace():
+                    continue
+                name, _, value = line.partition(":")
+                fields[name.strip().lower()] = value.strip()
+            if "deb" in fields.get("types", "").split() and fields.get("enabled", "yes") != "no":
+                for uri in fields.get("uris", "").split():
+                    found.append(Source(uri.rstrip("/"), tuple(fields.get("suites", "").split()),
+                                        tuple(fields.get("components", "").split())))
+    return found
+
+
+def _is_debian_archive(source: Source) -> bool:
+    return "main" in source.components and not any(
+        s.endswith(("-security", "/updates")) for s in source.suites) and "security" not in source.uri
+
+
+def host_mirror(apt_dir: Path = APT_SOURCES) -> str | None:
+    return next((s.uri for s in host_sources(apt_dir) if _is_debian_archive(s)), None)
+
+
+def host_security_mirror(apt_dir: Path = APT_SOURCES) -> str | None:
+    return next((s.uri for s in host_sources(apt_dir) if any(x.endswith("-security") for x in s.suites)), None)
+
+
+def debootstrap_default_mirror(script: Path = DEBOOTSTRAP) -> str | None:
+    if not script.exists():
+        return None
+    match = re.search(r'^DEF_MIRROR="([^"]+)"', script.read_text(errors="replace"), re.MULTILINE)
+    return match.group(1).rstrip("/") if match else None
+
+
+def choose_mirror(manifest_mirror: str | None) -> str:
+    mirror = manifest_mirror or host_mirror() or debootstrap_default_mirror()
+    if not mirror:
+        raise VzError("no Debian mirror: set bootstrapper.mirror in the manifest "
+                      "(the build host has no apt sources and debootstrap names no default)")
+    return mirror.rstrip("/")
+
+
+def choose_security_mirror(manifest_security: str | None, mirror: str) -> str | None:
+    if manifest_security:
+        return manifest_security.rstrip("/")
+    host = host_security_mirror()
+    if host:
+        return host.rstrip("/")
+    # The Debian mirror network's convention: <host>/debian-security beside <host>/debian.
+    return mirror[: -len("/debian")] + "/debian-security" if mirror.endswith("/debian") else None
+
+
+def has_security_suite(release: str) -> bool:
+    info = lookup(release)
+    return info is not None and info.version is not None
+
+
+def fetch_release(mirror: str, suite: str, timeout: float = 20) -> bytes:
+    """The suite's InRelease (or Release) file; a clear error if the mirror does not carry it."""
+    last_error = ""
+    for name in ("InRelease", "Release"):
+        url = f"{mirror}/dists/{suite}/{name}"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                return bytes(response.read())
+        except urllib.error.HTTPError as exc:
+            last_error = f"{url}: HTTP {exc.code}"
+        except (urllib.error.URLError, OSError) as exc:
+            raise ArchiveUnreachable(f"cannot reach the mirror {mirror}: {getattr(exc, 'reason', exc)}") from exc
+    raise VzError(f"the mirror {mirror} does not carry release '{suite}' ({last_error}). "
+                  "An end-of-life release needs an archive mirror: set bootstrapper.mirror")
+
+
+class ArchiveUnreachable(VzError):
+    pass

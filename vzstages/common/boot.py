@@ -1,0 +1,106 @@
+"""What a bootable image needs beyond the base system: kernel, initramfs, console, ssh, fstab."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+from ..model.info import BuildInfo
+from ..model.phases import Phase
+from ..model.task import Task
+from .apt import apt_install
+from .system import InstallSystemPackages
+
+SSH_KEYGEN_UNIT = """\
+[Unit]
+Description=Generate SSH host keys on first boot (vzstages)
+ConditionPathExistsGlob=!/etc/ssh/ssh_host_*_key
+Before=ssh.service
+After=local-fs.target
+
+[Service]
+Type=oneshot
+ExecStart=/usr/bin/ssh-keygen -A
+RemainAfterExit=yes
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+class WriteInitramfsModules(Task):
+    """Providers subclass this with their module list, before the kernel builds the initramfs."""
+
+    description = "Listing the provider's drivers for the initramfs"
+    phase = Phase.PACKAGE_INSTALLATION
+    predecessors = (InstallSystemPackages,)
+
+    @classmethod
+    def modules(cls, info: BuildInfo) -> Sequence[str]:
+        return ()
+
+    @classmethod
+    def run(cls, info: BuildInfo) -> None:
+        modules = list(cls.modules(info))
+        target = info.target / "etc/initramfs-tools/modules"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text("# Drivers the provider's disks and network need early (vzstages)\n"
+                          + "".join(f"{m}\n" for m in modules))
+        info.facts["initramfs_modules"] = modules
+
+
+class InstallKernel(Task):
+    description = "Installing the kernel"
+    phase = Phase.PACKAGE_INSTALLATION
+    predecessors = (InstallSystemPackages, WriteInitramfsModules)
+    reads = ("system.architecture",)
+    downloads = True
+    # Providers with a leaner kernel for their platform (cloud) override this.
+    packages: ClassVar[dict[str, str]] = {"amd64": "linux-image-amd64", "arm64": "linux-image-arm64",
+                                          "i386": "linux-image-686-pae"}
+
+    @classmethod
+    def run(cls, info: BuildInfo) -> None:
+        apt_install(info, [cls.packages[info.manifest.get("system.architecture")], "initramfs-tools"])
+        versions = sorted(p.name.removeprefix("vmlinuz-") for p in (info.target / "boot").glob("vmlinuz-*"))
+        if not versions:
+            raise RuntimeError("the kernel package installed no /boot/vmlinuz-*")
+        info.facts["kernel_version"] = versions[-1]
+        info.say(f"kernel {versions[-1]}")
+
+
+class InstallSshServer(Task):
+    description = "Installing the SSH server"
+    phase = Phase.PACKAGE_INSTALLATION
+    predecessors = (InstallSystemPackages,)
+    downloads = True
+
+    @classmethod
+    def run(cls, info: BuildInfo) -> None:
+        apt_install(info, ["openssh-server"])
+
+
+class RegenerateSshHostKeys(Task):
+    description = "Generating SSH host keys on first boot, not in the image"
+    phase = Phase.SYSTEM_MODIFICATION
+
+    @classmethod
+    def run(cls, info: BuildInfo) -> None:
+        unit = info.target / "etc/systemd/system/vzstages-ssh-keygen.service"
+        unit.write_text(SSH_KEYGEN_UNIT)
+        info.chroot(["systemctl", "enable", "vzstages-ssh-keygen.service"])
+
+
+def kernel_cmdline(info: BuildInfo) -> str:
+    """Root by UUID, classic interface names (eth0), and the consoles the manifest asks for."""
+    root_uuid = info.facts["uuids"]["root"]
+    console = info.manifest.get("provider.console", "serial")
+    consoles = {"virtual": "console=tty0", "serial": "console=tty0 console=ttyS0,115200n8"}[console]
+    return f"root=UUID={root_uuid} ro net.ifnames=0 biosdevname=0 {consoles}"
+
+
+def boot_paths(info: BuildInfo) -> tuple[str, str]:
+    """The kernel and initrd paths as the bootloader sees them (relative to the boot filesystem)."""
+    version = info.facts["kernel_version"]
+    prefix = "" if info.layout.get("boot") else "/boot"
+    return f"{prefix}/vmlinuz-{version}", f"{prefix}/initrd.img-{version}"

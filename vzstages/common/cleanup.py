@@ -1,0 +1,72 @@
+"""The cleanup stage: nothing of the build, and nothing machine-specific, stays in the image."""
+
+from __future__ import annotations
+
+import shutil
+
+from ..model.info import BuildInfo
+from ..model.phases import Phase
+from ..model.task import Task
+from .bootstrap import DPKG_UNSAFE_IO, POLICY_RC_D
+
+
+class CleanApt(Task):
+    description = "Removing apt's caches and package lists"
+    phase = Phase.SYSTEM_CLEANING
+
+    @classmethod
+    def run(cls, info: BuildInfo) -> None:
+        info.chroot(["apt-get", "clean"])
+        lists = info.target / "var/lib/apt/lists"
+        for entry in lists.glob("*"):
+            if entry.is_file() and entry.name != "lock":
+                entry.unlink()
+        for leftover in (info.target / "var/cache/debconf").glob("*-old"):
+            leftover.unlink()
+
+
+class RemoveBuildSettings(Task):
+    description = "Removing the build's policy-rc.d and dpkg settings"
+    phase = Phase.SYSTEM_CLEANING
+
+    @classmethod
+    def run(cls, info: BuildInfo) -> None:
+        for path in (POLICY_RC_D, DPKG_UNSAFE_IO):
+            (info.target / path).unlink(missing_ok=True)
+
+
+class MakeGeneric(Task):
+    description = "Removing SSH host keys and the machine id"
+    phase = Phase.SYSTEM_CLEANING
+
+    @classmethod
+    def run(cls, info: BuildInfo) -> None:
+        for key in (info.target / "etc/ssh").glob("ssh_host_*"):
+            key.unlink()
+        # Empty, not absent: systemd then generates one on first boot and treats it as first boot.
+        machine_id = info.target / "etc/machine-id"
+        if machine_id.exists():
+            machine_id.write_text("")
+        (info.target / "var/lib/dbus/machine-id").unlink(missing_ok=True)
+
+
+class ClearLogsAndTemp(Task):
+    description = "Clearing logs and temporary files"
+    phase = Phase.SYSTEM_CLEANING
+    predecessors = (CleanApt,)
+
+    @classmethod
+    def run(cls, info: BuildInfo) -> None:
+        for log in (info.target / "var/log").rglob("*"):
+            if log.is_file() and not log.is_symlink():
+                if log.suffix in (".gz", ".old") or log.name[-1:].isdigit() and "." in log.name:
+                    log.unlink()  # rotated logs
+                else:
+                    log.write_bytes(b"")
+        for tmp in ("tmp", "var/tmp"):
+            for entry in (info.target / tmp).iterdir():
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+        (info.target / "root/.bash_history").unlink(missing_ok=True)

@@ -1,0 +1,47 @@
+"""extlinux (syslinux) for BIOS: simpler than grub, for msdos or gpt disks with ext2/3/4 /boot."""
+
+from __future__ import annotations
+
+from ..model.info import BuildInfo
+from ..model.phases import Phase
+from ..model.task import Task
+from .apt import apt_install
+from .boot import InstallKernel, boot_paths, kernel_cmdline
+from .system import InstallSystemPackages
+
+
+class InstallExtlinuxPackages(Task):
+    description = "Installing extlinux"
+    phase = Phase.PACKAGE_INSTALLATION
+    predecessors = (InstallSystemPackages,)
+    successors = (InstallKernel,)
+    downloads = True
+
+    @classmethod
+    def run(cls, info: BuildInfo) -> None:
+        apt_install(info, ["extlinux", "syslinux-common"])
+
+
+class InstallExtlinux(Task):
+    description = "Installing extlinux to the disk"
+    phase = Phase.SYSTEM_MODIFICATION
+    reads = ("provider.console",)
+
+    @classmethod
+    def run(cls, info: BuildInfo) -> None:
+        assert info.disk is not None
+        layout = info.layout
+        info.chroot(["mkdir", "-p", "/boot/extlinux"])
+        info.chroot(["extlinux", "--install", "/boot/extlinux"])
+        kernel, initrd = boot_paths(info)
+        cmdline = kernel_cmdline(info)
+        serial = "SERIAL 0 115200\n" if "console=ttyS0" in cmdline else ""
+        (info.target / "boot/extlinux/extlinux.conf").write_text(
+            f"{serial}DEFAULT debian\nTIMEOUT 10\nPROMPT 0\n\n"
+            f"LABEL debian\n  LINUX {kernel}\n  INITRD {initrd}\n  APPEND {cmdline}\n")
+        disk = info.disk.whole_device()
+        # The partition table marks the boot partition (bootable / LegacyBIOSBootable) already.
+        mbr = "gptmbr.bin" if layout.table == "gpt" else "mbr.bin"
+        # The first 440 bytes only: the partition table after them stays as it is.
+        mbr_file = info.target / "usr/lib/syslinux/mbr" / mbr
+        info.host.run(["dd", f"if={mbr_file}", f"of={disk}", "bs=440", "count=1", "conv=notrunc"])

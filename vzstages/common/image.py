@@ -1,0 +1,54 @@
+"""The image stage: flatten the checkpoint chain into the provider's output format."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import ClassVar
+
+from ..model.info import BuildInfo
+from ..model.phases import Phase
+from ..model.task import Task
+from ..model.view import ManifestView
+
+# Output format -> (qemu-img format, options, file extension).
+FORMATS: dict[str, tuple[str, list[str], str]] = {
+    "raw": ("raw", [], "raw"),
+    "qcow2": ("qcow2", [], "qcow2"),
+    "vmdk": ("vmdk", ["-o", "subformat=monolithicSparse"], "vmdk"),
+    "vdi": ("vdi", [], "vdi"),
+    "vhd": ("vpc", ["-o", "subformat=fixed,force_size=on"], "vhd"),
+}
+
+
+def output_format(manifest: ManifestView, default: str) -> str:
+    """bootstrap-vz chose the output by volume.backing; anything else (ebs, folder) means the default."""
+    backing = manifest.get("volume.backing")
+    return backing if backing in FORMATS else default
+
+
+def convert(info: BuildInfo, fmt: str, target: Path) -> None:
+    assert info.source_image is not None
+    qemu_fmt, options, _ = FORMATS[fmt]
+    tmp = target.with_name(f".{target.name}.partial")
+    info.say(f"converting to {fmt}: {target}")
+    info.host.run(["qemu-img", "convert", "-f", "qcow2", "-O", qemu_fmt, *options,
+                   str(info.source_image), str(tmp)])
+    os.replace(tmp, target)
+    info.outputs[fmt] = str(target)
+
+
+class ConvertImage(Task):
+    description = "Converting the image"
+    phase = Phase.IMAGE_REGISTRATION
+    reads = ("volume.backing",)
+    default_format: ClassVar[str] = "qcow2"  # providers override
+
+    @classmethod
+    def outputs(cls, manifest: ManifestView, image_name: str) -> list[str]:
+        return [f"{image_name}.{FORMATS[output_format(manifest, cls.default_format)][2]}"]
+
+    @classmethod
+    def run(cls, info: BuildInfo) -> None:
+        fmt = output_format(info.manifest, cls.default_format)
+        convert(info, fmt, info.workspace / cls.outputs(info.manifest, info.image_name)[0])

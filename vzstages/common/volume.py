@@ -1,0 +1,62 @@
+"""The volume stage: partition the exported disk and format each partition."""
+
+from __future__ import annotations
+
+import uuid
+
+from ..model.info import BuildInfo
+from ..model.phases import Phase
+from ..model.task import Task
+from ..volume.layout import Partition
+
+# Filesystem UUIDs are derived from the stage key, so the same inputs give the same image.
+UUID_NAMESPACE = uuid.UUID("5b1f6a0e-6d2b-4f4e-9a51-7a2a6b7f0c11")
+
+MKFS_ARGS = {
+    "ext2": ["mkfs.ext2", "-q", "-F"],
+    "ext3": ["mkfs.ext3", "-q", "-F"],
+    "ext4": ["mkfs.ext4", "-q", "-F"],
+    "xfs": ["mkfs.xfs", "-q", "-f"],
+}
+
+
+def partition_uuid(key: str, part: Partition) -> str:
+    return str(uuid.uuid5(UUID_NAMESPACE, f"{key}:{part.name}"))
+
+
+class PartitionDisk(Task):
+    description = "Writing the partition table"
+    phase = Phase.VOLUME_CREATION
+    reads = ("volume.partitions", "system.bootloader")
+
+    @classmethod
+    def run(cls, info: BuildInfo) -> None:
+        assert info.disk is not None
+        if info.layout.table == "none":
+            return
+        info.host.run(["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", str(info.disk.raw)],
+                      input=info.layout.sfdisk_script())
+
+
+class FormatPartitions(Task):
+    description = "Formatting the partitions"
+    phase = Phase.VOLUME_PREPARATION
+    reads = ("volume.partitions", "system.bootloader")
+
+    @classmethod
+    def run(cls, info: BuildInfo) -> None:
+        assert info.disk is not None
+        uuids = {}
+        for part in info.layout.partitions:
+            if part.filesystem is None:
+                continue  # the BIOS boot partition holds grub's core image, not a filesystem
+            device = info.disk.partition_device(part)
+            fs_uuid = partition_uuid(info.key, part)
+            if part.filesystem == "swap":
+                info.host.run(["mkswap", "-U", fs_uuid, "-L", part.label, device])
+            elif part.filesystem == "xfs":
+                info.host.run([*MKFS_ARGS["xfs"], "-m", f"uuid={fs_uuid}", "-L", part.label[:12], device])
+            else:
+                info.host.run([*MKFS_ARGS[part.filesystem], "-U", fs_uuid, "-L", part.label[:16], device])
+            uuids[part.name] = fs_uuid
+        info.facts["uuids"] = uuids

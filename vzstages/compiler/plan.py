@@ -1,0 +1,108 @@
+"""Compile a manifest into a plan: its tasks, grouped into stages, each with a content key."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import common, components
+from ..cache.store import Store
+from ..manifest import Manifest
+from ..model import graph
+from ..model.phases import STAGE_KINDS, StageKind, stage_kind_of
+from ..model.task import Task
+from ..model.taskset import TaskSet
+from ..model.view import ManifestView
+from .keys import key_of, stage_inputs
+
+# Given the stage's downloading tasks and the manifest, the state of the archive they use.
+ArchiveProbe = Callable[[Manifest], dict[str, str]]
+
+
+@dataclass
+class CompiledStage:
+    kind: StageKind
+    tasks: list[type[Task]]
+    inputs: dict[str, Any]
+    key: str
+    parent: CompiledStage | None
+    outputs: list[Path] = field(default_factory=list)  # workspace files (image, publish stages)
+
+    @property
+    def name(self) -> str:
+        return self.kind.name
+
+    @property
+    def disk(self) -> bool:
+        return self.kind.disk
+
+    @property
+    def downloads(self) -> bool:
+        return any(t.downloads for t in self.tasks)
+
+
+@dataclass
+class Plan:
+    manifest: Manifest
+    store: Store
+    stages: list[CompiledStage]
+
+    def stage(self, name: str) -> CompiledStage:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise KeyError(f"this plan has no stage {name!r} (stages: {', '.join(s.name for s in self.stages)})")
+
+    def checkpoint(self, stage: CompiledStage) -> Path:
+        return self.store.checkpoint(stage.name, stage.key)
+
+    def top_checkpoint(self, stage: CompiledStage) -> Path | None:
+        """The newest disk checkpoint at or before `stage`."""
+        node: CompiledStage | None = stage
+        while node is not None and not node.disk:
+            node = node.parent
+        return self.checkpoint(node) if node else None
+
+    def targets(self, stage: CompiledStage) -> list[Path]:
+        if stage.disk:
+            return [self.checkpoint(stage)]
+        return stage.outputs or [self.store.record_path(stage.name, stage.key)]
+
+
+def resolve_tasks(manifest: Manifest) -> TaskSet:
+    taskset = TaskSet()
+    common.resolve_tasks(taskset, manifest)
+    provider = components.provider(manifest.provider)
+    assert provider is not None  # validated when the manifest loaded
+    provider.resolve_tasks(taskset, manifest)
+    for name in manifest.plugins:
+        plugin = components.plugin(name)
+        assert plugin is not None
+        plugin.resolve_tasks(taskset, manifest)
+    return taskset
+
+
+def compile_plan(manifest: Manifest, store: Store, archive_probe: ArchiveProbe | None = None) -> Plan:
+    ordered = graph.order(resolve_tasks(manifest))
+    stages: list[CompiledStage] = []
+    parent: CompiledStage | None = None
+    archive = None
+    for kind in STAGE_KINDS:
+        tasks = [t for t in ordered if stage_kind_of(t.phase) is kind]
+        if not tasks:
+            continue
+        if any(t.downloads for t in tasks) and archive_probe is not None:
+            archive = archive if archive is not None else archive_probe(manifest)
+            stage_archive: dict[str, str] | None = archive
+        else:
+            stage_archive = None
+        inputs = stage_inputs(kind.name, parent.key if parent else None, tasks, manifest, stage_archive)
+        stage = CompiledStage(kind, tasks, inputs, key_of(inputs), parent)
+        for task in tasks:
+            view = ManifestView(manifest, task.name(), task.reads)
+            stage.outputs += [manifest.workspace / name for name in task.outputs(view, manifest.image_name)]
+        stages.append(stage)
+        parent = stage
+    return Plan(manifest, store, stages)

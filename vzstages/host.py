@@ -1,0 +1,137 @@
+"""The one edge where vzstages touches the host: every external command goes through `Host.run`.
+
+Each command and its output go to the build log; a failure raises CommandError with the output's
+tail. Tests of the core logic use a `Host` subclass that records instead of running.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import CommandError, HostError
+
+log = logging.getLogger("vzstages.host")
+
+# Host tool -> Debian package that provides it, so a missing tool can be reported usefully.
+TOOL_PACKAGES: dict[str, str] = {
+    "debootstrap": "debootstrap",
+    "qemu-img": "qemu-utils",
+    "qemu-storage-daemon": "qemu-system-common",
+    "qemu-system-x86_64": "qemu-system-x86",
+    "sfdisk": "fdisk",
+    "losetup": "mount",
+    "mount": "mount",
+    "umount": "mount",
+    "mkfs.ext2": "e2fsprogs",
+    "mkfs.ext3": "e2fsprogs",
+    "mkfs.ext4": "e2fsprogs",
+    "mkfs.xfs": "xfsprogs",
+    "mkswap": "util-linux",
+    "chroot": "coreutils",
+    "tar": "tar",
+    "zerofree": "zerofree",
+}
+
+# Commands inside a chroot get a clean, predictable environment instead of the caller's.
+CHROOT_ENV = {
+    "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+    "LC_ALL": "C.UTF-8",
+    "LANG": "C.UTF-8",
+    "DEBIAN_FRONTEND": "noninteractive",
+    "DEBCONF_NONINTERACTIVE_SEEN": "true",
+    "HOME": "/root",
+}
+
+
+@dataclass(frozen=True)
+class Result:
+    argv: list[str]
+    returncode: int
+    output: str
+
+
+class Host:
+    """Runs host commands, logging each with its output."""
+
+    def run(
+        self,
+        argv: list[str],
+        *,
+        input: str | None = None,
+        env: Mapping[str, str] | None = None,
+        check: bool = True,
+        secret_input: bool = False,
+    ) -> Result:
+        log.info("$ %s", " ".join(argv))
+        if input is not None and not secret_input:
+            log.debug("  stdin: %s", input.rstrip()[:2000])
+        full_env = None if env is None else {**os.environ, **env}
+        proc = subprocess.run(
+            argv,
+            input=input,
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            check=False,
+        )
+        if proc.stdout:
+            log.debug("%s", proc.stdout.rstrip())
+        if check and proc.returncode != 0:
+            raise CommandError(argv, proc.returncode, proc.stdout or "")
+        return Result(argv, proc.returncode, proc.stdout or "")
+
+    def chroot(
+        self,
+        root: Path,
+        argv: list[str],
+        *,
+        input: str | None = None,
+        env: Mapping[str, str] | None = None,
+        check: bool = True,
+        secret_input: bool = False,
+    ) -> Result:
+        # env -i: nothing of the build host's environment leaks into the image's maintainer scripts.
+        merged = {**CHROOT_ENV, **(env or {})}
+        env_args = [f"{k}={v}" for k, v in sorted(merged.items())]
+        return self.run(
+            ["chroot", str(root), "/usr/bin/env", "-i", *env_args, *argv],
+            input=input,
+            check=check,
+            secret_input=secret_input,
+        )
+
+
+def missing_tools(tools: Iterable[str]) -> list[str]:
+    return sorted({t for t in tools if shutil.which(t) is None})
+
+
+def require_tools(tools: Iterable[str]) -> None:
+    """Report every missing tool at once, each with the Debian package that provides it."""
+    missing = missing_tools(tools)
+    if missing:
+        lines = [f"  {t} (apt-get install {TOOL_PACKAGES.get(t, t)})" for t in missing]
+        packages = sorted({TOOL_PACKAGES.get(t, t) for t in missing})
+        raise HostError(
+            "missing host tools:\n" + "\n".join(lines) + f"\ninstall them with: apt-get install {' '.join(packages)}"
+        )
+
+
+def require_build_host() -> None:
+    """Building needs root, loop devices and FUSE; listing, validating and planning do not."""
+    problems = []
+    if os.geteuid() != 0:
+        problems.append("building an image needs root (listing, validating and planning do not)")
+    if not Path("/dev/loop-control").exists():
+        problems.append("no loop device support (/dev/loop-control is missing; modprobe loop)")
+    if not Path("/dev/fuse").exists():
+        problems.append("no FUSE support (/dev/fuse is missing; modprobe fuse)")
+    if problems:
+        raise HostError("this host cannot build images:\n  " + "\n  ".join(problems))

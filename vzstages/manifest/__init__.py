@@ -1,0 +1,179 @@
+"""Load and validate a manifest: YAML/JSON, layered schema, semantic checks, all errors at once.
+
+Validation needs neither root nor the network.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .. import components
+from ..errors import ManifestError
+from ..volume.layout import Layout, LayoutError, compute_layout
+from . import releases
+from .layers import base_schema, merge, schema_problems, secret_paths
+from .load import Document, KeyPath, load_document
+from .template import TemplateError, lookup_dotted, render
+
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A semantic problem: the key path it is about and what is wrong."""
+
+    keypath: KeyPath
+    message: str
+
+
+@dataclass
+class Manifest:
+    """A validated manifest. `data` is read-only by convention; tasks see it through a ManifestView."""
+
+    path: Path
+    doc: Document
+    data: dict[str, Any]
+    secrets: frozenset[str]
+    build_time: datetime
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def provider(self) -> str:
+        return str(self.data["provider"]["name"])
+
+    @property
+    def plugins(self) -> list[str]:
+        return sorted(self.data.get("plugins") or {})
+
+    def get(self, dotted: str, default: Any = None) -> Any:
+        try:
+            return copy.deepcopy(lookup_dotted(self.data, dotted))
+        except KeyError:
+            return default
+
+    def has(self, dotted: str) -> bool:
+        return self.get(dotted, _MISSING) is not _MISSING
+
+    def render(self, template: str) -> str:
+        """bootstrap-vz's substitutions: {system.release}, {provider.name}, {%Y} ..."""
+        return render(template, self.data, self.build_time)
+
+    @property
+    def image_name(self) -> str:
+        return self.render(self.data["name"])
+
+    def relative_path(self, value: str) -> Path:
+        """Paths in a manifest are relative to the manifest's own folder."""
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else (self.path.parent / path).resolve()
+
+    @property
+    def workspace(self) -> Path:
+        configured = self.get("bootstrapper.workspace")
+        return self.relative_path(configured) if configured else Path.cwd() / "build"
+
+    @property
+    def layout(self) -> Layout:
+        return compute_layout(self.data["volume"]["partitions"], self.data["system"]["bootloader"])
+
+
+def load_manifest(path: str | Path, build_time: datetime | None = None) -> Manifest:
+    """Load, validate and return a manifest, or raise ManifestError listing every problem."""
+    doc = load_document(Path(path))
+    data = doc.data
+    for section in ("bootstrapper", "packages", "plugins"):
+        if section in data and data[section] is None:
+            data[section] = {}  # bootstrap-vz accepted an empty section (`packages:`)
+    problems: list[str] = []
+
+    schema = base_schema()
+    provider = None
+    provider_name = data.get("provider", {}).get("name") if isinstance(data.get("provider"), dict) else None
+    if isinstance(provider_name, str):
+        provider = components.provider(provider_name)
+        if provider is None:
+            known = ", ".join(components.available("providers"))
+            problems.append(f"{doc.where(('provider', 'name'))}: unknown provider '{provider_name}' "
+                            f"(available: {known})")
+            schema["properties"]["provider"]["additionalProperties"] = True  # its keys are unknowable
+        else:
+            schema = merge(schema, provider.schema())
+    plugins = []
+    for name in data.get("plugins") or {} if isinstance(data.get("plugins"), dict) else {}:
+        plugin = components.plugin(name)
+        if plugin is None:
+            known = ", ".join(components.available("plugins"))
+            problems.append(f"{doc.where(('plugins', name))}: unknown plugin '{name}' (available: {known})")
+        else:
+            plugins.append(plugin)
+            schema = merge(schema, plugin.schema())
+    # Unknown plugins are reported above; keep them out of the schema's "unknown key" report.
+    for name in data.get("plugins") or {} if isinstance(data.get("plugins"), dict) else {}:
+        schema["properties"]["plugins"]["properties"].setdefault(name, {})
+
+    problems += schema_problems(doc, schema)
+    if problems:
+        raise ManifestError(str(path), problems)
+
+    manifest = Manifest(
+        path=Path(path),
+        doc=doc,
+        data=data,
+        secrets=frozenset(secret_paths(schema, data)),
+        build_time=build_time or datetime.now(timezone.utc),
+    )
+    semantic = _base_checks(manifest)
+    for component in [c for c in (provider, *plugins) if c is not None]:
+        semantic += component.validate(manifest)
+    if semantic:
+        raise ManifestError(str(path), [f"{doc.where(p.keypath)}: {p.message}" for p in semantic])
+    return manifest
+
+
+def _base_checks(manifest: Manifest) -> list[Problem]:
+    problems: list[Problem] = []
+    data = manifest.data
+    try:
+        manifest.render(data["name"])
+    except TemplateError as exc:
+        problems.append(Problem(("name",), str(exc)))
+
+    release_name = data["system"]["release"]
+    release = releases.lookup(release_name)
+    if release is None:
+        known = ", ".join(sorted(releases.RELEASES) + sorted(releases.SUITE_ALIASES))
+        problems.append(Problem(("system", "release"), f"unknown release '{release_name}' (known: {known})"))
+    elif release.archived:
+        manifest.warnings.append(
+            f"{manifest.doc.where(('system', 'release'))}: {release_name} is end-of-life and only on archive "
+            "mirrors; set bootstrapper.mirror to one, or the build stops when the mirror lacks it")
+
+    bootloader = data["system"]["bootloader"]
+    partitions = data["volume"]["partitions"]
+    if bootloader == "pvgrub":
+        problems.append(Problem(("system", "bootloader"), "pvgrub (Xen paravirtual boot) is retired; use grub"))
+    if bootloader in ("grub", "extlinux") and partitions["type"] == "none":
+        problems.append(Problem(("volume", "partitions", "type"),
+                                f"{bootloader} cannot boot an unpartitioned volume; use msdos or gpt"))
+    if bootloader == "extlinux" and partitions.get("boot", partitions["root"])["filesystem"] == "xfs":
+        problems.append(Problem(("volume", "partitions"), "extlinux cannot boot from xfs; use ext4 for /boot"))
+    for name, spec in partitions.items():
+        if isinstance(spec, dict) and "format_command" in spec:
+            problems.append(Problem(("volume", "partitions", name, "format_command"),
+                                    "custom format commands are not supported; vzstages formats partitions itself"))
+    try:
+        manifest.layout  # noqa: B018  (computing it is the check)
+    except LayoutError as exc:
+        problems.append(Problem(exc.keypath, str(exc)))
+
+    for index, item in enumerate(data.get("packages", {}).get("install", [])):
+        if item.endswith(".deb") and not manifest.relative_path(item).is_file():
+            problems.append(Problem(("packages", "install", index), f"local package {item} does not exist"))
+    for index, item in enumerate(data.get("packages", {}).get("trusted-keys", [])):
+        if not manifest.relative_path(item).is_file():
+            problems.append(Problem(("packages", "trusted-keys", index), f"key file {item} does not exist"))
+    return problems

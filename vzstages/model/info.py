@@ -1,0 +1,49 @@
+"""What a running task receives: its manifest view, the mounted image, the build's facts."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..host import Host
+from ..volume.layout import Layout
+
+if TYPE_CHECKING:
+    from ..volume.disk import AttachedDisk
+    from .view import ManifestView
+
+progress = logging.getLogger("vzstages.progress")
+
+
+@dataclass
+class BuildInfo:
+    manifest: ManifestView
+    stage: str
+    key: str  # this stage's key; tasks derive deterministic ids (filesystem UUIDs) from it
+    host: Host
+    layout: Layout
+    workspace: Path
+    cache_dir: Path
+    image_name: str
+    # Facts later stages need (kernel version, UUIDs): saved in the checkpoint record and
+    # restored on a cache hit, so a stage behaves the same whether its parents ran or not.
+    facts: dict[str, Any] = field(default_factory=dict)
+    root: Path | None = None  # the mounted image tree, in disk stages
+    disk: AttachedDisk | None = None  # the exported disk and its loop devices, in disk stages
+    source_image: Path | None = None  # the top checkpoint, in the image and publish stages
+    outputs: dict[str, str] = field(default_factory=dict)  # what the stage produced, for its record
+
+    @property
+    def target(self) -> Path:
+        """The mounted image root; only disk stages have one."""
+        if self.root is None:
+            raise RuntimeError(f"stage {self.stage} has no mounted image")
+        return self.root
+
+    def chroot(self, argv: list[str], **kwargs: Any) -> str:
+        return self.host.chroot(self.target, argv, **kwargs).output
+
+    def say(self, message: str) -> None:
+        progress.info("  %s: %s", self.stage, message)

@@ -1,0 +1,64 @@
+"""The Task: a small class with a phase, ordering edges, declared inputs and a `run`.
+
+As in bootstrap-vz, tasks are classes used as values (never instantiated); a provider or plugin
+adds them to a TaskSet. Unlike bootstrap-vz, each declares what it reads, because that is what
+its stage's cache key is made of.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+from .phases import Phase
+
+if TYPE_CHECKING:
+    from .info import BuildInfo
+    from .view import ManifestView
+
+
+class Task:
+    description: ClassVar[str] = ""
+    phase: ClassVar[Phase]
+    predecessors: ClassVar[Sequence[type[Task]]] = ()
+    successors: ClassVar[Sequence[type[Task]]] = ()
+    # Dotted manifest keys this task reads ("system.hostname", "plugins.file_copy").
+    reads: ClassVar[Sequence[str]] = ()
+    # Files beside the task's module (templates, scripts) whose content is part of its code.
+    assets: ClassVar[Sequence[str]] = ()
+    # True when the task downloads packages: its stage key then includes the archive's state.
+    downloads: ClassVar[bool] = False
+
+    @classmethod
+    def name(cls) -> str:
+        return f"{cls.__module__.removeprefix('vzstages.')}.{cls.__qualname__}"
+
+    @classmethod
+    def input_files(cls, manifest: ManifestView) -> dict[str, Path]:
+        """Host files the task brings into the image, by the name the manifest gives them."""
+        return {}
+
+    @classmethod
+    def outputs(cls, manifest: ManifestView, image_name: str) -> list[str]:
+        """Files the task writes into the workspace (image and publish stages)."""
+        return []
+
+    @classmethod
+    def run(cls, info: BuildInfo) -> None:
+        raise NotImplementedError(cls.name())
+
+    @classmethod
+    def rollback(cls, info: BuildInfo) -> None:
+        """The counter task: undo host-side effects if the stage fails after this task ran.
+
+        Changes inside the image need no undoing: a failed stage's overlay is thrown away.
+        """
+
+    @classmethod
+    def asset_path(cls, name: str) -> Path:
+        import sys
+
+        module_file = sys.modules[cls.__module__].__file__
+        assert module_file is not None
+        return Path(module_file).parent / name

@@ -1,0 +1,45 @@
+"""Amazon EC2: HVM images with ENA and NVMe drivers, serial console, grub, raw output."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from ...common import add_boot_tasks, boot, image
+from ...manifest import Manifest, Problem
+from ...model.info import BuildInfo
+from ...model.taskset import TaskSet
+
+
+class WriteInitramfsModules(boot.WriteInitramfsModules):
+    @classmethod
+    def modules(cls, info: BuildInfo) -> list[str]:
+        # Nitro instances: NVMe disks and the ENA network adapter; Xen ones: xen-blkfront.
+        return ["nvme", "ena", "xen-blkfront", "xen-netfront"]
+
+
+class InstallKernel(boot.InstallKernel):
+    packages: ClassVar[dict[str, str]] = {"amd64": "linux-image-cloud-amd64", "arm64": "linux-image-cloud-arm64"}
+
+
+class ConvertImage(image.ConvertImage):
+    default_format = "raw"
+
+
+def validate(manifest: Manifest) -> list[Problem]:
+    problems = []
+    if manifest.get("provider.virtualization", "hvm") == "pvm":
+        problems.append(Problem(("provider", "virtualization"),
+                                "paravirtual (pvm) AMIs are retired on EC2; use virtualization: hvm"))
+    if manifest.get("volume.backing") == "s3":
+        problems.append(Problem(("volume", "backing"),
+                                "S3 (instance-store) AMIs are retired on EC2; use backing: ebs"))
+    if manifest.get("system.architecture") not in ("amd64", "arm64"):
+        problems.append(Problem(("system", "architecture"), "EC2 images are amd64 or arm64"))
+    if manifest.get("system.bootloader") not in ("grub", "pvgrub"):
+        problems.append(Problem(("system", "bootloader"), "EC2 HVM images boot with grub"))
+    return problems
+
+
+def resolve_tasks(taskset: TaskSet, manifest: Manifest) -> None:
+    add_boot_tasks(taskset, manifest)
+    taskset.add(WriteInitramfsModules, InstallKernel, ConvertImage)

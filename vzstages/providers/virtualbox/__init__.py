@@ -1,0 +1,31 @@
+"""VirtualBox: a vdi or vmdk disk for the SATA/AHCI controller, e1000 network."""
+
+from __future__ import annotations
+
+from ...common import add_boot_tasks, boot, image
+from ...manifest import Manifest, Problem
+from ...model.info import BuildInfo
+from ...model.taskset import TaskSet
+
+
+class WriteInitramfsModules(boot.WriteInitramfsModules):
+    @classmethod
+    def modules(cls, info: BuildInfo) -> list[str]:
+        return ["ahci", "sd_mod", "e1000"]
+
+
+class ConvertImage(image.ConvertImage):
+    default_format = "vdi"
+
+
+def validate(manifest: Manifest) -> list[Problem]:
+    if manifest.has("provider.guest_additions"):
+        return [Problem(("provider", "guest_additions"),
+                        "guest additions are out of scope: they are built against the host's VirtualBox "
+                        "ISO; install them in the machine, or leave this key out")]
+    return []
+
+
+def resolve_tasks(taskset: TaskSet, manifest: Manifest) -> None:
+    add_boot_tasks(taskset, manifest)
+    taskset.add(WriteInitramfsModules, boot.InstallKernel, ConvertImage)

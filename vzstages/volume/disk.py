@@ -1,0 +1,177 @@
+"""Open a qcow2 overlay as a mounted tree, with no nbd and no device-mapper.
+
+    qcow2 --qemu-storage-daemon/FUSE--> raw file --losetup -o OFFSET--> one loop per partition
+          --mount--> root tree (+ /proc /sys /dev /dev/pts binds for the chroot)
+
+Every step registers its undo on an ExitStack as soon as it succeeds, so a failure, Ctrl-C or
+SIGTERM at any point unwinds exactly what was done, in reverse order. Everything a run creates
+lives under its run folder (cache/runs/<pid>-<start>), which is how `reap` recognises a dead
+run's leftovers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import VzError
+from ..host import Host
+from .layout import Layout, Partition
+
+log = logging.getLogger("vzstages.volume")
+
+BIND_MOUNTS = ("proc", "sys", "dev", "dev/pts")
+
+
+@dataclass
+class AttachedDisk:
+    """The exported raw disk and the loop devices attached to it (lazily, by offset)."""
+
+    host: Host
+    raw: Path
+    layout: Layout
+    stack: contextlib.ExitStack
+    loops: dict[str, str] = field(default_factory=dict)
+
+    def _attach(self, label: str, offset: int, size: int | None) -> str:
+        argv = ["losetup", "--find", "--show", "--offset", str(offset)]
+        if size is not None:
+            argv += ["--sizelimit", str(size)]
+        device = self.host.run([*argv, str(self.raw)]).output.strip()
+        self.stack.callback(self._detach, device)
+        self.loops[label] = device
+        return device
+
+    def _detach(self, device: str) -> None:
+        self.host.run(["losetup", "--detach", device], check=False)
+
+    def partition_device(self, part: Partition) -> str:
+        """A loop device over one partition (the whole disk for an unpartitioned volume)."""
+        if part.name not in self.loops:
+            size = part.size if part.number is not None else None
+            self._attach(part.name, part.start, size)
+        return self.loops[part.name]
+
+    def whole_device(self) -> str:
+        """A loop device over the whole disk, for writing a boot sector."""
+        if "<disk>" not in self.loops:
+            self._attach("<disk>", 0, None)
+        return self.loops["<disk>"]
+
+
+@contextlib.contextmanager
+def exported(host: Host, image: Path, run_dir: Path) -> Iterator[Path]:
+    """Export a qcow2 image read-write as a raw file through qemu-storage-daemon's FUSE export."""
+    raw = run_dir / "disk.raw"
+    pidfile = run_dir / "qsd.pid"
+    raw.touch()
+    host.run([
+        "qemu-storage-daemon",
+        "--blockdev", f"driver=file,node-name=file0,filename={image},cache.direct=off",
+        "--blockdev", "driver=qcow2,node-name=disk0,file=file0,discard=unmap",
+        "--export", f"type=fuse,id=export0,node-name=disk0,mountpoint={raw},writable=on",
+        "--pidfile", str(pidfile),
+        "--daemonize",
+    ])
+    try:
+        yield raw
+    finally:
+        stop_daemon(host, raw, pidfile)
+
+
+def stop_daemon(host: Host, raw: Path, pidfile: Path) -> None:
+    # qemu-storage-daemon (7.2) does not unmount its FUSE export on SIGTERM: unmount first, then
+    # stop it and wait, so the qcow2 is closed and consistent before anyone renames it.
+    host.run(["umount", str(raw)], check=False)
+    pid = _read_pid(pidfile)
+    if pid is None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _alive(pid):
+        log.warning("qemu-storage-daemon %s did not stop; killing it", pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    pidfile.unlink(missing_ok=True)
+
+
+def _read_pid(pidfile: Path) -> int | None:
+    try:
+        return int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie child of ours is dead for our purposes.
+    with contextlib.suppress(OSError):
+        if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z"):
+            return False
+    return True
+
+
+@contextlib.contextmanager
+def attached(host: Host, raw: Path, layout: Layout) -> Iterator[AttachedDisk]:
+    with contextlib.ExitStack() as stack:
+        yield AttachedDisk(host, raw, layout, stack)
+
+
+@contextlib.contextmanager
+def mounted(host: Host, disk: AttachedDisk, root: Path) -> Iterator[Path]:
+    """Mount the partitions (root first, parents before children) and the chroot binds."""
+    root.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        for part in disk.layout.mounted():
+            target = root / (part.mountpoint or "/").lstrip("/")
+            target.mkdir(parents=True, exist_ok=True)
+            host.run(["mount", "-t", part.filesystem or "auto", disk.partition_device(part), str(target)])
+            stack.callback(unmount, host, target)
+        for name in BIND_MOUNTS:
+            target = root / name
+            target.mkdir(parents=True, exist_ok=True)
+            host.run(["mount", "--bind", f"/{name}", str(target)])
+            stack.callback(unmount, host, target)
+        stack.callback(kill_chroot_processes, root)
+        yield root
+
+
+def unmount(host: Host, target: Path) -> None:
+    result = host.run(["umount", str(target)], check=False)
+    if result.returncode != 0:
+        # Something still holds it (a daemon a maintainer script started): detach it lazily so
+        # the rest of the teardown can go on, and say so.
+        log.warning("umount %s failed (%s); detaching it lazily", target, result.output.strip())
+        host.run(["umount", "--lazy", str(target)], check=False)
+
+
+def kill_chroot_processes(root: Path) -> None:
+    """Stop processes left running inside the chroot (gpg-agent, dirmngr ...)."""
+    real_root = str(root.resolve())
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            proc_root = os.readlink(entry / "root")
+        except OSError:
+            continue
+        if proc_root == real_root or proc_root.startswith(real_root + "/"):
+            log.info("stopping process %s left in the chroot", entry.name)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry.name), signal.SIGKILL)
+
+
+class DiskError(VzError):
+    pass

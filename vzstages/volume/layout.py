@@ -1,0 +1,158 @@
+"""The partition layout a manifest asks for, computed without touching a disk.
+
+Root is always the last partition so that it can grow into a larger disk (expand_root).
+Every partition starts on a MiB boundary; gpt keeps 1 MiB free at the end for its backup header.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+MiB = 1024**2
+_UNITS = {"B": 1, "KiB": 1024, "MiB": MiB, "GiB": 1024**3, "TiB": 1024**4,
+          "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4}
+_SIZE = re.compile(r"^(\d+)([KMGT]i?B|B)$")
+
+# GPT partition type GUIDs and MBR type ids.
+GPT_BIOS_BOOT = "21686148-6449-6E6F-744E-656564454649"
+GPT_LINUX = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
+GPT_SWAP = "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F"
+MBR_LINUX = "83"
+MBR_SWAP = "82"
+
+BIOS_BOOT_SIZE = MiB
+# mkfs refuses, or makes a useless filesystem, below these.
+MIN_FS_SIZE = {"ext2": 4 * MiB, "ext3": 8 * MiB, "ext4": 16 * MiB, "xfs": 300 * MiB}
+
+
+class LayoutError(ValueError):
+    """A layout that cannot be built; `keypath` says which manifest key is at fault."""
+
+    def __init__(self, keypath: tuple[str, ...], message: str):
+        self.keypath = keypath
+        super().__init__(message)
+
+
+def parse_size(text: str) -> int:
+    match = _SIZE.match(text)
+    if not match:
+        raise ValueError(f"not a size: {text!r} (use e.g. 512MiB or 8GiB)")
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _round_mib(size: int) -> int:
+    return -(-size // MiB) * MiB
+
+
+@dataclass(frozen=True)
+class Partition:
+    name: str  # manifest key: root, boot, swap, var, tmp, var/tmp ... or bios_boot
+    number: int | None  # 1-based number in the table; None on an unpartitioned volume
+    start: int  # bytes from the start of the disk
+    size: int  # bytes
+    filesystem: str | None  # ext2/3/4, xfs; "swap"; None for the BIOS boot partition
+    mountopts: tuple[str, ...] = ()
+    mode: str | None = None
+
+    @property
+    def mountpoint(self) -> str | None:
+        if self.filesystem in (None, "swap"):
+            return None
+        return "/" if self.name == "root" else "/" + self.name
+
+    @property
+    def label(self) -> str:
+        return self.name.replace("/", "-")
+
+
+@dataclass(frozen=True)
+class Layout:
+    table: str  # none, msdos, gpt
+    disk_size: int
+    partitions: tuple[Partition, ...]
+    bootloader: str = "none"
+
+    def get(self, name: str) -> Partition | None:
+        return next((p for p in self.partitions if p.name == name), None)
+
+    @property
+    def root(self) -> Partition:
+        root = self.get("root")
+        assert root is not None  # a layout is never built without one
+        return root
+
+    def mounted(self) -> list[Partition]:
+        """Partitions with a filesystem, parents before children ('/' before /var before /var/tmp)."""
+        with_fs = [p for p in self.partitions if p.mountpoint]
+        return sorted(with_fs, key=lambda p: (p.mountpoint or "").rstrip("/").count("/") if p.name != "root" else -1)
+
+    def sfdisk_script(self) -> str:
+        lines = [f"label: {'dos' if self.table == 'msdos' else 'gpt'}", "unit: sectors"]
+        boot_flag = (self.get("boot") or self.root).name
+        for p in self.partitions:
+            fields = [f"start={p.start // 512}", f"size={p.size // 512}", f"type={self._type(p)}"]
+            if self.table == "gpt":
+                fields.append(f"name={p.label}")
+                if p.name == boot_flag and self.bootloader == "extlinux":
+                    fields.append("attrs=LegacyBIOSBootable")  # gptmbr.bin boots the flagged one
+            elif p.name == boot_flag:
+                fields.append("bootable")
+            lines.append(", ".join(fields))
+        return "\n".join(lines) + "\n"
+
+    def _type(self, p: Partition) -> str:
+        if self.table == "gpt":
+            return {None: GPT_BIOS_BOOT, "swap": GPT_SWAP}.get(p.filesystem, GPT_LINUX)
+        return MBR_SWAP if p.filesystem == "swap" else MBR_LINUX
+
+
+def compute_layout(partitions: dict[str, Any], bootloader: str) -> Layout:
+    """Lay out the manifest's `volume.partitions`; raise LayoutError naming the faulty key."""
+    table = partitions["type"]
+    base = ("volume", "partitions")
+    specs: list[tuple[str, dict[str, Any]]] = []
+    if table == "gpt" and bootloader == "grub":
+        specs.append(("bios_boot", {}))
+    names = [k for k in partitions if k not in ("type", "root")]
+    # boot first, then swap, then the extra mounts in manifest order; root last so it can grow.
+    names.sort(key=lambda n: {"boot": 0, "swap": 1}.get(n, 2))
+    specs += [(n, partitions[n]) for n in names]
+    specs.append(("root", partitions["root"]))
+
+    if table == "none":
+        if len(specs) > 1:
+            extra = specs[0][0]
+            raise LayoutError((*base, extra), f"an unpartitioned volume (type: none) holds only root, not '{extra}'")
+        root = partitions["root"]
+        size = _checked_size(root, (*base, "root"))
+        part = Partition("root", None, 0, size, root["filesystem"], tuple(root.get("mountopts", ())), root.get("mode"))
+        return Layout("none", size, (part,), bootloader)
+    if table == "msdos" and len(specs) > 4:
+        raise LayoutError((*base,), f"an msdos table holds at most 4 partitions, this one needs {len(specs)} "
+                          "(use type: gpt)")
+
+    offset = MiB
+    laid_out = []
+    for number, (name, spec) in enumerate(specs, start=1):
+        if name == "bios_boot":
+            size, fs = BIOS_BOOT_SIZE, None
+        elif name == "swap":
+            size, fs = _round_mib(_checked_size(spec, (*base, name), "swap")), "swap"
+        else:
+            size, fs = _round_mib(_checked_size(spec, (*base, name))), spec["filesystem"]
+        laid_out.append(Partition(name, number, offset, size, fs, tuple(spec.get("mountopts", ())), spec.get("mode")))
+        offset += size
+    disk_size = offset + (MiB if table == "gpt" else 0)
+    return Layout(table, disk_size, tuple(laid_out), bootloader)
+
+
+def _checked_size(spec: dict[str, Any], keypath: tuple[str, ...], fs: str | None = None) -> int:
+    size = parse_size(spec["size"])
+    filesystem = fs or spec["filesystem"]
+    minimum = MIN_FS_SIZE.get(filesystem, MiB)
+    if size < minimum:
+        raise LayoutError((*keypath, "size"), f"{spec['size']} is too small for {filesystem} "
+                          f"(at least {minimum // MiB}MiB)")
+    return size

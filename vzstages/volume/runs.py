@@ -1,0 +1,97 @@
+"""Run folders, and reaping what a dead run left behind.
+
+Each build process works under cache/runs/<pid>-<starttime>/: its FUSE export, its mount tree,
+its daemon's pidfile. The start time makes the name unique even when pids are reused. A run folder
+whose process is gone belongs to a dead run: its mounts, loop devices, daemon and temporary
+overlays are removed before a new build starts. Live runs are never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..host import Host
+from ..runid import is_alive, run_id
+from .disk import kill_chroot_processes, stop_daemon
+
+log = logging.getLogger("vzstages.volume")
+
+
+@contextlib.contextmanager
+def run_folder(runs: Path, name: str) -> Iterator[Path]:
+    folder = runs / run_id() / name
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            folder.parent.rmdir()
+
+
+def _mounts_under(prefix: Path) -> list[Path]:
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        mountpoint = line.split()[4].replace("\\040", " ")
+        if mountpoint == str(prefix) or mountpoint.startswith(str(prefix) + "/"):
+            found.append(Path(mountpoint))
+    return found
+
+
+def _loops_backed_by(prefix: Path) -> list[str]:
+    found = []
+    for backing in Path("/sys/block").glob("loop*/loop/backing_file"):
+        with contextlib.suppress(OSError):
+            if backing.read_text().strip().startswith(str(prefix) + "/"):
+                found.append("/dev/" + backing.parent.parent.name)
+    return found
+
+
+def leftovers(folder: Path) -> dict[str, list[str]]:
+    """What is still attached under a run folder (used by reap and by tests)."""
+    return {
+        "mounts": [str(m) for m in _mounts_under(folder)],
+        "loops": _loops_backed_by(folder),
+        "daemons": [str(p) for p in folder.rglob("qsd.pid")] if folder.exists() else [],
+    }
+
+
+def reap_folder(host: Host, folder: Path) -> None:
+    for root in folder.glob("*/root"):
+        kill_chroot_processes(root)
+    # Deepest first, so /proc inside the tree goes before the tree; lazily if still busy.
+    for mountpoint in sorted(_mounts_under(folder), key=lambda p: len(p.parts), reverse=True):
+        if mountpoint.name == "disk.raw":
+            continue  # the FUSE export goes after its loops, with its daemon
+        host.run(["umount", str(mountpoint)], check=False)
+        if mountpoint in _mounts_under(folder):
+            host.run(["umount", "--lazy", str(mountpoint)], check=False)
+    for device in _loops_backed_by(folder):
+        host.run(["losetup", "--detach", device], check=False)
+    for pidfile in folder.rglob("qsd.pid"):
+        stop_daemon(host, pidfile.parent / "disk.raw", pidfile)
+    for raw in _mounts_under(folder):
+        host.run(["umount", "--lazy", str(raw)], check=False)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def reap(host: Host, runs: Path, stages: Path) -> list[str]:
+    """Clean up after dead runs; return a line for each one cleaned."""
+    cleaned = []
+    if runs.exists():
+        for folder in sorted(runs.iterdir()):
+            if folder.is_dir() and not is_alive(folder.name):
+                log.info("cleaning up after dead run %s", folder.name)
+                reap_folder(host, folder)
+                cleaned.append(f"run {folder.name}")
+    if stages.exists():
+        for tmp in stages.glob(".*.qcow2"):
+            owner = tmp.name.rsplit(".", 2)[-2]
+            if not is_alive(owner):
+                tmp.unlink(missing_ok=True)
+                cleaned.append(f"temporary overlay {tmp.name}")
+    return cleaned
