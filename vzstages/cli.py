@@ -32,7 +32,7 @@ class PlanLoader(TaskLoader2):  # type: ignore[misc]
         return self.build.doit_config
 
     def load_tasks(self, cmd: object, pos_args: list[str]) -> list[object]:
-        return [dict_to_task(t) for t in self.build.tasks()]
+        return [dict_to_task({"name": t.pop("basename"), **t}) for t in self.build.tasks()]
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -78,6 +78,23 @@ def cmd_build(args: argparse.Namespace) -> int:
     return int(DoitMain(PlanLoader(build), extra_config=DOIT_PLUGINS).run(doit_args))
 
 
+def cmd_boot(args: argparse.Namespace) -> int:
+    from .boot import boot
+
+    hostname = args.hostname
+    if args.manifest and not hostname:
+        hostname = load_manifest(args.manifest).get("system.hostname", "debian")
+    report = boot(Path(args.image), hostname=hostname, timeout=args.timeout, disk_interface=args.disk,
+                  snapshot=not args.persist, console_log=Path(args.console_log) if args.console_log else None)
+    for fact, evidence in report.facts.items():
+        print(f"  proven   {fact}: {evidence}")
+    for fact in report.missing:
+        print(f"  MISSING  {fact}")
+    verdict = "booted" if report.ok else f"FAILED ({report.failure or 'facts missing'})"
+    print(f"{args.image}: {verdict} in {report.seconds:.0f}s")
+    return 0 if report.ok else 1
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="vzstages", description=__doc__)
     top.add_argument("--cache", default="cache", help="checkpoint cache folder (default: ./cache)")
@@ -97,6 +114,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("stages", nargs="*", help="build only up to these stages (default: all)")
     p.add_argument("-v", "--verbose", action="store_true", help="show every host command on the console")
     p.set_defaults(func=cmd_build)
+    p = sub.add_parser("boot", help="boot an image in QEMU and report what its console proved")
+    p.add_argument("image")
+    p.add_argument("--manifest", help="take the expected hostname from this manifest")
+    p.add_argument("--hostname", help="the hostname the login prompt must show")
+    p.add_argument("--timeout", type=float, default=300, help="seconds before giving up (default 300)")
+    p.add_argument("--disk", choices=["virtio", "nvme", "ide", "sata"], default="virtio")
+    p.add_argument("--persist", action="store_true", help="keep the guest's writes (default: a throw-away snapshot)")
+    p.add_argument("--console-log", help="write the serial console to this file")
+    p.set_defaults(func=cmd_boot)
     return top
 
 

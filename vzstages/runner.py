@@ -103,8 +103,8 @@ def _build_disk_stage(plan: Plan, stage: CompiledStage, info: BuildInfo, timings
             if stage.parent is None:
                 _run_tasks(plan, stage, info, timings)  # the volume stage partitions and formats
             else:
-                with mounted(host, disk, folder / "root") as root, host_dns(root):
-                    info.root = root
+                with mounted(host, disk, folder / "root") as tree, host_dns(tree.root):
+                    info.tree = tree
                     _run_tasks(plan, stage, info, timings)
         publish_file(tmp, plan.checkpoint(stage))
     finally:

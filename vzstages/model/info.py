@@ -11,7 +11,7 @@ from ..host import Host
 from ..volume.layout import Layout
 
 if TYPE_CHECKING:
-    from ..volume.disk import AttachedDisk
+    from ..volume.disk import AttachedDisk, Tree
     from .view import ManifestView
 
 progress = logging.getLogger("vzstages.progress")
@@ -30,7 +30,7 @@ class BuildInfo:
     # Facts later stages need (kernel version, UUIDs): saved in the checkpoint record and
     # restored on a cache hit, so a stage behaves the same whether its parents ran or not.
     facts: dict[str, Any] = field(default_factory=dict)
-    root: Path | None = None  # the mounted image tree, in disk stages
+    tree: Tree | None = None  # the mounted image, in disk stages
     disk: AttachedDisk | None = None  # the exported disk and its loop devices, in disk stages
     source_image: Path | None = None  # the top checkpoint, in the image and publish stages
     outputs: dict[str, str] = field(default_factory=dict)  # what the stage produced, for its record
@@ -38,12 +38,15 @@ class BuildInfo:
     @property
     def target(self) -> Path:
         """The mounted image root; only disk stages have one."""
-        if self.root is None:
+        if self.tree is None:
             raise RuntimeError(f"stage {self.stage} has no mounted image")
-        return self.root
+        return self.tree.root
 
     def chroot(self, argv: list[str], **kwargs: Any) -> str:
-        return self.host.chroot(self.target, argv, **kwargs).output
+        """Run a command inside the image (with /proc, /sys and /dev bound); return its output."""
+        if self.tree is None:
+            raise RuntimeError(f"stage {self.stage} has no mounted image")
+        return self.tree.chroot(argv, **kwargs).output
 
     def say(self, message: str) -> None:
         progress.info("  %s: %s", self.stage, message)

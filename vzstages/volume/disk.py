@@ -19,9 +19,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..errors import VzError
-from ..host import Host
+from ..host import Host, Result
 from .layout import Layout, Partition
 
 log = logging.getLogger("vzstages.volume")
@@ -129,9 +130,31 @@ def attached(host: Host, raw: Path, layout: Layout) -> Iterator[AttachedDisk]:
         yield AttachedDisk(host, raw, layout, stack)
 
 
+@dataclass
+class Tree:
+    """The mounted image. The chroot's /proc, /sys, /dev binds are added on first use: debootstrap
+    must find an empty tree (it makes its own /dev entries), later stages need them at once."""
+
+    host: Host
+    root: Path
+    stack: contextlib.ExitStack
+    bound: bool = False
+
+    def chroot(self, argv: list[str], **kwargs: Any) -> Result:
+        if not self.bound:
+            for name in BIND_MOUNTS:
+                target = self.root / name
+                target.mkdir(parents=True, exist_ok=True)
+                self.host.run(["mount", "--bind", f"/{name}", str(target)])
+                self.stack.callback(unmount, self.host, target)
+            self.stack.callback(kill_chroot_processes, self.root)
+            self.bound = True
+        return self.host.chroot(self.root, argv, **kwargs)
+
+
 @contextlib.contextmanager
-def mounted(host: Host, disk: AttachedDisk, root: Path) -> Iterator[Path]:
-    """Mount the partitions (root first, parents before children) and the chroot binds."""
+def mounted(host: Host, disk: AttachedDisk, root: Path) -> Iterator[Tree]:
+    """Mount the partitions: root first, parents before children."""
     root.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         for part in disk.layout.mounted():
@@ -139,13 +162,7 @@ def mounted(host: Host, disk: AttachedDisk, root: Path) -> Iterator[Path]:
             target.mkdir(parents=True, exist_ok=True)
             host.run(["mount", "-t", part.filesystem or "auto", disk.partition_device(part), str(target)])
             stack.callback(unmount, host, target)
-        for name in BIND_MOUNTS:
-            target = root / name
-            target.mkdir(parents=True, exist_ok=True)
-            host.run(["mount", "--bind", f"/{name}", str(target)])
-            stack.callback(unmount, host, target)
-        stack.callback(kill_chroot_processes, root)
-        yield root
+        yield Tree(host, root, stack)
 
 
 def unmount(host: Host, target: Path) -> None:

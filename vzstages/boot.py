@@ -1,0 +1,157 @@
+"""Boot an image in QEMU from its own bootloader and report only what the console proved.
+
+The VM gets the disk (virtio by default), user networking with the guest's SSH port forwarded to
+a loopback port, and its serial console on a pipe. Facts are proven by what appears on the serial
+console and by the SSH server answering through the forwarded port, which is only reachable
+once the guest holds the address QEMU's DHCP server handed out.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import VzError
+
+
+@dataclass
+class BootReport:
+    facts: dict[str, str] = field(default_factory=dict)  # fact -> the evidence seen
+    missing: list[str] = field(default_factory=list)
+    failure: str | None = None
+    console: str = ""
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing and self.failure is None
+
+
+# Each fact and the console line that proves it.
+CONSOLE_FACTS: list[tuple[str, re.Pattern[str]]] = [
+    ("kernel", re.compile(r"Linux version \S+")),
+    ("systemd", re.compile(r"Welcome to .*Debian[^!\n]*")),
+    # systemd truncates unit names on an 80-column console: "Finished systemd-remount-f…".
+    ("root remounted read-write", re.compile(r"Finished systemd-remount-f\S*")),
+]
+# The image ships no SSH host keys, so an answering sshd also proves that first boot could
+# write them to /etc; and the forwarded port reaches only the address QEMU's DHCP handed out.
+SSH_FACT = "sshd answers on the DHCP address (host keys made at first boot)"
+FATAL = re.compile(r"grub rescue>|grub> |Kernel panic|Give root password for maintenance|"
+                   r"emergency mode|ALERT! .* does not exist|Gave up waiting for root")
+
+
+def _clean(console: str) -> str:
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", console).replace("\r", "")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def ssh_banner(port: int, timeout: float = 3) -> str | None:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
+            conn.settimeout(timeout)
+            data = conn.recv(256).decode(errors="replace").strip()
+            return data if data.startswith("SSH-") else None
+    except OSError:
+        return None
+
+
+def qemu_command(image: Path, port: int, disk_interface: str, snapshot: bool, memory: int) -> list[str]:
+    qemu = shutil.which("qemu-system-x86_64")
+    if qemu is None:
+        raise VzError("qemu-system-x86_64 is missing (apt-get install qemu-system-x86)")
+    fmt = "qcow2" if image.suffix == ".qcow2" else {"vdi": "vdi", "vmdk": "vmdk"}.get(image.suffix[1:], "raw")
+    drive = f"file={image},format={fmt},if=none,id=disk0,snapshot={'on' if snapshot else 'off'}"
+    device = {
+        "virtio": ["-device", "virtio-blk-pci,drive=disk0"],
+        "nvme": ["-device", "nvme,drive=disk0,serial=vzstages0"],
+        "ide": ["-device", "ide-hd,drive=disk0"],
+        "sata": ["-device", "ahci,id=ahci0", "-device", "ide-hd,drive=disk0,bus=ahci0.0"],
+    }[disk_interface]
+    accel = "kvm:tcg" if os.environ.get("VZSTAGES_KVM") == "1" else "tcg"
+    return [qemu, "-machine", f"pc,accel={accel}", "-m", str(memory), "-smp", "2",
+            "-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot",
+            "-drive", drive, *device,
+            "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:22",
+            "-device", "virtio-net-pci,netdev=net0"]
+
+
+def boot(image: Path, *, hostname: str | None = None, timeout: float = 300, disk_interface: str = "virtio",
+         snapshot: bool = True, memory: int = 1024, console_log: Path | None = None,
+         until: list[re.Pattern[str]] | None = None) -> BootReport:
+    """Boot `image` and gather the facts; the VM is always stopped before this returns."""
+    if not image.exists():
+        raise VzError(f"no such image: {image}")
+    port = free_port()
+    report = BootReport()
+    wanted = list(CONSOLE_FACTS)
+    if hostname:
+        wanted.append((f"hostname {hostname}", re.compile(rf"^{re.escape(hostname)} login:", re.MULTILINE)))
+    wanted += [(f"console: {p.pattern}", p) for p in until or []]
+    chunks: list[str] = []
+    started = time.monotonic()
+    proc = subprocess.Popen(qemu_command(image, port, disk_interface, snapshot, memory),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    def read_console() -> None:
+        # Raw chunks, not lines: a login prompt has no newline after it.
+        assert proc.stdout is not None
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # chunks split characters
+        while data := os.read(proc.stdout.fileno(), 65536):
+            chunks.append(decoder.decode(data))
+
+    reader = threading.Thread(target=read_console, daemon=True)
+    reader.start()
+    try:
+        while time.monotonic() - started < timeout:
+            text = _clean("".join(chunks))
+            for name, pattern in wanted:
+                match = pattern.search(text)
+                if match and name not in report.facts:
+                    report.facts[name] = match.group(0).strip()[:160]
+            fatal = FATAL.search(text)
+            if fatal:
+                report.failure = f"boot failed: {fatal.group(0).strip()}"
+                break
+            if SSH_FACT not in report.facts:
+                banner = ssh_banner(port, timeout=1)
+                if banner:
+                    report.facts[SSH_FACT] = banner
+            if proc.poll() is not None:
+                report.failure = f"qemu exited with status {proc.returncode}"
+                break
+            if all(n in report.facts for n, _ in wanted) and SSH_FACT in report.facts:
+                break
+            time.sleep(1)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        reader.join(timeout=5)
+    report.seconds = round(time.monotonic() - started, 1)
+    report.console = _clean("".join(chunks))
+    if console_log:
+        console_log.write_text(report.console)
+    expected = [n for n, _ in wanted] + [SSH_FACT]
+    report.missing = [n for n in expected if n not in report.facts]
+    if report.missing and report.failure is None and report.seconds >= timeout:
+        report.failure = f"timed out after {timeout:.0f}s"
+    return report
