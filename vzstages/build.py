@@ -22,7 +22,8 @@ from .runner import run_stage
 from .volume.runs import reap
 
 progress = logging.getLogger("vzstages.progress")
-DOIT_PLUGINS = {"BACKEND": {"vzstages": "vzstages.compiler.doit_db:DurableSqliteDB"}}
+DOIT_PLUGINS = {"BACKEND": {"vzstages": "vzstages.compiler.doit_db:DurableSqliteDB"},
+                "REPORTER": {"vzstages": "vzstages.compiler.doit_reporter:StageReporter"}}
 
 BASE_TOOLS = ["qemu-img", "qemu-storage-daemon", "sfdisk", "losetup", "mount", "umount", "chroot", "debootstrap"]
 
@@ -84,9 +85,10 @@ class Build:
             progress.info("cleaned up after a dead build: %s", line)
         self._prepared = True
 
-    def run_stage(self, stage: CompiledStage) -> None:
+    def run_stage(self, stage: CompiledStage) -> dict[str, bool]:
         self.prepare()
-        run_stage(self.plan, stage, self.host)
+        _, cached = run_stage(self.plan, stage, self.host)
+        return {"cached": cached}
 
     def tasks(self) -> Iterator[dict[str, Any]]:
         return doit_tasks.doit_tasks(self.plan, self.run_stage)

@@ -16,7 +16,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from .cache.store import Record, publish_file
+from .cache.store import Record, output_signature, outputs_intact, publish_file
 from .compiler.plan import CompiledStage, Plan
 from .host import Host
 from .model.info import BuildInfo
@@ -28,15 +28,16 @@ progress = logging.getLogger("vzstages.progress")
 log = logging.getLogger("vzstages.runner")
 
 
-def run_stage(plan: Plan, stage: CompiledStage, host: Host) -> Record:
+def run_stage(plan: Plan, stage: CompiledStage, host: Host) -> tuple[Record, bool]:
+    """Build the stage, or reuse it; return its record and whether it was reused."""
     store = plan.store
     store.ensure()
     with store.lock(stage.name, stage.key):
         record = store.lookup(stage.name, stage.key, disk=stage.disk)
-        if record is not None and all(p.exists() for p in stage.outputs):
+        if record is not None and all(p.exists() for p in stage.outputs) and outputs_intact(record):
             store.touch(stage.name, stage.key)
             progress.info("%-8s cached (%s)", stage.name, stage.key[:12])
-            return record
+            return record, True
         progress.info("%-8s running %d tasks (%s)", stage.name, len(stage.tasks), stage.key[:12])
         started = time.monotonic()
         info = BuildInfo(
@@ -65,7 +66,7 @@ def run_stage(plan: Plan, stage: CompiledStage, host: Host) -> Record:
             parent_stage=stage.parent.name if stage.parent else None,
             inputs=stage.inputs,
             facts=info.facts,
-            outputs=info.outputs,
+            outputs={str(p): output_signature(p) for p in stage.outputs},
             sizes=_sizes(plan.checkpoint(stage)) if stage.disk else {},
             timings=timings,
             tools=tool_versions(host),
@@ -74,7 +75,7 @@ def run_stage(plan: Plan, stage: CompiledStage, host: Host) -> Record:
         )
         store.save_record(record)
         progress.info("%-8s done in %.1fs", stage.name, timings["total"])
-        return record
+        return record, False
 
 
 def _parent_facts(plan: Plan, stage: CompiledStage) -> dict[str, Any]:

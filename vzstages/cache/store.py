@@ -27,7 +27,7 @@ class Record:
     parent_stage: str | None
     inputs: dict[str, Any]
     facts: dict[str, Any] = field(default_factory=dict)
-    outputs: dict[str, str] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)  # workspace file -> output_signature
     sizes: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     tools: dict[str, str] = field(default_factory=dict)
@@ -61,6 +61,20 @@ def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     publish_file(tmp, path)
+
+
+def output_signature(path: Path) -> str:
+    """Identifies one written file cheaply: another build writing the same name changes it."""
+    st = path.stat()
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+
+
+def outputs_intact(record: Record) -> bool:
+    for name, signature in record.outputs.items():
+        path = Path(name)
+        if not path.exists() or output_signature(path) != signature:
+            return False
+    return True
 
 
 class Store:

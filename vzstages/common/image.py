@@ -35,7 +35,6 @@ def convert(info: BuildInfo, fmt: str, target: Path) -> None:
     info.host.run(["qemu-img", "convert", "-f", "qcow2", "-O", qemu_fmt, *options,
                    str(info.source_image), str(tmp)])
     os.replace(tmp, target)
-    info.outputs[fmt] = str(target)
 
 
 class ConvertImage(Task):

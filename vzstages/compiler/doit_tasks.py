@@ -46,6 +46,7 @@ def doit_config(cache_dir: Path) -> dict[str, Any]:
     cache_dir.mkdir(parents=True, exist_ok=True)
     return {
         "backend": "vzstages",
+        "reporter": "vzstages",
         "dep_file": str(cache_dir / "doit.sqlite3"),
         "check_file_uptodate": XxhashChecker,
         "verbosity": 2,
@@ -64,7 +65,7 @@ def stage_meta(status: StageStatus) -> dict[str, Any]:
     }
 
 
-StageAction = Callable[[CompiledStage], None]
+StageAction = Callable[[CompiledStage], dict[str, bool]]
 
 
 def stage_task(plan: Plan, status: StageStatus, action: StageAction) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..cache.store import Record
+from ..cache.store import Record, outputs_intact
 from .plan import CompiledStage, Plan
 
 
@@ -69,13 +69,15 @@ def explain(plan: Plan) -> list[StageStatus]:
     for stage in plan.stages:
         record = plan.store.lookup(stage.name, stage.key, disk=stage.disk)
         outputs_missing = [p for p in stage.outputs if not p.exists()]
+        if record and not outputs_missing and not outputs_intact(record):
+            outputs_missing = [p for p in stage.outputs if str(p) in record.outputs]
         if record and not parent_runs and not outputs_missing:
             age = time.time() - record.created
             statuses.append(StageStatus(stage, True, [f"cached {_age(age)} ago"], record))
             continue
         reasons: list[str] = []
         if record and outputs_missing:
-            reasons.append("output missing: " + ", ".join(p.name for p in outputs_missing))
+            reasons.append("output missing or overwritten: " + ", ".join(p.name for p in outputs_missing))
         elif parent_runs and stage.parent is not None:
             reasons.append(f"parent stage {stage.parent.name} runs")
         candidates = [r for r in plan.store.records(stage.name) if r.key != stage.key]
@@ -84,7 +86,7 @@ def explain(plan: Plan) -> list[StageStatus]:
             changes = diff_inputs(stage.inputs, closest.inputs)
             if closest.parent != stage.inputs.get("parent") and not parent_runs:
                 changes.insert(0, f"parent stage {stage.parent.name if stage.parent else '?'} has another key")
-            reasons += changes or ["inputs differ from every cached entry"]
+            reasons += changes or ([] if parent_runs else ["inputs differ from every cached entry"])
         elif not record and not parent_runs:
             reasons.append("never built")
         statuses.append(StageStatus(stage, False, reasons, record))

@@ -33,7 +33,6 @@ class BuildInfo:
     tree: Tree | None = None  # the mounted image, in disk stages
     disk: AttachedDisk | None = None  # the exported disk and its loop devices, in disk stages
     source_image: Path | None = None  # the top checkpoint, in the image and publish stages
-    outputs: dict[str, str] = field(default_factory=dict)  # what the stage produced, for its record
 
     @property
     def target(self) -> Path:
