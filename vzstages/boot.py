@@ -46,8 +46,10 @@ CONSOLE_FACTS: list[tuple[str, re.Pattern[str]]] = [
 # The image ships no SSH host keys, so an answering sshd also proves that first boot could
 # write them to /etc; and the forwarded port reaches only the address QEMU's DHCP handed out.
 SSH_FACT = "sshd answers on the DHCP address (host keys made at first boot)"
-FATAL = re.compile(r"grub rescue>|grub> |Kernel panic|Give root password for maintenance|"
-                   r"emergency mode|ALERT! .* does not exist|Gave up waiting for root")
+FATAL = re.compile(
+    r"grub rescue>|grub> |Kernel panic|Give root password for maintenance|"
+    r"emergency mode|ALERT! .* does not exist|Gave up waiting for root"
+)
 
 
 def _clean(console: str) -> str:
@@ -83,16 +85,42 @@ def qemu_command(image: Path, port: int, disk_interface: str, snapshot: bool, me
         "sata": ["-device", "ahci,id=ahci0", "-device", "ide-hd,drive=disk0,bus=ahci0.0"],
     }[disk_interface]
     accel = "kvm:tcg" if os.environ.get("VZSTAGES_KVM") == "1" else "tcg"
-    return [qemu, "-machine", f"pc,accel={accel}", "-m", str(memory), "-smp", "2",
-            "-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot",
-            "-drive", drive, *device,
-            "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:22",
-            "-device", "virtio-net-pci,netdev=net0"]
+    return [
+        qemu,
+        "-machine",
+        f"pc,accel={accel}",
+        "-m",
+        str(memory),
+        "-smp",
+        "2",
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        "-serial",
+        "stdio",
+        "-no-reboot",
+        "-drive",
+        drive,
+        *device,
+        "-netdev",
+        f"user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:22",
+        "-device",
+        "virtio-net-pci,netdev=net0",
+    ]
 
 
-def boot(image: Path, *, hostname: str | None = None, timeout: float = 300, disk_interface: str = "virtio",
-         snapshot: bool = True, memory: int = 1024, console_log: Path | None = None,
-         until: list[re.Pattern[str]] | None = None) -> BootReport:
+def boot(
+    image: Path,
+    *,
+    hostname: str | None = None,
+    timeout: float = 300,
+    disk_interface: str = "virtio",
+    snapshot: bool = True,
+    memory: int = 1024,
+    console_log: Path | None = None,
+    until: list[re.Pattern[str]] | None = None,
+) -> BootReport:
     """Boot `image` and gather the facts; the VM is always stopped before this returns."""
     if not image.exists():
         raise VzError(f"no such image: {image}")
@@ -104,8 +132,12 @@ def boot(image: Path, *, hostname: str | None = None, timeout: float = 300, disk
     wanted += [(f"console: {p.pattern}", p) for p in until or []]
     chunks: list[str] = []
     started = time.monotonic()
-    proc = subprocess.Popen(qemu_command(image, port, disk_interface, snapshot, memory),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        qemu_command(image, port, disk_interface, snapshot, memory),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
 
     def read_console() -> None:
         # Raw chunks, not lines: a login prompt has no newline after it.

@@ -22,10 +22,21 @@ from .runner import run_stage
 from .volume.runs import reap
 
 progress = logging.getLogger("vzstages.progress")
-DOIT_PLUGINS = {"BACKEND": {"vzstages": "vzstages.compiler.doit_db:DurableSqliteDB"},
-                "REPORTER": {"vzstages": "vzstages.compiler.doit_reporter:StageReporter"}}
+DOIT_PLUGINS = {
+    "BACKEND": {"vzstages": "vzstages.compiler.doit_db:DurableSqliteDB"},
+    "REPORTER": {"vzstages": "vzstages.compiler.doit_reporter:StageReporter"},
+}
 
-BASE_TOOLS = ["qemu-img", "qemu-storage-daemon", "sfdisk", "losetup", "mount", "umount", "chroot", "debootstrap"]
+BASE_TOOLS = [
+    "qemu-img",
+    "qemu-storage-daemon",
+    "sfdisk",
+    "losetup",
+    "mount",
+    "umount",
+    "chroot",
+    "debootstrap",
+]
 
 
 def setup_console_logging(verbose: bool = False) -> None:
@@ -59,8 +70,11 @@ class Build:
     def required_tools(self) -> list[str]:
         layout = self.plan.manifest.layout
         tools = set(BASE_TOOLS)
-        tools |= {"mkswap" if p.filesystem == "swap" else f"mkfs.{p.filesystem}"
-                  for p in layout.partitions if p.filesystem}
+        tools |= {
+            "mkswap" if p.filesystem == "swap" else f"mkfs.{p.filesystem}"
+            for p in layout.partitions
+            if p.filesystem
+        }
         return sorted(tools)
 
     def prepare(self) -> None:
@@ -73,7 +87,9 @@ class Build:
         signal.signal(signal.SIGTERM, _raise_interrupt)
         workspace = self.plan.manifest.workspace
         (workspace / "logs").mkdir(parents=True, exist_ok=True)
-        self.log_file = workspace / "logs" / f"{self.plan.manifest.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+        self.log_file = (
+            workspace / "logs" / f"{self.plan.manifest.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+        )
         handler = logging.FileHandler(self.log_file)
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
         logging.getLogger("vzstages").addHandler(handler)

@@ -18,7 +18,7 @@ from .errors import ManifestError, VzError
 from .manifest import load_manifest
 
 
-class PlanLoader(TaskLoader2):  # type: ignore[misc]
+class PlanLoader(TaskLoader2):
     """Hands doit the tasks of an already compiled plan (the same ones dodo.py yields)."""
 
     def __init__(self, build: Build):
@@ -84,8 +84,14 @@ def cmd_boot(args: argparse.Namespace) -> int:
     hostname = args.hostname
     if args.manifest and not hostname:
         hostname = load_manifest(args.manifest).get("system.hostname", "debian")
-    report = boot(Path(args.image), hostname=hostname, timeout=args.timeout, disk_interface=args.disk,
-                  snapshot=not args.persist, console_log=Path(args.console_log) if args.console_log else None)
+    report = boot(
+        Path(args.image),
+        hostname=hostname,
+        timeout=args.timeout,
+        disk_interface=args.disk,
+        snapshot=not args.persist,
+        console_log=Path(args.console_log) if args.console_log else None,
+    )
     for fact, evidence in report.facts.items():
         print(f"  proven   {fact}: {evidence}")
     for fact in report.missing:
@@ -120,7 +126,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--hostname", help="the hostname the login prompt must show")
     p.add_argument("--timeout", type=float, default=300, help="seconds before giving up (default 300)")
     p.add_argument("--disk", choices=["virtio", "nvme", "ide", "sata"], default="virtio")
-    p.add_argument("--persist", action="store_true", help="keep the guest's writes (default: a throw-away snapshot)")
+    p.add_argument(
+        "--persist", action="store_true", help="keep the guest's writes (default: a throw-away snapshot)"
+    )
     p.add_argument("--console-log", help="write the serial console to this file")
     p.set_defaults(func=cmd_boot)
     return top

@@ -120,7 +120,9 @@ def require_tools(tools: Iterable[str]) -> None:
         lines = [f"  {t} (apt-get install {TOOL_PACKAGES.get(t, t)})" for t in missing]
         packages = sorted({TOOL_PACKAGES.get(t, t) for t in missing})
         raise HostError(
-            "missing host tools:\n" + "\n".join(lines) + f"\ninstall them with: apt-get install {' '.join(packages)}"
+            "missing host tools:\n"
+            + "\n".join(lines)
+            + f"\ninstall them with: apt-get install {' '.join(packages)}"
         )
 
 

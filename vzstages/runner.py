@@ -83,7 +83,9 @@ def _parent_facts(plan: Plan, stage: CompiledStage) -> dict[str, Any]:
         return {}
     parent = plan.store.lookup(stage.parent.name, stage.parent.key, disk=stage.parent.disk)
     if parent is None:
-        raise RuntimeError(f"stage {stage.name}: parent checkpoint {stage.parent.name}-{stage.parent.key} is missing")
+        raise RuntimeError(
+            f"stage {stage.name}: parent checkpoint {stage.parent.name}-{stage.parent.key} is missing"
+        )
     return parent.facts
 
 
@@ -98,8 +100,11 @@ def _build_disk_stage(plan: Plan, stage: CompiledStage, info: BuildInfo, timings
         # A backing file name relative to the overlay: the cache folder can move as a whole.
         host.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", parent.name, str(tmp)])
     try:
-        with run_folder(store.runs, stage.name) as folder, exported(host, tmp, folder) as raw, \
-                attached(host, raw, info.layout) as disk:
+        with (
+            run_folder(store.runs, stage.name) as folder,
+            exported(host, tmp, folder) as raw,
+            attached(host, raw, info.layout) as disk,
+        ):
             info.disk = disk
             if stage.parent is None:
                 _run_tasks(plan, stage, info, timings)  # the volume stage partitions and formats
@@ -169,8 +174,12 @@ def _sizes(checkpoint: Path) -> dict[str, int]:
 @cache
 def tool_versions(host: Host) -> dict[str, str]:
     versions = {}
-    for tool, argv in (("qemu-img", ["qemu-img", "--version"]),
-                       ("debootstrap", ["dpkg-query", "-W", "-f", "${Version}", "debootstrap"])):
+    for tool, argv in (
+        ("qemu-img", ["qemu-img", "--version"]),
+        ("debootstrap", ["dpkg-query", "-W", "-f", "${Version}", "debootstrap"]),
+    ):
         result = host.run(argv, check=False)
-        versions[tool] = result.output.splitlines()[0].strip() if result.returncode == 0 and result.output else "?"
+        versions[tool] = (
+            result.output.splitlines()[0].strip() if result.returncode == 0 and result.output else "?"
+        )
     return versions

@@ -110,7 +110,7 @@ class Store:
 
     def records(self, stage: str | None = None) -> list[Record]:
         pattern = f"{stage}-*.json" if stage else "*-*.json"
-        found = []
+        found: list[Record] = []
         if not self.stages.exists():
             return found
         for path in sorted(self.stages.glob(pattern)):
@@ -123,7 +123,9 @@ class Store:
         return found
 
     def save_record(self, record: Record) -> None:
-        write_atomic(self.record_path(record.stage, record.key), json.dumps(asdict(record), indent=1, sort_keys=True))
+        write_atomic(
+            self.record_path(record.stage, record.key), json.dumps(asdict(record), indent=1, sort_keys=True)
+        )
 
     def touch(self, stage: str, key: str) -> None:
         """Mark a checkpoint used now, for least-recently-used collection."""

@@ -14,18 +14,29 @@ if TYPE_CHECKING:
 def resolve_tasks(taskset: TaskSet, manifest: Manifest) -> None:
     """The tasks every image needs, whatever the provider."""
     taskset.add(
-        volume.PartitionDisk, volume.FormatPartitions,
-        bootstrap.Debootstrap, bootstrap.PrepareChroot, bootstrap.SetMountModes,
-        apt.WriteAptSources, apt.WriteAptSettings, apt.AptUpdate, apt.InstallPackages,
-        system.InstallSystemPackages, system.SetLocale, system.SetTimezone, system.SetHostname,
-        cleanup.CleanApt, cleanup.RemoveBuildSettings, cleanup.MakeGeneric, cleanup.ClearLogsAndTemp,
+        volume.PartitionDisk,
+        volume.FormatPartitions,
+        bootstrap.Debootstrap,
+        bootstrap.PrepareChroot,
+        bootstrap.SetMountModes,
+        apt.WriteAptSources,
+        apt.WriteAptSettings,
+        apt.AptUpdate,
+        apt.InstallPackages,
+        system.InstallSystemPackages,
+        system.SetLocale,
+        system.SetTimezone,
+        system.SetHostname,
+        cleanup.CleanApt,
+        cleanup.RemoveBuildSettings,
+        cleanup.MakeGeneric,
+        cleanup.ClearLogsAndTemp,
     )
 
 
 def add_boot_tasks(taskset: TaskSet, manifest: Manifest) -> None:
     """Kernel, fstab, network, SSH and the bootloader: for providers whose images boot."""
-    taskset.add(boot.InstallSshServer, boot.RegenerateSshHostKeys,
-                system.ConfigureNetwork, system.WriteFstab)
+    taskset.add(boot.InstallSshServer, boot.RegenerateSshHostKeys, system.ConfigureNetwork, system.WriteFstab)
     bootloader = manifest.get("system.bootloader")
     if bootloader == "grub":
         taskset.add(grub.InstallGrubPackages, grub.InstallGrub)

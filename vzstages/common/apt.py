@@ -13,10 +13,14 @@ from ..model.view import ManifestView
 from . import archive
 
 APT_OPTIONS = [
-    "-o", "Dpkg::Options::=--force-confdef",
-    "-o", "Dpkg::Options::=--force-confold",
-    "-o", "APT::Install-Recommends=false",
-    "-o", "DPkg::Lock::Timeout=600",
+    "-o",
+    "Dpkg::Options::=--force-confdef",
+    "-o",
+    "Dpkg::Options::=--force-confold",
+    "-o",
+    "APT::Install-Recommends=false",
+    "-o",
+    "DPkg::Lock::Timeout=600",
 ]
 
 
@@ -51,14 +55,23 @@ def apt_install(info: BuildInfo, packages: Sequence[str]) -> None:
 
 
 def mirror_of(info: BuildInfo) -> str:
-    return archive.choose_mirror(info.manifest.get("packages.mirror") or info.manifest.get("bootstrapper.mirror"))
+    return archive.choose_mirror(
+        info.manifest.get("packages.mirror") or info.manifest.get("bootstrapper.mirror")
+    )
 
 
 class WriteAptSources(Task):
     description = "Writing apt sources"
     phase = Phase.PACKAGE_INSTALLATION
-    reads = ("system.release", "packages.mirror", "bootstrapper.mirror", "packages.security",
-             "packages.components", "packages.sources", "packages.include-source-type")
+    reads = (
+        "system.release",
+        "packages.mirror",
+        "bootstrapper.mirror",
+        "packages.security",
+        "packages.components",
+        "packages.sources",
+        "packages.include-source-type",
+    )
 
     @classmethod
     def run(cls, info: BuildInfo) -> None:
@@ -95,7 +108,9 @@ class WriteAptSettings(Task):
     def run(cls, info: BuildInfo) -> None:
         m, etc = info.manifest, info.target / "etc/apt"
         for name, pins in (m.get("packages.preferences") or {}).items():
-            stanzas = [f"Package: {p['package']}\nPin: {p['pin']}\nPin-Priority: {p['pin-priority']}" for p in pins]
+            stanzas = [
+                f"Package: {p['package']}\nPin: {p['pin']}\nPin-Priority: {p['pin-priority']}" for p in pins
+            ]
             (etc / "preferences.d").mkdir(exist_ok=True)
             (etc / f"preferences.d/{name}").write_text("\n\n".join(stanzas) + "\n")
         for name, content in (m.get("packages.apt.conf.d") or {}).items():
@@ -128,7 +143,9 @@ class InstallPackages(Task):
 
     @classmethod
     def input_files(cls, manifest: ManifestView) -> dict[str, Path]:
-        return {p: manifest.relative_path(p) for p in manifest.get("packages.install") or [] if p.endswith(".deb")}
+        return {
+            p: manifest.relative_path(p) for p in manifest.get("packages.install") or [] if p.endswith(".deb")
+        }
 
     @classmethod
     def run(cls, info: BuildInfo) -> None:
@@ -137,7 +154,8 @@ class InstallPackages(Task):
             apt_install(info, ["tasksel"])
             with shared_package_cache(info):
                 info.chroot(["tasksel", "install", "standard"])
-        names, debs = [], []
+        names: list[str] = []
+        debs: list[str] = []
         for item in m.get("packages.install") or []:
             (debs if item.endswith(".deb") else names).append(item)
         # name/target-release goes to apt as is: apt reads "pkg/suite" as "from that suite".
@@ -151,4 +169,3 @@ class InstallPackages(Task):
             for f in staging.iterdir():
                 f.unlink()
             staging.rmdir()
-

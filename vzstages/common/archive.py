@@ -47,14 +47,22 @@ def host_sources(apt_dir: Path = APT_SOURCES) -> list[Source]:
                 fields[name.strip().lower()] = value.strip()
             if "deb" in fields.get("types", "").split() and fields.get("enabled", "yes") != "no":
                 for uri in fields.get("uris", "").split():
-                    found.append(Source(uri.rstrip("/"), tuple(fields.get("suites", "").split()),
-                                        tuple(fields.get("components", "").split())))
+                    found.append(
+                        Source(
+                            uri.rstrip("/"),
+                            tuple(fields.get("suites", "").split()),
+                            tuple(fields.get("components", "").split()),
+                        )
+                    )
     return found
 
 
 def _is_debian_archive(source: Source) -> bool:
-    return "main" in source.components and not any(
-        s.endswith(("-security", "/updates")) for s in source.suites) and "security" not in source.uri
+    return (
+        "main" in source.components
+        and not any(s.endswith(("-security", "/updates")) for s in source.suites)
+        and "security" not in source.uri
+    )
 
 
 def host_mirror(apt_dir: Path = APT_SOURCES) -> str | None:
@@ -62,7 +70,9 @@ def host_mirror(apt_dir: Path = APT_SOURCES) -> str | None:
 
 
 def host_security_mirror(apt_dir: Path = APT_SOURCES) -> str | None:
-    return next((s.uri for s in host_sources(apt_dir) if any(x.endswith("-security") for x in s.suites)), None)
+    return next(
+        (s.uri for s in host_sources(apt_dir) if any(x.endswith("-security") for x in s.suites)), None
+    )
 
 
 def debootstrap_default_mirror(script: Path = DEBOOTSTRAP) -> str | None:
@@ -75,8 +85,10 @@ def debootstrap_default_mirror(script: Path = DEBOOTSTRAP) -> str | None:
 def choose_mirror(manifest_mirror: str | None) -> str:
     mirror = manifest_mirror or host_mirror() or debootstrap_default_mirror()
     if not mirror:
-        raise VzError("no Debian mirror: set bootstrapper.mirror in the manifest "
-                      "(the build host has no apt sources and debootstrap names no default)")
+        raise VzError(
+            "no Debian mirror: set bootstrapper.mirror in the manifest "
+            "(the build host has no apt sources and debootstrap names no default)"
+        )
     return mirror.rstrip("/")
 
 
@@ -106,9 +118,13 @@ def fetch_release(mirror: str, suite: str, timeout: float = 20) -> bytes:
         except urllib.error.HTTPError as exc:
             last_error = f"{url}: HTTP {exc.code}"
         except (urllib.error.URLError, OSError) as exc:
-            raise ArchiveUnreachable(f"cannot reach the mirror {mirror}: {getattr(exc, 'reason', exc)}") from exc
-    raise VzError(f"the mirror {mirror} does not carry release '{suite}' ({last_error}). "
-                  "An end-of-life release needs an archive mirror: set bootstrapper.mirror")
+            raise ArchiveUnreachable(
+                f"cannot reach the mirror {mirror}: {getattr(exc, 'reason', exc)}"
+            ) from exc
+    raise VzError(
+        f"the mirror {mirror} does not carry release '{suite}' ({last_error}). "
+        "An end-of-life release needs an archive mirror: set bootstrapper.mirror"
+    )
 
 
 class ArchiveUnreachable(VzError):

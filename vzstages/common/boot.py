@@ -44,8 +44,10 @@ class WriteInitramfsModules(Task):
         modules = list(cls.modules(info))
         target = info.target / "etc/initramfs-tools/modules"
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text("# Drivers the provider's disks and network need early (vzstages)\n"
-                          + "".join(f"{m}\n" for m in modules))
+        target.write_text(
+            "# Drivers the provider's disks and network need early (vzstages)\n"
+            + "".join(f"{m}\n" for m in modules)
+        )
         info.facts["initramfs_modules"] = modules
 
 
@@ -56,8 +58,11 @@ class InstallKernel(Task):
     reads = ("system.architecture",)
     downloads = True
     # Providers with a leaner kernel for their platform (cloud) override this.
-    packages: ClassVar[dict[str, str]] = {"amd64": "linux-image-amd64", "arm64": "linux-image-arm64",
-                                          "i386": "linux-image-686-pae"}
+    packages: ClassVar[dict[str, str]] = {
+        "amd64": "linux-image-amd64",
+        "arm64": "linux-image-arm64",
+        "i386": "linux-image-686-pae",
+    }
 
     @classmethod
     def run(cls, info: BuildInfo) -> None:

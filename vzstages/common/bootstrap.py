@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import platform
+from pathlib import Path
 
 from ..errors import VzError
 from ..model.info import BuildInfo
 from ..model.phases import Phase
 from ..model.task import Task
+from ..model.view import ManifestView
 from . import archive
 
 DEBIAN_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "i686": "i386"}
@@ -21,13 +23,20 @@ DPKG_UNSAFE_IO = "etc/dpkg/dpkg.cfg.d/vzstages-unsafe-io"
 class Debootstrap(Task):
     description = "Installing the base system with debootstrap"
     phase = Phase.OS_INSTALLATION
-    reads = ("system.release", "system.architecture", "bootstrapper.mirror", "packages.mirror",
-             "bootstrapper.variant", "bootstrapper.include_packages", "bootstrapper.exclude_packages",
-             "bootstrapper.keyring")
+    reads = (
+        "system.release",
+        "system.architecture",
+        "bootstrapper.mirror",
+        "packages.mirror",
+        "bootstrapper.variant",
+        "bootstrapper.include_packages",
+        "bootstrapper.exclude_packages",
+        "bootstrapper.keyring",
+    )
     downloads = True
 
     @classmethod
-    def input_files(cls, manifest):  # type: ignore[no-untyped-def]
+    def input_files(cls, manifest: ManifestView) -> dict[str, Path]:
         keyring = manifest.get("bootstrapper.keyring")
         return {keyring: manifest.relative_path(keyring)} if keyring else {}
 
@@ -39,8 +48,10 @@ class Debootstrap(Task):
         release, arch = m.get("system.release"), m.get("system.architecture")
         host_arch = DEBIAN_ARCH.get(platform.machine(), platform.machine())
         if arch not in (host_arch, "i386" if host_arch == "amd64" else host_arch):
-            raise VzError(f"system.architecture {arch} cannot be built on this {host_arch} host "
-                          "(cross-architecture builds are not supported)")
+            raise VzError(
+                f"system.architecture {arch} cannot be built on this {host_arch} host "
+                "(cross-architecture builds are not supported)"
+            )
         mirror = archive.choose_mirror(m.get("bootstrapper.mirror") or m.get("packages.mirror"))
         archive.fetch_release(mirror, release)  # a clear error for a release the mirror lacks
         info.facts["architecture"] = arch

@@ -59,7 +59,7 @@ class ClearLogsAndTemp(Task):
     def run(cls, info: BuildInfo) -> None:
         for log in (info.target / "var/log").rglob("*"):
             if log.is_file() and not log.is_symlink():
-                if log.suffix in (".gz", ".old") or log.name[-1:].isdigit() and "." in log.name:
+                if log.suffix in (".gz", ".old") or (log.name[-1:].isdigit() and "." in log.name):
                     log.unlink()  # rotated logs
                 else:
                     log.write_bytes(b"")

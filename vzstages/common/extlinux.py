@@ -38,7 +38,8 @@ class InstallExtlinux(Task):
         serial = "SERIAL 0 115200\n" if "console=ttyS0" in cmdline else ""
         (info.target / "boot/extlinux/extlinux.conf").write_text(
             f"{serial}DEFAULT debian\nTIMEOUT 10\nPROMPT 0\n\n"
-            f"LABEL debian\n  LINUX {kernel}\n  INITRD {initrd}\n  APPEND {cmdline}\n")
+            f"LABEL debian\n  LINUX {kernel}\n  INITRD {initrd}\n  APPEND {cmdline}\n"
+        )
         disk = info.disk.whole_device()
         # The partition table marks the boot partition (bootable / LegacyBIOSBootable) already.
         mbr = "gptmbr.bin" if layout.table == "gpt" else "mbr.bin"

@@ -16,8 +16,22 @@ from .apt import apt_install
 from .boot import InstallKernel, boot_paths, kernel_cmdline
 from .system import InstallSystemPackages
 
-GRUB_MODULES = ["biosdisk", "part_gpt", "part_msdos", "ext2", "xfs", "search_fs_uuid", "serial", "terminal",
-                "normal", "linux", "configfile", "echo", "test", "gzio"]
+GRUB_MODULES = [
+    "biosdisk",
+    "part_gpt",
+    "part_msdos",
+    "ext2",
+    "xfs",
+    "search_fs_uuid",
+    "serial",
+    "terminal",
+    "normal",
+    "linux",
+    "configfile",
+    "echo",
+    "test",
+    "gzio",
+]
 
 
 class InstallGrubPackages(Task):
@@ -52,25 +66,58 @@ class InstallGrub(Task):
         defaults.write_text(
             "GRUB_DEFAULT=0\nGRUB_TIMEOUT=1\nGRUB_DISTRIBUTOR=Debian\n"
             f'GRUB_CMDLINE_LINUX_DEFAULT=""\nGRUB_CMDLINE_LINUX="{cmdline.split(" ", 2)[2]}"\n'
-            + ('GRUB_TERMINAL="console serial"\n'
-               'GRUB_SERIAL_COMMAND="serial --unit=0 --speed=115200"\n' if serial else ""))
+            + (
+                'GRUB_TERMINAL="console serial"\nGRUB_SERIAL_COMMAND="serial --unit=0 --speed=115200"\n'
+                if serial
+                else ""
+            )
+        )
 
         info.chroot(["mkdir", "-p", "/boot/grub/i386-pc"])
-        info.chroot(["sh", "-c", "cp /usr/lib/grub/i386-pc/*.mod /usr/lib/grub/i386-pc/*.lst "
-                     "/usr/lib/grub/i386-pc/*.img /boot/grub/i386-pc/"])
-        info.chroot(["grub-mkimage", "-O", "i386-pc", "-o", "/boot/grub/i386-pc/core.img",
-                     "-p", f"(hd0,{table}{boot.number}){grub_dir}", *GRUB_MODULES])
-        info.chroot(["/usr/lib/grub/i386-pc/grub-bios-setup", "--directory=/boot/grub/i386-pc",
-                     "--skip-fs-probe", info.disk.whole_device()])
+        info.chroot(
+            [
+                "sh",
+                "-c",
+                "cp /usr/lib/grub/i386-pc/*.mod /usr/lib/grub/i386-pc/*.lst "
+                "/usr/lib/grub/i386-pc/*.img /boot/grub/i386-pc/",
+            ]
+        )
+        info.chroot(
+            [
+                "grub-mkimage",
+                "-O",
+                "i386-pc",
+                "-o",
+                "/boot/grub/i386-pc/core.img",
+                "-p",
+                f"(hd0,{table}{boot.number}){grub_dir}",
+                *GRUB_MODULES,
+            ]
+        )
+        info.chroot(
+            [
+                "/usr/lib/grub/i386-pc/grub-bios-setup",
+                "--directory=/boot/grub/i386-pc",
+                "--skip-fs-probe",
+                info.disk.whole_device(),
+            ]
+        )
 
         kernel, initrd = boot_paths(info)
         boot_uuid = info.facts["uuids"][boot.name]
-        terminal = ("serial --unit=0 --speed=115200\nterminal_input console serial\n"
-                    "terminal_output console serial\n") if serial else ""
+        terminal = (
+            (
+                "serial --unit=0 --speed=115200\nterminal_input console serial\n"
+                "terminal_output console serial\n"
+            )
+            if serial
+            else ""
+        )
         (info.target / "boot/grub/grub.cfg").write_text(
             "# Written by vzstages at build time; update-grub regenerates it inside the machine.\n"
             f"set default=0\nset timeout=1\n{terminal}"
             f"insmod part_{table}\ninsmod ext2\ninsmod xfs\n"
             f"search --no-floppy --fs-uuid --set=root {boot_uuid}\n"
             "menuentry 'Debian GNU/Linux' {\n"
-            f"\tlinux {kernel} {cmdline}\n\tinitrd {initrd}\n}}\n")
+            f"\tlinux {kernel} {cmdline}\n\tinitrd {initrd}\n}}\n"
+        )

@@ -32,8 +32,9 @@ def convert(info: BuildInfo, fmt: str, target: Path) -> None:
     qemu_fmt, options, _ = FORMATS[fmt]
     tmp = target.with_name(f".{target.name}.partial")
     info.say(f"converting to {fmt}: {target}")
-    info.host.run(["qemu-img", "convert", "-f", "qcow2", "-O", qemu_fmt, *options,
-                   str(info.source_image), str(tmp)])
+    info.host.run(
+        ["qemu-img", "convert", "-f", "qcow2", "-O", qemu_fmt, *options, str(info.source_image), str(tmp)]
+    )
     os.replace(tmp, target)
 
 

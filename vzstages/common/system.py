@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from ..manifest.releases import lookup
 from ..model.info import BuildInfo
 from ..model.phases import Phase
 from ..model.task import Task
-from ..manifest.releases import lookup
 from .apt import InstallPackages, apt_install
 
 
@@ -69,7 +69,8 @@ class SetHostname(Task):
         names = f"{hostname} {short}" if short != hostname else hostname
         (info.target / "etc/hosts").write_text(
             f"127.0.0.1\tlocalhost\n127.0.1.1\t{names}\n\n"
-            "::1\tlocalhost ip6-localhost ip6-loopback\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n")
+            "::1\tlocalhost ip6-localhost ip6-loopback\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n"
+        )
 
 
 class ConfigureNetwork(Task):
@@ -81,10 +82,12 @@ class ConfigureNetwork(Task):
         # The kernel command line sets net.ifnames=0 (see the bootloader tasks), so the first
         # interface is eth0 whatever the hypervisor's bus layout.
         (info.target / "etc/network/interfaces").write_text(
-            "source /etc/network/interfaces.d/*\n\nauto lo\niface lo inet loopback\n")
+            "source /etc/network/interfaces.d/*\n\nauto lo\niface lo inet loopback\n"
+        )
         (info.target / "etc/network/interfaces.d").mkdir(exist_ok=True)
         (info.target / "etc/network/interfaces.d/eth0").write_text(
-            "allow-hotplug eth0\niface eth0 inet dhcp\n")
+            "allow-hotplug eth0\niface eth0 inet dhcp\n"
+        )
 
 
 class WriteFstab(Task):
@@ -100,7 +103,9 @@ class WriteFstab(Task):
             passno = 1 if part.name == "root" else 2
             if part.filesystem == "xfs":
                 passno = 0
-            lines.append(f"UUID={uuids[part.name]}\t{part.mountpoint}\t{part.filesystem}\t{options}\t0\t{passno}")
+            lines.append(
+                f"UUID={uuids[part.name]}\t{part.mountpoint}\t{part.filesystem}\t{options}\t0\t{passno}"
+            )
         swap = info.layout.get("swap")
         if swap:
             lines.append(f"UUID={uuids['swap']}\tnone\tswap\tsw\t0\t0")

@@ -34,8 +34,10 @@ class PartitionDisk(Task):
         assert info.disk is not None
         if info.layout.table == "none":
             return
-        info.host.run(["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", str(info.disk.raw)],
-                      input=info.layout.sfdisk_script())
+        info.host.run(
+            ["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", str(info.disk.raw)],
+            input=info.layout.sfdisk_script(),
+        )
 
 
 class FormatPartitions(Task):

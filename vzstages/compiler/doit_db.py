@@ -11,7 +11,7 @@ from typing import Any
 from doit.dependency import SqliteDB
 
 
-class DurableSqliteDB(SqliteDB):  # type: ignore[misc]
+class DurableSqliteDB(SqliteDB):
     desc = "sqlite3, committed after every task (survives SIGKILL)"
 
     def _sqlite3(self, name: str) -> Any:
@@ -23,7 +23,8 @@ class DurableSqliteDB(SqliteDB):  # type: ignore[misc]
         super().set(task_id, dependency, value)
         # doit saves a task's values one by one and "deps:" last (Dependency.save_success).
         if dependency == "deps:":
-            self._conn.execute("insert or replace into doit values (?,?)",
-                               (task_id, self.codec.encode(self._cache[task_id])))
+            self._conn.execute(
+                "insert or replace into doit values (?,?)", (task_id, self.codec.encode(self._cache[task_id]))
+            )
             self._conn.commit()
             self._dirty.discard(task_id)

@@ -9,7 +9,7 @@ from typing import Any
 from doit.reporter import ConsoleReporter
 
 
-class StageReporter(ConsoleReporter):  # type: ignore[misc]
+class StageReporter(ConsoleReporter):
     desc = "vzstages: one line per stage, and a summary"
 
     def __init__(self, outstream: Any, options: Any):

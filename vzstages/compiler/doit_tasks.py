@@ -23,7 +23,7 @@ def file_xxh3(path: str) -> str:
     return h.hexdigest()
 
 
-class XxhashChecker(MD5Checker):  # type: ignore[misc]
+class XxhashChecker(MD5Checker):
     """doit's MD5 checker (timestamp, then size, then content) with xxh3 for the content:
     checkpoints are gigabytes, and md5 would read them at a fraction of the speed."""
 

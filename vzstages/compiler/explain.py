@@ -34,7 +34,9 @@ def diff_inputs(new: dict[str, Any], old: dict[str, Any]) -> list[str]:
     old_tasks, new_tasks = dict(old.get("tasks", [])), dict(new.get("tasks", []))
     reasons += [f"task added: {t}" for t in new_tasks if t not in old_tasks]
     reasons += [f"task removed: {t}" for t in old_tasks if t not in new_tasks]
-    reasons += [f"task code changed: {t}" for t in new_tasks if t in old_tasks and new_tasks[t] != old_tasks[t]]
+    reasons += [
+        f"task code changed: {t}" for t in new_tasks if t in old_tasks and new_tasks[t] != old_tasks[t]
+    ]
     if [t for t in new_tasks if t in old_tasks] != [t for t in old_tasks if t in new_tasks]:
         reasons.append("task order changed")
     old_m, new_m = old.get("manifest", {}), new.get("manifest", {})
@@ -53,8 +55,11 @@ def diff_inputs(new: dict[str, Any], old: dict[str, Any]) -> list[str]:
         elif old_f[name] != new_f[name]:
             reasons.append(f"file changed: {name}")
     if new.get("archive") != old.get("archive"):
-        changed = sorted(k for k in set(new.get("archive") or {}) | set(old.get("archive") or {})
-                         if (new.get("archive") or {}).get(k) != (old.get("archive") or {}).get(k))
+        changed = sorted(
+            k
+            for k in set(new.get("archive") or {}) | set(old.get("archive") or {})
+            if (new.get("archive") or {}).get(k) != (old.get("archive") or {}).get(k)
+        )
         reasons.append("archive state changed: " + (", ".join(changed) or "refreshed"))
     return reasons
 
@@ -85,7 +90,9 @@ def explain(plan: Plan) -> list[StageStatus]:
             closest = min(candidates, key=lambda r: (_distance(stage.inputs, r.inputs), -r.created))
             changes = diff_inputs(stage.inputs, closest.inputs)
             if closest.parent != stage.inputs.get("parent") and not parent_runs:
-                changes.insert(0, f"parent stage {stage.parent.name if stage.parent else '?'} has another key")
+                changes.insert(
+                    0, f"parent stage {stage.parent.name if stage.parent else '?'} has another key"
+                )
             reasons += changes or ([] if parent_runs else ["inputs differ from every cached entry"])
         elif not record and not parent_runs:
             reasons.append("never built")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -97,8 +97,9 @@ def load_manifest(path: str | Path, build_time: datetime | None = None) -> Manif
         provider = components.provider(provider_name)
         if provider is None:
             known = ", ".join(components.available("providers"))
-            problems.append(f"{doc.where(('provider', 'name'))}: unknown provider '{provider_name}' "
-                            f"(available: {known})")
+            problems.append(
+                f"{doc.where(('provider', 'name'))}: unknown provider '{provider_name}' (available: {known})"
+            )
             schema["properties"]["provider"]["additionalProperties"] = True  # its keys are unknowable
         else:
             schema = merge(schema, provider.schema())
@@ -124,7 +125,7 @@ def load_manifest(path: str | Path, build_time: datetime | None = None) -> Manif
         doc=doc,
         data=data,
         secrets=frozenset(secret_paths(schema, data)),
-        build_time=build_time or datetime.now(timezone.utc),
+        build_time=build_time or datetime.now(UTC),
     )
     semantic = _base_checks(manifest)
     for component in [c for c in (provider, *plugins) if c is not None]:
@@ -150,21 +151,34 @@ def _base_checks(manifest: Manifest) -> list[Problem]:
     elif release.archived:
         manifest.warnings.append(
             f"{manifest.doc.where(('system', 'release'))}: {release_name} is end-of-life and only on archive "
-            "mirrors; set bootstrapper.mirror to one, or the build stops when the mirror lacks it")
+            "mirrors; set bootstrapper.mirror to one, or the build stops when the mirror lacks it"
+        )
 
     bootloader = data["system"]["bootloader"]
     partitions = data["volume"]["partitions"]
     if bootloader == "pvgrub":
-        problems.append(Problem(("system", "bootloader"), "pvgrub (Xen paravirtual boot) is retired; use grub"))
+        problems.append(
+            Problem(("system", "bootloader"), "pvgrub (Xen paravirtual boot) is retired; use grub")
+        )
     if bootloader in ("grub", "extlinux") and partitions["type"] == "none":
-        problems.append(Problem(("volume", "partitions", "type"),
-                                f"{bootloader} cannot boot an unpartitioned volume; use msdos or gpt"))
+        problems.append(
+            Problem(
+                ("volume", "partitions", "type"),
+                f"{bootloader} cannot boot an unpartitioned volume; use msdos or gpt",
+            )
+        )
     if bootloader == "extlinux" and partitions.get("boot", partitions["root"])["filesystem"] == "xfs":
-        problems.append(Problem(("volume", "partitions"), "extlinux cannot boot from xfs; use ext4 for /boot"))
+        problems.append(
+            Problem(("volume", "partitions"), "extlinux cannot boot from xfs; use ext4 for /boot")
+        )
     for name, spec in partitions.items():
         if isinstance(spec, dict) and "format_command" in spec:
-            problems.append(Problem(("volume", "partitions", name, "format_command"),
-                                    "custom format commands are not supported; vzstages formats partitions itself"))
+            problems.append(
+                Problem(
+                    ("volume", "partitions", name, "format_command"),
+                    "custom format commands are not supported; vzstages formats partitions itself",
+                )
+            )
     try:
         manifest.layout  # noqa: B018  (computing it is the check)
     except LayoutError as exc:

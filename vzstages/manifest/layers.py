@@ -35,18 +35,26 @@ def merge(base: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-_JSON_TYPES = {"object": "a mapping", "array": "a list", "string": "a string", "integer": "a whole number",
-               "number": "a number", "boolean": "true or false", "null": "nothing"}
+_JSON_TYPES = {
+    "object": "a mapping",
+    "array": "a list",
+    "string": "a string",
+    "integer": "a whole number",
+    "number": "a number",
+    "boolean": "true or false",
+    "null": "nothing",
+}
 
 
 def _explain(error: jsonschema.ValidationError) -> list[tuple[KeyPath, str]]:
     """Turn one jsonschema error into (key path, readable message) pairs."""
     path: KeyPath = tuple(error.absolute_path)
-    hint = error.schema.get("description") if isinstance(error.schema, dict) else None
+    schema: dict[str, Any] = error.schema if isinstance(error.schema, dict) else {}
+    hint = schema.get("description")
     value = error.instance
     if error.validator == "additionalProperties" and isinstance(value, dict):
-        known = sorted(error.schema.get("properties", {}))
-        patterns = list(error.schema.get("patternProperties", {}))
+        known = sorted(schema.get("properties", {}))
+        patterns = list(schema.get("patternProperties", {}))
         extras = [k for k in value if k not in known and not any(re.search(p, k) for p in patterns)]
         allowed = ", ".join(known) or "none"
         return [((*path, k), f"unknown key '{k}' (allowed here: {allowed})") for k in extras]
@@ -54,11 +62,12 @@ def _explain(error: jsonschema.ValidationError) -> list[tuple[KeyPath, str]]:
         missing = error.message.split("'")[1] if "'" in error.message else error.message
         return [(path, f"missing required key '{missing}'")]
     if error.validator == "enum":
-        options = ", ".join(str(o) for o in error.validator_value)
+        options = ", ".join(str(o) for o in schema.get("enum", []))
         return [(path, f"{value!r} is not supported (choose one of: {options})")]
     if error.validator == "type":
-        wanted = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
-        names = " or ".join(_JSON_TYPES.get(t, t) for t in wanted)
+        declared = schema.get("type", [])
+        wanted = declared if isinstance(declared, list) else [declared]
+        names = " or ".join(_JSON_TYPES.get(str(t), str(t)) for t in wanted)
         return [(path, f"expected {names}, got {value!r}")]
     if error.validator in ("pattern", "anyOf", "oneOf", "format"):
         return [(path, f"{value!r} is not valid" + (f": {hint}" if hint else f" ({error.message})"))]

@@ -78,5 +78,7 @@ def load_document(path: Path) -> Document:
     finally:
         loader.dispose()
     if not isinstance(data, dict):
-        raise ManifestError(str(path), [f"{path}: a manifest must be a mapping of keys (name, provider, ...)"])
+        raise ManifestError(
+            str(path), [f"{path}: a manifest must be a mapping of keys (name, provider, ...)"]
+        )
     return Document(path=path, data=data, lines=lines)

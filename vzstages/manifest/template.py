@@ -30,8 +30,10 @@ def render(template: str, data: dict[str, Any], when: datetime) -> str:
         try:
             value = lookup_dotted(data, field)
         except KeyError:
-            raise TemplateError(f"unknown field {{{field}}} (use a manifest key such as "
-                                "{system.release}, or a date field such as {%Y})") from None
+            raise TemplateError(
+                f"unknown field {{{field}}} (use a manifest key such as "
+                "{system.release}, or a date field such as {%Y})"
+            ) from None
         if isinstance(value, dict | list):
             raise TemplateError(f"{{{field}}} is not a single value")
         return str(value)

@@ -32,11 +32,14 @@ def order(tasks: Iterable[type[Task]]) -> list[type[Task]]:
     tasks = list(tasks)
     for task in tasks:
         if task.phase in CONTEXT_PHASES:
-            raise GraphError(f"task {task.name()} is in phase {task.phase.label}, which is handled by "
-                             "vzstages itself (manifest validation or the mount context)")
+            raise GraphError(
+                f"task {task.name()} is in phase {task.phase.label}, which is handled by "
+                "vzstages itself (manifest validation or the mount context)"
+            )
     graph = edges(tasks)
-    backwards = sorted(f"{a.name()} ({a.phase.label}) -> {b.name()} ({b.phase.label})"
-                       for a, b in graph if a.phase > b.phase)
+    backwards = sorted(
+        f"{a.name()} ({a.phase.label}) -> {b.name()} ({b.phase.label})" for a, b in graph if a.phase > b.phase
+    )
     if backwards:
         raise GraphError("task edges against phase order:\n  " + "\n  ".join(backwards))
 
@@ -60,7 +63,9 @@ def order(tasks: Iterable[type[Task]]) -> list[type[Task]]:
     return result
 
 
-def _find_cycle(incoming: dict[type[Task], int], after: dict[type[Task], list[type[Task]]]) -> list[type[Task]]:
+def _find_cycle(
+    incoming: dict[type[Task], int], after: dict[type[Task], list[type[Task]]]
+) -> list[type[Task]]:
     # Every task left unordered still waits on an unordered predecessor, so walking predecessors
     # from any of them must come back to a task already seen: that loop is a cycle.
     stuck = {t for t, n in incoming.items() if n > 0}
@@ -70,6 +75,6 @@ def _find_cycle(incoming: dict[type[Task], int], after: dict[type[Task], list[ty
     while node not in path:
         path.append(node)
         node = before[node][0]
-    cycle = path[path.index(node):]
+    cycle = path[path.index(node) :]
     cycle.reverse()
     return [*cycle, cycle[0]]

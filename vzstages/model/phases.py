@@ -38,14 +38,22 @@ class StageKind:
 
 
 STAGE_KINDS: tuple[StageKind, ...] = (
-    StageKind("volume", (Phase.PREPARATION, Phase.VOLUME_CREATION, Phase.VOLUME_PREPARATION), True,
-              "create the disk, partition and format it"),
+    StageKind(
+        "volume",
+        (Phase.PREPARATION, Phase.VOLUME_CREATION, Phase.VOLUME_PREPARATION),
+        True,
+        "create the disk, partition and format it",
+    ),
     StageKind("os", (Phase.OS_INSTALLATION,), True, "install the base system (debootstrap)"),
-    StageKind("packages", (Phase.PACKAGE_INSTALLATION,), True, "configure apt and install packages and kernel"),
+    StageKind(
+        "packages", (Phase.PACKAGE_INSTALLATION,), True, "configure apt and install packages and kernel"
+    ),
     StageKind("system", (Phase.SYSTEM_MODIFICATION,), True, "configure the system and the bootloader"),
     StageKind("user", (Phase.USER_MODIFICATION,), True, "users, files and commands"),
     StageKind("cleanup", (Phase.SYSTEM_CLEANING,), True, "make the image generic and small"),
-    StageKind("image", (Phase.IMAGE_REGISTRATION,), False, "convert the checkpoint chain to the output image"),
+    StageKind(
+        "image", (Phase.IMAGE_REGISTRATION,), False, "convert the checkpoint chain to the output image"
+    ),
     StageKind("publish", (Phase.IMAGE_PUBLISHING,), False, "upload and register the image"),
 )
 

@@ -28,7 +28,8 @@ class ManifestView:
         if not any(covers(d, path) for d in self._reads):
             raise UndeclaredRead(
                 f"task {self._task} read manifest key '{path}' without declaring it in `reads`; "
-                "undeclared inputs would be missing from its stage key")
+                "undeclared inputs would be missing from its stage key"
+            )
 
     def get(self, dotted: str, default: Any = None) -> Any:
         self._check(dotted)

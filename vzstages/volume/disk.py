@@ -72,14 +72,20 @@ def exported(host: Host, image: Path, run_dir: Path) -> Iterator[Path]:
     raw = run_dir / "disk.raw"
     pidfile = run_dir / "qsd.pid"
     raw.touch()
-    host.run([
-        "qemu-storage-daemon",
-        "--blockdev", f"driver=file,node-name=file0,filename={image},cache.direct=off",
-        "--blockdev", "driver=qcow2,node-name=disk0,file=file0,discard=unmap",
-        "--export", f"type=fuse,id=export0,node-name=disk0,mountpoint={raw},writable=on",
-        "--pidfile", str(pidfile),
-        "--daemonize",
-    ])
+    host.run(
+        [
+            "qemu-storage-daemon",
+            "--blockdev",
+            f"driver=file,node-name=file0,filename={image},cache.direct=off",
+            "--blockdev",
+            "driver=qcow2,node-name=disk0,file=file0,discard=unmap",
+            "--export",
+            f"type=fuse,id=export0,node-name=disk0,mountpoint={raw},writable=on",
+            "--pidfile",
+            str(pidfile),
+            "--daemonize",
+        ]
+    )
     try:
         yield raw
     finally:

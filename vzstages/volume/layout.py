@@ -11,8 +11,17 @@ from dataclasses import dataclass
 from typing import Any
 
 MiB = 1024**2
-_UNITS = {"B": 1, "KiB": 1024, "MiB": MiB, "GiB": 1024**3, "TiB": 1024**4,
-          "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4}
+_UNITS = {
+    "B": 1,
+    "KiB": 1024,
+    "MiB": MiB,
+    "GiB": 1024**3,
+    "TiB": 1024**4,
+    "KB": 1000,
+    "MB": 1000**2,
+    "GB": 1000**3,
+    "TB": 1000**4,
+}
 _SIZE = re.compile(r"^(\d+)([KMGT]i?B|B)$")
 
 # GPT partition type GUIDs and MBR type ids.
@@ -86,7 +95,9 @@ class Layout:
     def mounted(self) -> list[Partition]:
         """Partitions with a filesystem, parents before children ('/' before /var before /var/tmp)."""
         with_fs = [p for p in self.partitions if p.mountpoint]
-        return sorted(with_fs, key=lambda p: (p.mountpoint or "").rstrip("/").count("/") if p.name != "root" else -1)
+        return sorted(
+            with_fs, key=lambda p: (p.mountpoint or "").rstrip("/").count("/") if p.name != "root" else -1
+        )
 
     def sfdisk_script(self) -> str:
         lines = [f"label: {'dos' if self.table == 'msdos' else 'gpt'}", "unit: sectors"]
@@ -124,14 +135,20 @@ def compute_layout(partitions: dict[str, Any], bootloader: str) -> Layout:
     if table == "none":
         if len(specs) > 1:
             extra = specs[0][0]
-            raise LayoutError((*base, extra), f"an unpartitioned volume (type: none) holds only root, not '{extra}'")
+            raise LayoutError(
+                (*base, extra), f"an unpartitioned volume (type: none) holds only root, not '{extra}'"
+            )
         root = partitions["root"]
         size = _checked_size(root, (*base, "root"))
-        part = Partition("root", None, 0, size, root["filesystem"], tuple(root.get("mountopts", ())), root.get("mode"))
+        part = Partition(
+            "root", None, 0, size, root["filesystem"], tuple(root.get("mountopts", ())), root.get("mode")
+        )
         return Layout("none", size, (part,), bootloader)
     if table == "msdos" and len(specs) > 4:
-        raise LayoutError((*base,), f"an msdos table holds at most 4 partitions, this one needs {len(specs)} "
-                          "(use type: gpt)")
+        raise LayoutError(
+            (*base,),
+            f"an msdos table holds at most 4 partitions, this one needs {len(specs)} (use type: gpt)",
+        )
 
     offset = MiB
     laid_out = []
@@ -142,7 +159,9 @@ def compute_layout(partitions: dict[str, Any], bootloader: str) -> Layout:
             size, fs = _round_mib(_checked_size(spec, (*base, name), "swap")), "swap"
         else:
             size, fs = _round_mib(_checked_size(spec, (*base, name))), spec["filesystem"]
-        laid_out.append(Partition(name, number, offset, size, fs, tuple(spec.get("mountopts", ())), spec.get("mode")))
+        laid_out.append(
+            Partition(name, number, offset, size, fs, tuple(spec.get("mountopts", ())), spec.get("mode"))
+        )
         offset += size
     disk_size = offset + (MiB if table == "gpt" else 0)
     return Layout(table, disk_size, tuple(laid_out), bootloader)
@@ -153,6 +172,7 @@ def _checked_size(spec: dict[str, Any], keypath: tuple[str, ...], fs: str | None
     filesystem = fs or spec["filesystem"]
     minimum = MIN_FS_SIZE.get(filesystem, MiB)
     if size < minimum:
-        raise LayoutError((*keypath, "size"), f"{spec['size']} is too small for {filesystem} "
-                          f"(at least {minimum // MiB}MiB)")
+        raise LayoutError(
+            (*keypath, "size"), f"{spec['size']} is too small for {filesystem} (at least {minimum // MiB}MiB)"
+        )
     return size

@@ -18,7 +18,10 @@ class WriteInitramfsModules(boot.WriteInitramfsModules):
 
 
 class InstallKernel(boot.InstallKernel):
-    packages: ClassVar[dict[str, str]] = {"amd64": "linux-image-cloud-amd64", "arm64": "linux-image-cloud-arm64"}
+    packages: ClassVar[dict[str, str]] = {
+        "amd64": "linux-image-cloud-amd64",
+        "arm64": "linux-image-cloud-arm64",
+    }
 
 
 class ConvertImage(image.ConvertImage):
@@ -28,11 +31,16 @@ class ConvertImage(image.ConvertImage):
 def validate(manifest: Manifest) -> list[Problem]:
     problems = []
     if manifest.get("provider.virtualization", "hvm") == "pvm":
-        problems.append(Problem(("provider", "virtualization"),
-                                "paravirtual (pvm) AMIs are retired on EC2; use virtualization: hvm"))
+        problems.append(
+            Problem(
+                ("provider", "virtualization"),
+                "paravirtual (pvm) AMIs are retired on EC2; use virtualization: hvm",
+            )
+        )
     if manifest.get("volume.backing") == "s3":
-        problems.append(Problem(("volume", "backing"),
-                                "S3 (instance-store) AMIs are retired on EC2; use backing: ebs"))
+        problems.append(
+            Problem(("volume", "backing"), "S3 (instance-store) AMIs are retired on EC2; use backing: ebs")
+        )
     if manifest.get("system.architecture") not in ("amd64", "arm64"):
         problems.append(Problem(("system", "architecture"), "EC2 images are amd64 or arm64"))
     if manifest.get("system.bootloader") not in ("grub", "pvgrub"):

@@ -20,9 +20,13 @@ class ConvertImage(image.ConvertImage):
 
 def validate(manifest: Manifest) -> list[Problem]:
     if manifest.has("provider.guest_additions"):
-        return [Problem(("provider", "guest_additions"),
-                        "guest additions are out of scope: they are built against the host's VirtualBox "
-                        "ISO; install them in the machine, or leave this key out")]
+        return [
+            Problem(
+                ("provider", "guest_additions"),
+                "guest additions are out of scope: they are built against the host's VirtualBox "
+                "ISO; install them in the machine, or leave this key out",
+            )
+        ]
     return []
 
 

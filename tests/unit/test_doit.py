@@ -1,0 +1,151 @@
+"""The plan as doit tasks, doit's view of it, and a dependency file that survives SIGKILL."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+from doit.doit_cmd import DoitMain
+
+from vzstages.build import DOIT_PLUGINS, Build
+from vzstages.cache.store import Record, Store
+from vzstages.cli import PlanLoader
+from vzstages.compiler.doit_tasks import XxhashChecker, doit_tasks
+from vzstages.compiler.plan import compile_plan
+from vzstages.manifest import load_manifest
+
+from ..conftest import KVM_MANIFEST, REPO
+
+
+def plan_for(path: Path, cache: Path):
+    return compile_plan(load_manifest(path), Store(cache))
+
+
+def test_one_doit_task_per_stage_chained_by_checkpoints(tmp_path, write_manifest):
+    plan = plan_for(write_manifest(), tmp_path / "cache")
+    tasks = list(doit_tasks(plan, lambda stage: {"cached": False}))
+    assert [t["basename"] for t in tasks] == ["volume", "os", "packages", "system", "cleanup", "image"]
+    assert tasks[0]["file_dep"] == []
+    for parent, child in itertools.pairwise(tasks[:-1]):
+        assert child["file_dep"] == parent["targets"]
+        assert child["task_dep"] == [parent["basename"]]
+    for task, stage in zip(tasks, plan.stages, strict=True):
+        if stage.disk:
+            assert task["targets"] == [str(tmp_path / "cache" / "stages" / f"{stage.name}-{stage.key}.qcow2")]
+        assert task["meta"]["key"] == stage.key
+    assert tasks[-1]["targets"][0].endswith(".qcow2") and "/stages/" not in tasks[-1]["targets"][0]
+    assert tasks[-1]["file_dep"] == tasks[-2]["targets"]
+
+
+def run_doit(capfd, build: Build, *args: str) -> str:
+    capfd.readouterr()
+    code = DoitMain(PlanLoader(build), extra_config=DOIT_PLUGINS).run(list(args))
+    sys.stdout.flush()
+    out = capfd.readouterr().out
+    assert code in (0, 1), out
+    return out
+
+
+def test_doit_list_status_and_info_without_root(tmp_path, write_manifest, capfd):
+    build = Build(plan_for(write_manifest(), tmp_path / "cache"))
+    listing = run_doit(capfd, build, "list", "--status")
+    lines = listing.splitlines()
+    assert [line.split()[1] for line in lines] == ["volume", "os", "packages", "system", "cleanup", "image"]
+    assert all(line.startswith("R ") for line in lines)
+    info = run_doit(capfd, build, "info", "system")
+    assert build.plan.stage("system").key in info
+    assert "'will': 'run'" in info and "parent stage packages runs" in info
+    assert "common.system.SetHostname" in info
+
+
+def test_dodo_py_lists_stages(tmp_path, write_manifest):
+    path = write_manifest()
+    out = subprocess.run(
+        [sys.executable, "-m", "doit", "list", f"manifest={path}", f"cache={tmp_path / 'c'}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert [line.split()[0] for line in out.stdout.splitlines()] == [
+        "volume",
+        "os",
+        "packages",
+        "system",
+        "cleanup",
+        "image",
+    ]
+    assert "install the base system (debootstrap)" in out.stdout
+
+
+def test_dodo_py_reports_invalid_manifest_cleanly(tmp_path, write_manifest):
+    path = write_manifest(KVM_MANIFEST.replace("hostname: alpha", "hostname: -bad-"))
+    out = subprocess.run(
+        [sys.executable, "-m", "doit", "list", f"manifest={path}", f"cache={tmp_path / 'c'}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 2
+    assert "system.hostname: '-bad-' is not valid" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_doit_sees_cached_stages_as_up_to_date_after_a_run(tmp_path, write_manifest, capfd):
+    """doit runs the stage action; the action finds checkpoints a previous run published."""
+    plan = plan_for(write_manifest(), tmp_path / "cache")
+    store = plan.store
+    store.ensure()
+    stage = plan.stage("volume")
+    store.checkpoint(stage.name, stage.key).write_bytes(b"qcow2 stand-in")
+    store.save_record(Record(stage.name, stage.key, None, None, stage.inputs))
+    calls: list[str] = []
+
+    class RecordingBuild(Build):
+        def run_stage(self, stage):  # type: ignore[override]
+            calls.append(stage.name)
+            return {"cached": True}
+
+    build = RecordingBuild(plan)
+    run_doit(capfd, build, "run", "volume")
+    assert calls == ["volume"]
+    calls.clear()
+    log = tmp_path / "doit.out"
+    run_doit(capfd, build, "run", "--output-file", str(log), "volume")
+    assert calls == []
+    assert "volume   up to date" in log.read_text() and "nothing to do" in log.read_text()
+
+
+def test_durable_db_keeps_completed_tasks_after_sigkill(tmp_path):
+    db = tmp_path / "dep.sqlite3"
+    script = f"""
+import os, signal
+from doit.dependency import JSONCodec
+from vzstages.compiler.doit_db import DurableSqliteDB
+db = DurableSqliteDB({str(db)!r}, codec=JSONCodec())
+db.set("volume", "_values_:", {{"cached": False}})
+db.set("volume", "deps:", ["a"])
+db.set("os", "_values_:", {{}})  # os is still running when the build is killed
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == -9
+    rows = dict(sqlite3.connect(db).execute("select task_id, task_data from doit").fetchall())
+    assert list(rows) == ["volume"]
+    assert json.loads(rows["volume"])["deps:"] == ["a"]
+
+
+def test_xxhash_checker_detects_content_change_with_same_size(tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"aaaa")
+    checker = XxhashChecker()
+    state = checker.get_state(str(path), None)
+    assert not checker.check_modified(str(path), path.stat(), state)
+    path.write_bytes(b"bbbb")
+    os.utime(path, (1, 1))
+    assert checker.check_modified(str(path), path.stat(), state)

@@ -1,0 +1,82 @@
+"""`vzstages plan`: a stage that runs names what changed against its closest cached entry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vzstages.cache.store import Record, Store
+from vzstages.compiler.explain import explain
+from vzstages.compiler.plan import compile_plan
+from vzstages.manifest import load_manifest
+
+from ..conftest import KVM_MANIFEST
+
+
+def publish_all(path: Path, cache: Path) -> None:
+    """Pretend a build of `path` completed: a checkpoint and a record for each stage."""
+    plan = compile_plan(load_manifest(path), Store(cache))
+    plan.store.ensure()
+    for stage in plan.stages:
+        if stage.disk:
+            plan.checkpoint(stage).write_bytes(b"")
+        parent = stage.parent.key if stage.parent else None
+        plan.store.save_record(Record(stage.name, stage.key, parent, None, stage.inputs, created=1.0))
+
+
+def statuses(path: Path, cache: Path) -> dict[str, list[str] | str]:
+    plan = compile_plan(load_manifest(path), Store(cache))
+    return {s.stage.name: ("cached" if s.hit else s.reasons) for s in explain(plan)}
+
+
+def test_fresh_cache_says_never_built(tmp_path, write_manifest):
+    result = statuses(write_manifest(), tmp_path / "cache")
+    assert result["volume"] == ["never built"]
+    assert result["os"] == ["parent stage volume runs"]
+
+
+def test_hostname_change_is_named(tmp_path, write_manifest):
+    cache = tmp_path / "cache"
+    publish_all(write_manifest(), cache)
+    result = statuses(
+        write_manifest(KVM_MANIFEST.replace("hostname: alpha", "hostname: beta"), "b.yml"), cache
+    )
+    assert result["volume"] == result["os"] == result["packages"] == "cached"
+    assert result["system"] == ["manifest key system.hostname: 'alpha' -> 'beta'"]
+    assert result["cleanup"] == ["parent stage system runs"]
+
+
+def test_package_list_change_is_named(tmp_path, write_manifest):
+    cache = tmp_path / "cache"
+    publish_all(write_manifest(), cache)
+    result = statuses(write_manifest(KVM_MANIFEST.replace("[less]", "[less, vim]"), "b.yml"), cache)
+    assert result["packages"] == ["manifest key packages.install: ['less'] -> ['less', 'vim']"]
+
+
+def test_changed_file_and_task_code_are_named(tmp_path, write_manifest, monkeypatch):
+    deb = tmp_path / "local.deb"
+    deb.write_bytes(b"one")
+    path = write_manifest(KVM_MANIFEST.replace("[less]", "[less, ./local.deb]"))
+    cache = tmp_path / "cache"
+    publish_all(path, cache)
+    deb.write_bytes(b"two")
+    from vzstages.compiler import keys
+
+    keys._file_digest.cache_clear()
+    assert statuses(path, cache)["packages"] == ["file changed: ./local.deb"]
+
+    real = keys._file_digest
+    monkeypatch.setattr(keys, "_file_digest", lambda f: "edited" if f.name == "cleanup.py" else real(f))
+    deb.write_bytes(b"one")
+    result = statuses(path, cache)
+    assert result["packages"] == "cached"
+    assert "task code changed: common.cleanup.CleanApt" in result["cleanup"]
+
+
+def test_all_cached_after_a_complete_build(tmp_path, write_manifest):
+    path = write_manifest()
+    publish_all(path, tmp_path / "cache")
+    plan_status = statuses(path, tmp_path / "cache")
+    assert plan_status.pop("image") == [
+        "output missing or overwritten: " + load_manifest(path).image_name + ".qcow2"
+    ]
+    assert set(plan_status.values()) == {"cached"}

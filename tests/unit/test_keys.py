@@ -1,0 +1,128 @@
+"""Stage keys: stable across runs, machines and checkout paths; a late change leaves earlier keys alone."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from vzstages.cache.store import Store
+from vzstages.compiler.plan import compile_plan
+from vzstages.manifest import load_manifest
+
+from ..conftest import KVM_MANIFEST, REPO
+
+
+def keys(path: Path) -> dict[str, str]:
+    plan = compile_plan(load_manifest(path), Store(Path("/nonexistent")))
+    return {s.name: s.key for s in plan.stages}
+
+
+def changed(before: dict[str, str], after: dict[str, str]) -> list[str]:
+    return [name for name in before if before[name] != after[name]]
+
+
+def test_keys_are_stable_between_compilations(write_manifest):
+    path = write_manifest()
+    assert keys(path) == keys(path)
+
+
+def test_keys_do_not_depend_on_checkout_path_or_manifest_location(tmp_path, write_manifest):
+    path = write_manifest()
+    elsewhere = tmp_path / "elsewhere" / "checkout"
+    shutil.copytree(REPO / "vzstages", elsewhere / "vzstages", ignore=shutil.ignore_patterns("__pycache__"))
+    moved = tmp_path / "other-folder" / "renamed.yml"
+    moved.parent.mkdir()
+    shutil.copy(path, moved)
+    script = (
+        "import json,sys; from pathlib import Path; from vzstages.manifest import load_manifest;"
+        "from vzstages.compiler.plan import compile_plan; from vzstages.cache.store import Store;"
+        "p=compile_plan(load_manifest(sys.argv[1]), Store(Path('/x')));"
+        "print(json.dumps({s.name: s.key for s in p.stages}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(moved)],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(elsewhere), "PATH": "/usr/bin:/bin"},
+    )
+    assert json.loads(out.stdout) == keys(path)
+
+
+def test_late_change_keeps_earlier_keys(write_manifest):
+    before = keys(write_manifest())
+    after = keys(write_manifest(KVM_MANIFEST.replace("hostname: alpha", "hostname: beta"), name="b.yml"))
+    assert changed(before, after) == ["system", "cleanup", "image"]
+
+
+def test_package_change_starts_at_packages(write_manifest):
+    before = keys(write_manifest())
+    after = keys(
+        write_manifest(KVM_MANIFEST.replace("install: [less]", "install: [less, vim]"), name="b.yml")
+    )
+    assert changed(before, after) == ["packages", "system", "cleanup", "image"]
+
+
+def test_partition_change_changes_everything(write_manifest):
+    before = keys(write_manifest())
+    after = keys(write_manifest(KVM_MANIFEST.replace("size: 1GiB", "size: 2GiB"), name="b.yml"))
+    assert changed(before, after) == list(before)
+
+
+def test_name_and_date_do_not_enter_disk_keys(write_manifest):
+    before = keys(write_manifest())
+    after = keys(write_manifest(KVM_MANIFEST.replace("name: test-", "name: renamed-"), name="b.yml"))
+    assert after == before  # the name decides where the image lands, not what it holds
+
+
+def test_file_content_enters_the_key(tmp_path, write_manifest):
+    deb = tmp_path / "local.deb"
+    deb.write_bytes(b"first")
+    path = write_manifest(KVM_MANIFEST.replace("install: [less]", "install: [less, ./local.deb]"))
+    before = keys(path)
+    deb.write_bytes(b"second")
+    from vzstages.compiler import keys as keys_module
+
+    keys_module._file_digest.cache_clear()
+    assert changed(before, keys(path)) == ["packages", "system", "cleanup", "image"]
+
+
+def test_task_code_enters_the_key(write_manifest, monkeypatch):
+    from vzstages.compiler import keys as keys_module
+
+    path = write_manifest()
+    before = keys(path)
+    real = keys_module._file_digest
+
+    def edited(file: Path) -> str:
+        return "edited" if file.name == "system.py" and file.parent.name == "common" else real(file)
+
+    monkeypatch.setattr(keys_module, "_file_digest", edited)
+    # common/system.py holds tasks of the packages and system stages
+    assert changed(before, keys(path)) == ["packages", "system", "cleanup", "image"]
+
+
+def test_secrets_enter_inputs_only_as_hashes(write_manifest):
+    text = KVM_MANIFEST.replace(
+        "name: kvm\n  virtio: [virtio_blk]",
+        "name: ec2\n  credentials:\n    access-key: AKIAEXAMPLE\n    secret-key: hunter2-secret",
+    ).replace("backing: qcow2", "backing: ebs")
+    manifest = load_manifest(write_manifest(text))
+    assert "provider.credentials.secret-key" in manifest.secrets
+    from vzstages.compiler.keys import declared_values
+    from vzstages.model.phases import Phase
+    from vzstages.model.task import Task
+
+    class ReadsCredentials(Task):
+        phase = Phase.IMAGE_PUBLISHING
+        reads = ("provider.credentials",)
+
+    values = declared_values([ReadsCredentials], manifest)
+    dumped = json.dumps(values)
+    assert "hunter2-secret" not in dumped
+    assert values["provider.credentials"]["secret-key"].startswith("sha256:")
+    assert values["provider.credentials"]["access-key"] == "AKIAEXAMPLE"

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import pytest
+
+from vzstages.volume.layout import LayoutError, MiB, compute_layout, parse_size
+
+
+def test_parse_size_units():
+    assert parse_size("512MiB") == 512 * MiB
+    assert parse_size("2GiB") == 2048 * MiB
+    assert parse_size("1GB") == 1000**3
+    with pytest.raises(ValueError):
+        parse_size("2 GiB")
+
+
+def test_gpt_with_grub_has_bios_boot_first_and_root_last():
+    layout = compute_layout(
+        {
+            "type": "gpt",
+            "root": {"filesystem": "ext4", "size": "1GiB"},
+            "swap": {"size": "128MiB"},
+            "boot": {"filesystem": "ext2", "size": "64MiB"},
+        },
+        "grub",
+    )
+    assert [p.name for p in layout.partitions] == ["bios_boot", "boot", "swap", "root"]
+    assert [p.number for p in layout.partitions] == [1, 2, 3, 4]
+    assert layout.partitions[0].start == MiB
+    for a, b in zip(layout.partitions, layout.partitions[1:], strict=False):
+        assert b.start == a.start + a.size
+    assert layout.disk_size == layout.root.start + layout.root.size + MiB  # backup GPT
+    script = layout.sfdisk_script()
+    assert "label: gpt" in script and "type=21686148-6449-6E6F-744E-656564454649" in script
+
+
+def test_mount_order_parents_first():
+    layout = compute_layout(
+        {
+            "type": "gpt",
+            "root": {"filesystem": "ext4", "size": "1GiB"},
+            "var/tmp": {"filesystem": "ext4", "size": "64MiB"},
+            "var": {"filesystem": "ext4", "size": "64MiB"},
+        },
+        "grub",
+    )
+    assert [p.mountpoint for p in layout.mounted()] == ["/", "/var", "/var/tmp"]
+
+
+def test_msdos_marks_boot_partition_bootable():
+    layout = compute_layout({"type": "msdos", "root": {"filesystem": "ext4", "size": "1GiB"}}, "extlinux")
+    assert "bootable" in layout.sfdisk_script().splitlines()[-1]
+    assert layout.disk_size == MiB + 1024 * MiB
+
+
+def test_unpartitioned_holds_only_root():
+    with pytest.raises(LayoutError, match="holds only root"):
+        compute_layout(
+            {"type": "none", "root": {"filesystem": "ext4", "size": "1GiB"}, "swap": {"size": "1GiB"}}, "none"
+        )
+    layout = compute_layout({"type": "none", "root": {"filesystem": "ext4", "size": "1GiB"}}, "none")
+    assert layout.root.start == 0 and layout.root.number is None

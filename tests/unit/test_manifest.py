@@ -1,0 +1,174 @@
+"""Manifest loading and validation: every error names the file, the key path and the line."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from vzstages.errors import ManifestError
+from vzstages.manifest import load_manifest
+
+from ..conftest import COMPAT, KVM_MANIFEST
+
+
+def line_of(path: Path, needle: str) -> int:
+    return next(i for i, text in enumerate(path.read_text().splitlines(), 1) if needle in text)
+
+
+def problems_of(path: Path) -> list[str]:
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(path)
+    return caught.value.problems
+
+
+def test_valid_manifest_loads(write_manifest):
+    manifest = load_manifest(write_manifest(), build_time=datetime(2026, 1, 2, tzinfo=UTC))
+    assert manifest.provider == "kvm"
+    assert manifest.image_name == "test-bookworm-2026"
+    assert manifest.layout.root.filesystem == "ext4"
+
+
+def test_json_manifest_loads_with_lines(tmp_path):
+    import yaml
+
+    data = yaml.safe_load(KVM_MANIFEST)
+    data["system"]["colour"] = "blue"
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(data, indent=2))
+    [problem] = problems_of(path)
+    line = next(i for i, text in enumerate(path.read_text().splitlines(), 1) if '"colour"' in text)
+    assert problem.startswith(f"{path}:{line}: system.colour: unknown key 'colour'")
+
+
+def test_unknown_key_names_file_path_and_line(write_manifest):
+    path = write_manifest(
+        KVM_MANIFEST.replace("  hostname: alpha\n", "  hostname: alpha\n  hostnmae: beta\n")
+    )
+    [problem] = problems_of(path)
+    assert problem.startswith(f"{path}:{line_of(path, 'hostnmae')}: system.hostnmae: unknown key 'hostnmae'")
+    assert "hostname" in problem  # the allowed keys are listed
+
+
+def test_bad_size_explains_the_format(write_manifest):
+    path = write_manifest(KVM_MANIFEST.replace("size: 1GiB", "size: 1 gig"))
+    [problem] = problems_of(path)
+    assert problem.startswith(
+        f"{path}:{line_of(path, '1 gig')}: volume.partitions.root.size: '1 gig' is not valid"
+    )
+    assert "8GiB" in problem
+
+
+def test_missing_required_key(write_manifest):
+    path = write_manifest(KVM_MANIFEST.replace("  bootloader: grub\n", ""))
+    [problem] = problems_of(path)
+    assert "system: missing required key 'bootloader'" in problem
+    assert problem.startswith(f"{path}:{line_of(path, 'system:')}:")
+
+
+def test_all_problems_reported_at_once(write_manifest):
+    text = KVM_MANIFEST.replace("architecture: amd64", "architecture: sparc").replace(
+        "timezone: UTC", "timezone: 12"
+    )
+    problems = problems_of(write_manifest(text))
+    assert len(problems) == 2
+    assert any(
+        "system.architecture: 'sparc' is not supported (choose one of: amd64, arm64, i386)" in p
+        for p in problems
+    )
+    assert any("system.timezone: expected a string, got 12" in p for p in problems)
+
+
+def test_unknown_plugin_and_provider_are_named(write_manifest):
+    text = KVM_MANIFEST.replace("name: kvm", "name: openstack") + "plugins:\n  frobnicate: {}\n"
+    problems = problems_of(write_manifest(text))
+    assert any("provider.name: unknown provider 'openstack' (available: " in p for p in problems)
+    assert any("plugins.frobnicate: unknown plugin 'frobnicate'" in p for p in problems)
+    assert not any("virtio" in p for p in problems)  # an unknown provider's keys are not noise
+
+
+def test_provider_schema_layer_applies(write_manifest):
+    path = write_manifest(KVM_MANIFEST.replace("virtio: [virtio_blk]", "virtio: [virtio_floppy]"))
+    [problem] = problems_of(path)
+    assert "provider.virtio[0]: 'virtio_floppy' is not supported" in problem
+
+
+def test_grub_cannot_boot_unpartitioned_volume(write_manifest):
+    path = write_manifest(KVM_MANIFEST.replace("type: gpt", "type: none"))
+    [problem] = problems_of(path)
+    assert "volume.partitions.type: grub cannot boot an unpartitioned volume" in problem
+
+
+def test_partition_too_small_for_its_filesystem(write_manifest):
+    path = write_manifest(
+        KVM_MANIFEST.replace("filesystem: ext4\n      size: 1GiB", "filesystem: xfs\n      size: 100MiB")
+    )
+    [problem] = problems_of(path)
+    assert "volume.partitions.root.size: 100MiB is too small for xfs (at least 300MiB)" in problem
+
+
+def test_msdos_holds_four_partitions(write_manifest):
+    extra = "".join(
+        f"    {n}:\n      filesystem: ext4\n      size: 64MiB\n" for n in ("boot", "var", "tmp", "home")
+    )
+    text = KVM_MANIFEST.replace("type: gpt", "type: msdos").replace("    root:\n", extra + "    root:\n")
+    [problem] = problems_of(write_manifest(text))
+    assert "an msdos table holds at most 4 partitions, this one needs 5" in problem
+
+
+def test_unknown_name_field(write_manifest):
+    [problem] = problems_of(write_manifest(KVM_MANIFEST.replace("{%Y}", "{system.flavour}")))
+    assert "name: unknown field {system.flavour}" in problem
+
+
+def test_unknown_release(write_manifest):
+    [problem] = problems_of(write_manifest(KVM_MANIFEST.replace("release: bookworm", "release: hamm2")))
+    assert "system.release: unknown release 'hamm2'" in problem
+
+
+def test_archived_release_warns(write_manifest):
+    manifest = load_manifest(write_manifest(KVM_MANIFEST.replace("release: bookworm", "release: stretch")))
+    assert any("stretch is end-of-life" in w for w in manifest.warnings)
+
+
+def test_invalid_yaml_names_line(write_manifest):
+    path = write_manifest(KVM_MANIFEST.replace("  locale: en_US\n", "  locale: [en_US\n"))
+    [problem] = problems_of(path)
+    assert problem.startswith(f"{path}:")
+    assert "not valid YAML/JSON" in problem
+
+
+def test_empty_sections_accepted_as_bootstrap_vz_did(write_manifest):
+    manifest = load_manifest(
+        write_manifest(KVM_MANIFEST.replace("packages:\n  install: [less]\n", "packages:\n"))
+    )
+    assert manifest.get("packages") == {}
+
+
+def test_ec2_retired_features_are_clear(write_manifest):
+    text = KVM_MANIFEST.replace(
+        "name: kvm\n  virtio: [virtio_blk]", "name: ec2\n  virtualization: pvm"
+    ).replace("backing: qcow2", "backing: s3")
+    problems = problems_of(write_manifest(text))
+    assert any("paravirtual (pvm) AMIs are retired" in p for p in problems)
+    assert any("S3 (instance-store) AMIs are retired" in p for p in problems)
+
+
+@pytest.mark.parametrize("path", sorted(COMPAT.rglob("*.yml")), ids=lambda p: p.name)
+def test_compat_manifests_plan_or_fail_clearly(path):
+    """Each bootstrap-vz manifest validates and compiles, or fails naming what is unsupported."""
+    from vzstages.cache.store import Store
+    from vzstages.compiler.plan import compile_plan
+
+    try:
+        manifest = load_manifest(path)
+    except ManifestError as error:
+        assert error.problems
+        for problem in error.problems:
+            assert problem.startswith(f"{path}:"), problem
+            assert any(w in problem for w in ("unknown", "retired", "not supported", "out of scope")), problem
+        return
+    plan = compile_plan(manifest, Store(Path("/nonexistent")))
+    assert [s.name for s in plan.stages][:2] == ["volume", "os"]
