@@ -47,7 +47,7 @@ def run_stage(plan: Plan, stage: CompiledStage, host: Host) -> tuple[Record, boo
             host=host,
             layout=plan.manifest.layout,
             workspace=plan.manifest.workspace,
-            cache_dir=store.root,
+            package_cache=store.packages,
             image_name=plan.manifest.image_name,
             facts=dict(_parent_facts(plan, stage)),
             source_image=None if stage.disk else plan.top_checkpoint(stage),

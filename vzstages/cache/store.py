@@ -80,6 +80,9 @@ def outputs_intact(record: Record) -> bool:
 class Store:
     def __init__(self, root: Path):
         self.root = root
+        # Downloaded .deb files, shared by all builds; VZSTAGES_PACKAGE_CACHE moves them elsewhere
+        # (for example to keep them across throw-away caches in CI).
+        self.packages = Path(os.environ.get("VZSTAGES_PACKAGE_CACHE") or root / "debs")
         self.stages = root / "stages"
         self.locks = root / "locks"
         self.runs = root / "runs"

@@ -26,8 +26,7 @@ APT_OPTIONS = [
 
 def package_cache(info: BuildInfo) -> Path:
     """The host-side .deb cache shared by every build (debootstrap's and apt's)."""
-    arch = info.facts.get("architecture", "all")
-    path = info.cache_dir / "debs" / arch
+    path = info.package_cache / info.facts.get("architecture", "all")
     (path / "partial").mkdir(parents=True, exist_ok=True)
     return path
 

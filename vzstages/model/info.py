@@ -25,7 +25,7 @@ class BuildInfo:
     host: Host
     layout: Layout
     workspace: Path
-    cache_dir: Path
+    package_cache: Path  # host folder of downloaded .debs, shared by every build
     image_name: str
     # Facts later stages need (kernel version, UUIDs): saved in the checkpoint record and
     # restored on a cache hit, so a stage behaves the same whether its parents ran or not.

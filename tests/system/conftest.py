@@ -1,0 +1,126 @@
+"""System tests: real builds with real tools, as root. On a machine without the prerequisites they
+skip with the reason; under CI=true a missing prerequisite fails instead."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from vzstages.common.archive import choose_mirror
+
+from ..conftest import REPO
+
+TOOLS = [
+    "debootstrap",
+    "qemu-img",
+    "qemu-storage-daemon",
+    "qemu-system-x86_64",
+    "sfdisk",
+    "losetup",
+    "mkfs.ext4",
+    "mkfs.ext2",
+    "chroot",
+]
+
+
+def missing_prerequisites() -> list[str]:
+    missing = []
+    if os.geteuid() != 0:
+        missing.append("root")
+    missing += [f"/dev/{d}" for d in ("loop-control", "fuse") if not Path(f"/dev/{d}").exists()]
+    missing += [t for t in TOOLS if shutil.which(t) is None]
+    try:
+        mirror = choose_mirror(None)
+        urllib.request.urlopen(f"{mirror}/dists/bookworm/InRelease", timeout=15).close()
+    except Exception as exc:
+        missing.append(f"a reachable Debian mirror ({exc})")
+    return missing
+
+
+@pytest.fixture(scope="session")
+def system_host() -> None:
+    missing = missing_prerequisites()
+    if missing:
+        message = "system tests need: " + ", ".join(missing)
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def cache(tmp_path_factory, system_host) -> Path:
+    """One checkpoint cache for the session: later tests reuse the stages earlier ones built,
+    as users' builds do. Downloaded packages may persist between sessions (VZSTAGES_PACKAGE_CACHE)."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def workspace(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("build")
+
+
+def with_workspace(manifest: Path, workspace: Path, target: Path, edit: dict[str, str] | None = None) -> Path:
+    """A copy of a manifest that writes into the test's workspace, with optional text edits."""
+    text = manifest.read_text()
+    for old, new in (edit or {}).items():
+        assert old in text, old
+        text = text.replace(old, new)
+    if "bootstrapper:\n" in text:
+        text = text.replace("bootstrapper:\n", f"bootstrapper:\n  workspace: {workspace}\n", 1)
+    else:
+        text += f"bootstrapper:\n  workspace: {workspace}\n"
+    target.write_text(text)
+    return target
+
+
+def vzstages(
+    *args: str, cache: Path, check: bool = True, timeout: float = 1500
+) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "vzstages", "--cache", str(cache), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"vzstages {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        )
+    return proc
+
+
+def leftovers(cache: Path) -> dict[str, list[str]]:
+    """Mounts, loop devices and qemu-storage-daemon processes that belong to this cache."""
+    mounts = [
+        line.split()[4]
+        for line in Path("/proc/self/mountinfo").read_text().splitlines()
+        if line.split()[4].startswith(str(cache))
+    ]
+    loops = [
+        str(b)
+        for b in Path("/sys/block").glob("loop*/loop/backing_file")
+        if b.read_text().startswith(str(cache))
+    ]
+    daemons = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if cmdline.startswith("qemu-storage-daemon") and str(cache) in cmdline:
+                daemons.append(cmdline)
+    temps = [p.name for p in (cache / "stages").glob(".*")] if (cache / "stages").exists() else []
+    return {"mounts": mounts, "loops": loops, "daemons": daemons, "temporary overlays": temps}
+
+
+def nothing_left(cache: Path) -> None:
+    left = leftovers(cache)
+    assert left == {"mounts": [], "loops": [], "daemons": [], "temporary overlays": []}, left

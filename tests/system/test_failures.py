@@ -1,0 +1,74 @@
+"""A failing or interrupted build leaves nothing attached and keeps every completed checkpoint."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from vzstages.cache.store import Store
+from vzstages.compiler.plan import compile_plan
+from vzstages.manifest import load_manifest
+
+from ..conftest import REPO
+from .conftest import leftovers, nothing_left, vzstages, with_workspace
+
+pytestmark = pytest.mark.system
+
+
+def completed(manifest: Path, cache: Path) -> list[str]:
+    plan = compile_plan(load_manifest(manifest), Store(cache))
+    return [s.name for s in plan.stages if plan.store.lookup(s.name, s.key, disk=s.disk)]
+
+
+def test_task_failing_mid_stage_leaves_nothing_and_keeps_checkpoints(cache, workspace, tmp_path):
+    manifest = with_workspace(
+        REPO / "manifests/kvm.yml",
+        workspace,
+        tmp_path / "broken.yml",
+        edit={"    - less\n": "    - less\n    - vzstages-no-such-package\n"},
+    )
+    out = vzstages("build", str(manifest), cache=cache, check=False)
+    assert out.returncode != 0
+    assert "vzstages-no-such-package" in out.stdout + out.stderr
+    nothing_left(cache)
+    assert completed(manifest, cache) == ["volume", "os"]
+    plan = compile_plan(load_manifest(manifest), Store(cache))
+    assert not plan.checkpoint(plan.stage("packages")).exists()
+
+
+def test_sigterm_mid_stage_unwinds_and_the_next_run_resumes(cache, workspace, tmp_path):
+    manifest = with_workspace(
+        REPO / "manifests/kvm.yml",
+        workspace,
+        tmp_path / "term.yml",
+        edit={"    - less\n": "    - less\n    - file\n"},
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vzstages", "--cache", str(cache), "build", str(manifest)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    # The package list changed: wait until the packages stage has its disk mounted, then interrupt it.
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline and not leftovers(cache)["mounts"]:
+        time.sleep(0.2)
+    plan = compile_plan(load_manifest(manifest), Store(cache))
+    running = next(s.name for s in plan.stages if not plan.store.lookup(s.name, s.key, disk=s.disk))
+    assert leftovers(cache)["mounts"], "the build never mounted its disk"
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0, output
+    nothing_left(cache)
+    assert running not in completed(manifest, cache)
+    done_before = completed(manifest, cache)
+    rerun = vzstages("build", str(manifest), cache=cache)
+    for stage in done_before:
+        assert f"{stage:<8} up to date" in rerun.stdout or f"{stage:<8} cached" in rerun.stderr
+    nothing_left(cache)

@@ -1,0 +1,106 @@
+"""Build real images from the manifests under manifests/, boot them, and check what booted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from vzstages.boot import boot
+
+from ..conftest import REPO
+from .conftest import nothing_left, vzstages, with_workspace
+
+pytestmark = pytest.mark.system
+
+
+def assert_boots(image: Path, hostname: str, tmp_path: Path) -> None:
+    report = boot(image, hostname=hostname, timeout=400, console_log=tmp_path / "console.log")
+    assert report.ok, f"{report.failure}; missing {report.missing}; console tail:\n{report.console[-3000:]}"
+    assert report.facts["kernel"].startswith("Linux version")
+    assert report.facts[f"hostname {hostname}"] == f"{hostname} login:"
+    assert report.facts["sshd answers on the DHCP address (host keys made at first boot)"].startswith(
+        "SSH-2.0-"
+    )
+
+
+def test_kvm_bookworm_gpt_grub_builds_and_boots(cache, workspace, tmp_path):
+    manifest = with_workspace(REPO / "manifests/kvm.yml", workspace, tmp_path / "kvm.yml")
+    out = vzstages("build", str(manifest), cache=cache)
+    image = workspace / "debian-bookworm-amd64-kvm.qcow2"
+    assert image.exists(), out.stdout
+    assert subprocess.run(["qemu-img", "check", str(image)], capture_output=True).returncode == 0
+    nothing_left(cache)
+    records = {
+        json.loads(p.read_text())["stage"]: json.loads(p.read_text())
+        for p in (cache / "stages").glob("*.json")
+    }
+    assert set(records) == {"volume", "os", "packages", "system", "cleanup", "image"}
+    assert records["packages"]["facts"]["kernel_version"].endswith("-amd64")
+    assert records["system"]["facts"]["uuids"]["root"]
+    assert_boots(image, "vzstages-kvm", tmp_path)
+
+    rerun = vzstages("build", str(manifest), cache=cache)
+    assert "nothing to do: all 6 stages are up to date" in rerun.stdout
+
+
+def test_image_is_generic(cache, workspace, tmp_path):
+    """What the cleanup stage promises, checked inside the built image's top checkpoint."""
+    from vzstages.cache.store import Store
+    from vzstages.compiler.plan import compile_plan
+    from vzstages.host import Host
+    from vzstages.manifest import load_manifest
+    from vzstages.volume.disk import attached, exported, mounted
+
+    manifest = with_workspace(REPO / "manifests/kvm.yml", workspace, tmp_path / "kvm.yml")
+    vzstages("build", str(manifest), cache=cache)
+    plan = compile_plan(load_manifest(manifest), Store(cache))
+    top = plan.checkpoint(plan.stage("cleanup"))
+    overlay = tmp_path / "inspect.qcow2"
+    host = Host()
+    host.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(top), str(overlay)])
+    (tmp_path / "run").mkdir()
+    with (
+        exported(host, overlay, tmp_path / "run") as raw,
+        attached(host, raw, plan.manifest.layout) as disk,
+        mounted(host, disk, tmp_path / "root") as tree,
+    ):
+        root = tree.root
+        assert not list((root / "etc/ssh").glob("ssh_host_*")), "SSH host keys left in the image"
+        assert (root / "etc/machine-id").read_text() == ""
+        assert not (root / "etc/resolv.conf").exists() and not (root / "etc/resolv.conf").is_symlink()
+        assert not (root / "usr/sbin/policy-rc.d").exists()
+        assert not list((root / "var/cache/apt/archives").glob("*.deb"))
+        assert not [p for p in (root / "var/lib/apt/lists").glob("*") if p.is_file() and p.name != "lock"]
+        assert (root / "etc/hostname").read_text() == "vzstages-kvm\n"
+        fstab = (root / "etc/fstab").read_text()
+        assert "UUID=" in fstab and "\t/\text4\t" in fstab
+        assert "virtio_scsi" in (root / "etc/initramfs-tools/modules").read_text()
+        grub_cfg = (root / "boot/grub/grub.cfg").read_text()
+        assert "root=UUID=" in grub_cfg and "linux /boot/vmlinuz-" in grub_cfg
+    nothing_left(cache)
+    assert not any(p.name == "disk.raw" for p in (tmp_path / "run").iterdir())
+
+
+def test_trixie_msdos_extlinux_builds_and_boots(cache, workspace, tmp_path):
+    manifest = with_workspace(REPO / "manifests/kvm-trixie-extlinux.yml", workspace, tmp_path / "trixie.yml")
+    vzstages("build", str(manifest), cache=cache)
+    image = workspace / "debian-trixie-amd64-extlinux.qcow2"
+    nothing_left(cache)
+    assert_boots(image, "vzstages-trixie", tmp_path)
+
+
+def test_virtualbox_manifest_gives_a_valid_vdi(cache, workspace, tmp_path):
+    manifest = with_workspace(REPO / "manifests/virtualbox.yml", workspace, tmp_path / "vbox.yml")
+    vzstages("build", str(manifest), cache=cache)
+    image = workspace / "debian-bookworm-amd64-virtualbox.vdi"
+    check = subprocess.run(["qemu-img", "check", str(image)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    info = json.loads(
+        subprocess.run(
+            ["qemu-img", "info", "--output=json", str(image)], capture_output=True, text=True, check=True
+        ).stdout
+    )
+    assert info["format"] == "vdi" and info["virtual-size"] > 2 * 1024**3
