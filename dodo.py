@@ -1,6 +1,7 @@
 """doit entry point: `doit manifest=manifests/kvm.yml` builds; `doit list --status` shows the plan.
 
-Variables: manifest=PATH (default manifests/kvm.yml), cache=DIR (default cache).
+Variables: manifest=PATH (default manifests/kvm.yml), cache=DIR (default cache),
+refresh=1 (fetch the archive's state now instead of within its refresh policy).
 """
 
 from doit import get_var
@@ -9,7 +10,11 @@ from vzstages.build import load_build, report_and_exit
 from vzstages.errors import VzError
 
 try:
-    _build = load_build(get_var("manifest", "manifests/kvm.yml"), get_var("cache", "cache"))
+    _build = load_build(
+        get_var("manifest", "manifests/kvm.yml"),
+        get_var("cache", "cache"),
+        refresh=get_var("refresh", "") not in ("", "0"),
+    )
 except VzError as _error:
     report_and_exit(_error)
 

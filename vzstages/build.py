@@ -12,6 +12,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from .cache.archive_state import ArchiveState
 from .cache.store import Store
 from .compiler import doit_tasks
 from .compiler.plan import CompiledStage, Plan, compile_plan
@@ -110,12 +111,18 @@ class Build:
         return doit_tasks.doit_tasks(self.plan, self.run_stage)
 
 
-def load_build(manifest: str | Path, cache_dir: str | Path = "cache") -> Build:
+def load_plan(manifest: str | Path, cache_dir: str | Path = "cache", refresh: bool = False) -> Plan:
+    """Load, validate and compile, with the archive's state for the stages that download."""
     setup_console_logging()
     loaded = load_manifest(manifest)
     for warning in loaded.warnings:
         progress.warning("warning: %s", warning)
-    return Build(compile_plan(loaded, Store(Path(cache_dir).resolve())))
+    store = Store(Path(cache_dir).resolve())
+    return compile_plan(loaded, store, ArchiveState(store.root / "archive", refresh=refresh).suites)
+
+
+def load_build(manifest: str | Path, cache_dir: str | Path = "cache", refresh: bool = False) -> Build:
+    return Build(load_plan(manifest, cache_dir, refresh))
 
 
 def report_and_exit(error: VzError) -> None:

@@ -11,7 +11,7 @@ from doit.cmd_base import TaskLoader2
 from doit.doit_cmd import DoitMain
 from doit.task import dict_to_task
 
-from .build import DOIT_PLUGINS, Build, load_build, setup_console_logging
+from .build import DOIT_PLUGINS, Build, load_build, load_plan, setup_console_logging
 from .cache.store import Store
 from .compiler.explain import explain
 from .compiler.plan import compile_plan
@@ -57,8 +57,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    manifest = load_manifest(args.manifest)
-    plan = compile_plan(manifest, Store(Path(args.cache).resolve()))
+    plan = load_plan(args.manifest, args.cache, refresh=args.refresh)
+    manifest = plan.manifest
     print(f"{manifest.path}: {manifest.image_name} ({manifest.provider})")
     for status in explain(plan):
         stage = status.stage
@@ -72,7 +72,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    build = load_build(args.manifest, args.cache)
+    build = load_build(args.manifest, args.cache, refresh=args.refresh)
     doit_args = ["run", *args.stages]
     if args.verbose:
         setup_console_logging(verbose=True)
@@ -102,6 +102,36 @@ def cmd_boot(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    from .cache import manage
+
+    store = Store(Path(args.cache).resolve())
+    if args.action == "ls":
+        print("\n".join(manage.list_lines(store)))
+        return 0
+    if args.action == "gc":
+        if args.max_size is None and args.max_age is None:
+            raise VzError("cache gc needs --max-size and/or --max-age")
+        max_size = manage.parse_size(args.max_size) if args.max_size else None
+        max_age = manage.parse_age(args.max_age) if args.max_age else None
+        deleted = manage.collect(store, max_size, max_age, dry_run=args.dry_run)
+        for line in deleted:
+            print(("would delete " if args.dry_run else "deleted ") + line)
+        print(f"{len(deleted)} entries {'to delete' if args.dry_run else 'deleted'}")
+        return 0
+    failed = 0
+    for name, ok, detail in manage.verify(store):
+        failed += not ok
+        print(f"{'ok  ' if ok else 'FAIL'} {name}  {detail if not ok else ''}".rstrip())
+    return 1 if failed else 0
+
+
+REFRESH_HELP = (
+    "fetch the archive's state now (by default it is refreshed once per "
+    "VZSTAGES_ARCHIVE_MAX_AGE, 24h, and stages that download rebuild when it changed)"
+)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="vzstages", description=__doc__)
     top.add_argument("--cache", default="cache", help="checkpoint cache folder (default: ./cache)")
@@ -114,13 +144,24 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="show each stage: cached, or run and why")
     p.add_argument("manifest")
     p.add_argument("-v", "--verbose", action="store_true", help="list each stage's tasks")
+    p.add_argument("--refresh", action="store_true", help=REFRESH_HELP)
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("build", help="build the image (root)")
     p.add_argument("manifest")
     p.add_argument("stages", nargs="*", help="build only up to these stages (default: all)")
     p.add_argument("-v", "--verbose", action="store_true", help="show every host command on the console")
+    p.add_argument("--refresh", action="store_true", help=REFRESH_HELP)
     p.set_defaults(func=cmd_build)
+    p = sub.add_parser("cache", help="list, collect or verify the checkpoint cache")
+    p.add_argument("action", choices=["ls", "gc", "verify"])
+    p.add_argument(
+        "--max-size", help="gc: delete least recently used leaves until the cache is this small (20G)"
+    )
+    p.add_argument("--max-age", help="gc: delete leaves unused for this long (7d, 12h)")
+    p.add_argument("--dry-run", action="store_true", help="gc: only say what would be deleted")
+    p.set_defaults(func=cmd_cache)
+
     p = sub.add_parser("boot", help="boot an image in QEMU and report what its console proved")
     p.add_argument("image")
     p.add_argument("--manifest", help="take the expected hostname from this manifest")

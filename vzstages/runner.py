@@ -112,6 +112,7 @@ def _build_disk_stage(plan: Plan, stage: CompiledStage, info: BuildInfo, timings
                 with mounted(host, disk, folder / "root") as tree, host_dns(tree.root):
                     info.tree = tree
                     _run_tasks(plan, stage, info, timings)
+                    tree.trim(info.layout)
         publish_file(tmp, plan.checkpoint(stage))
     finally:
         tmp.unlink(missing_ok=True)

@@ -65,10 +65,16 @@ def test_debootstrap_default_mirror_read_from_the_script(tmp_path):
 
 def test_security_mirror_follows_the_archive_convention(monkeypatch):
     monkeypatch.setattr(archive, "host_security_mirror", lambda: None)
+    twin = "http://m.example/debian-security"
+    assert archive.choose_security_mirror(None, "http://m.example/debian", False) == twin
     assert (
-        archive.choose_security_mirror(None, "http://m.example/debian") == "http://m.example/debian-security"
-    )
-    assert (
-        archive.choose_security_mirror("http://s.example/x/", "http://m.example/debian")
+        archive.choose_security_mirror("http://s.example/x/", "http://m.example/debian", True)
         == "http://s.example/x"
+    )
+    monkeypatch.setattr(archive, "host_security_mirror", lambda: "http://host.example/debian-security")
+    # a mirror the manifest chose brings its own -security twin; otherwise the host's wins
+    assert archive.choose_security_mirror(None, "http://m.example/debian", True) == twin
+    assert (
+        archive.choose_security_mirror(None, "http://m.example/debian", False)
+        == "http://host.example/debian-security"
     )

@@ -12,6 +12,8 @@ from ..model.task import Task
 from ..model.view import ManifestView
 from . import archive
 
+APT_SUITES = ("", "-updates", "-security")
+
 APT_OPTIONS = [
     "-o",
     "Dpkg::Options::=--force-confdef",
@@ -84,7 +86,8 @@ class WriteAptSources(Task):
             lines.append(f"{kind} {mirror} {release} {components}")
             if archive.has_security_suite(release):
                 lines.append(f"{kind} {mirror} {release}-updates {components}")
-                security = archive.choose_security_mirror(m.get("packages.security"), mirror)
+                chosen = bool(m.get("packages.mirror") or m.get("bootstrapper.mirror"))
+                security = archive.choose_security_mirror(m.get("packages.security"), mirror, chosen)
                 if security:
                     lines.append(f"{kind} {security} {release}-security {components}")
         (info.target / "etc/apt/sources.list").write_text("\n".join(lines) + "\n")
@@ -125,7 +128,7 @@ class AptUpdate(Task):
     description = "Updating the package lists"
     phase = Phase.PACKAGE_INSTALLATION
     predecessors = (WriteAptSettings,)
-    downloads = True
+    archive_suites = APT_SUITES
 
     @classmethod
     def run(cls, info: BuildInfo) -> None:
@@ -138,7 +141,7 @@ class InstallPackages(Task):
     phase = Phase.PACKAGE_INSTALLATION
     predecessors = (AptUpdate,)
     reads = ("packages.install", "packages.install_standard")
-    downloads = True
+    archive_suites = APT_SUITES
 
     @classmethod
     def input_files(cls, manifest: ManifestView) -> dict[str, Path]:

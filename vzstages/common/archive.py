@@ -92,10 +92,14 @@ def choose_mirror(manifest_mirror: str | None) -> str:
     return mirror.rstrip("/")
 
 
-def choose_security_mirror(manifest_security: str | None, mirror: str) -> str | None:
+def choose_security_mirror(
+    manifest_security: str | None, mirror: str, mirror_from_manifest: bool
+) -> str | None:
+    """The manifest's security mirror; else, beside a mirror the manifest chose, its -security
+    twin; else the host's; else the twin of whatever mirror is used."""
     if manifest_security:
         return manifest_security.rstrip("/")
-    host = host_security_mirror()
+    host = None if mirror_from_manifest else host_security_mirror()
     if host:
         return host.rstrip("/")
     # The Debian mirror network's convention: <host>/debian-security beside <host>/debian.

@@ -8,7 +8,7 @@ from typing import ClassVar
 from ..model.info import BuildInfo
 from ..model.phases import Phase
 from ..model.task import Task
-from .apt import apt_install
+from .apt import APT_SUITES, apt_install
 from .system import InstallSystemPackages
 
 SSH_KEYGEN_UNIT = """\
@@ -56,7 +56,7 @@ class InstallKernel(Task):
     phase = Phase.PACKAGE_INSTALLATION
     predecessors = (InstallSystemPackages, WriteInitramfsModules)
     reads = ("system.architecture",)
-    downloads = True
+    archive_suites = APT_SUITES
     # Providers with a leaner kernel for their platform (cloud) override this.
     packages: ClassVar[dict[str, str]] = {
         "amd64": "linux-image-amd64",
@@ -78,7 +78,7 @@ class InstallSshServer(Task):
     description = "Installing the SSH server"
     phase = Phase.PACKAGE_INSTALLATION
     predecessors = (InstallSystemPackages,)
-    downloads = True
+    archive_suites = APT_SUITES
 
     @classmethod
     def run(cls, info: BuildInfo) -> None:

@@ -33,7 +33,7 @@ class Debootstrap(Task):
         "bootstrapper.exclude_packages",
         "bootstrapper.keyring",
     )
-    downloads = True
+    archive_suites = ("",)  # debootstrap reads the release only
 
     @classmethod
     def input_files(cls, manifest: ManifestView) -> dict[str, Path]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..model.info import BuildInfo
 from ..model.phases import Phase
 from ..model.task import Task
-from .apt import apt_install
+from .apt import APT_SUITES, apt_install
 from .boot import InstallKernel, boot_paths, kernel_cmdline
 from .system import InstallSystemPackages
 
@@ -15,7 +15,7 @@ class InstallExtlinuxPackages(Task):
     phase = Phase.PACKAGE_INSTALLATION
     predecessors = (InstallSystemPackages,)
     successors = (InstallKernel,)
-    downloads = True
+    archive_suites = APT_SUITES
 
     @classmethod
     def run(cls, info: BuildInfo) -> None:

@@ -6,7 +6,7 @@ from ..manifest.releases import lookup
 from ..model.info import BuildInfo
 from ..model.phases import Phase
 from ..model.task import Task
-from .apt import InstallPackages, apt_install
+from .apt import APT_SUITES, InstallPackages, apt_install
 
 
 class InstallSystemPackages(Task):
@@ -14,7 +14,7 @@ class InstallSystemPackages(Task):
     phase = Phase.PACKAGE_INSTALLATION
     predecessors = (InstallPackages,)
     reads = ("system.release",)
-    downloads = True
+    archive_suites = APT_SUITES
 
     @classmethod
     def run(cls, info: BuildInfo) -> None:

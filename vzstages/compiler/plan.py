@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,8 +17,8 @@ from ..model.taskset import TaskSet
 from ..model.view import ManifestView
 from .keys import key_of, stage_inputs
 
-# Given the stage's downloading tasks and the manifest, the state of the archive they use.
-ArchiveProbe = Callable[[Manifest], dict[str, str]]
+# The state of the archive suites a stage downloads from: (manifest, suffixes) -> {suite: digest}.
+ArchiveProbe = Callable[[Manifest, Sequence[str]], dict[str, str]]
 
 
 @dataclass
@@ -37,10 +37,6 @@ class CompiledStage:
     @property
     def disk(self) -> bool:
         return self.kind.disk
-
-    @property
-    def downloads(self) -> bool:
-        return any(t.downloads for t in self.tasks)
 
 
 @dataclass
@@ -88,17 +84,13 @@ def compile_plan(manifest: Manifest, store: Store, archive_probe: ArchiveProbe |
     ordered = graph.order(resolve_tasks(manifest))
     stages: list[CompiledStage] = []
     parent: CompiledStage | None = None
-    archive = None
     for kind in STAGE_KINDS:
         tasks = [t for t in ordered if stage_kind_of(t.phase) is kind]
         if not tasks:
             continue
-        if any(t.downloads for t in tasks) and archive_probe is not None:
-            archive = archive if archive is not None else archive_probe(manifest)
-            stage_archive: dict[str, str] | None = archive
-        else:
-            stage_archive = None
-        inputs = stage_inputs(kind.name, parent.key if parent else None, tasks, manifest, stage_archive)
+        suites = sorted({s for t in tasks for s in t.archive_suites})
+        archive = archive_probe(manifest, suites) if suites and archive_probe is not None else None
+        inputs = stage_inputs(kind.name, parent.key if parent else None, tasks, manifest, archive)
         stage = CompiledStage(kind, tasks, inputs, key_of(inputs), parent)
         for task in tasks:
             view = ManifestView(manifest, task.name(), task.reads)

@@ -27,8 +27,9 @@ class Task:
     reads: ClassVar[Sequence[str]] = ()
     # Files beside the task's module (templates, scripts) whose content is part of its code.
     assets: ClassVar[Sequence[str]] = ()
-    # True when the task downloads packages: its stage key then includes the archive's state.
-    downloads: ClassVar[bool] = False
+    # The suites the task downloads from, as suffixes of the release ("" for the release itself,
+    # "-updates", "-security"): its stage key then includes their state (cache/archive_state.py).
+    archive_suites: ClassVar[Sequence[str]] = ()
 
     @classmethod
     def name(cls) -> str:

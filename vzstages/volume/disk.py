@@ -146,6 +146,12 @@ class Tree:
     stack: contextlib.ExitStack
     bound: bool = False
 
+    def trim(self, layout: Layout) -> None:
+        """Discard freed blocks: the qcow2 overlay then keeps only what the stage left behind,
+        not every block it wrote and deleted (downloaded lists, replaced files)."""
+        for part in layout.mounted():
+            self.host.run(["fstrim", str(self.root / (part.mountpoint or "/").lstrip("/"))], check=False)
+
     def chroot(self, argv: list[str], **kwargs: Any) -> Result:
         if not self.bound:
             for name in BIND_MOUNTS:

@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""Build a manifest cold and print the total and per-stage times, then what the cache saves.
+
+    bench/build_times.py [manifests/kvm.yml] [--keep-packages]
+
+Cold means an empty checkpoint cache and (unless --keep-packages) an empty package cache, so
+the figures include every download. Then: a rerun with nothing changed, a rerun after a late
+change (the hostname), and the checkpoints' total allocated size against the final image's.
+Needs root, like any build.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def build(manifest: Path, cache: Path, env: dict[str, str]) -> float:
+    started = time.monotonic()
+    subprocess.run(
+        [sys.executable, "-m", "vzstages", "--cache", str(cache), "build", str(manifest)],
+        cwd=REPO,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return time.monotonic() - started
+
+
+def allocated(path: Path) -> int:
+    return path.stat().st_blocks * 512
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("manifest", nargs="?", default=str(REPO / "manifests/kvm.yml"))
+    parser.add_argument("--keep-packages", action="store_true", help="reuse VZSTAGES_PACKAGE_CACHE if set")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="vzstages-bench-"))
+    env = dict(os.environ)
+    if not args.keep_packages:
+        env["VZSTAGES_PACKAGE_CACHE"] = str(work / "debs")
+    text = Path(args.manifest).read_text()
+    manifest = work / "bench.yml"
+    workspace = f"  workspace: {work / 'build'}\n"
+    manifest.write_text(
+        text.replace("bootstrapper:\n", "bootstrapper:\n" + workspace, 1)
+        if "bootstrapper:\n" in text
+        else text + "bootstrapper:\n" + workspace
+    )
+    cache = work / "cache"
+    try:
+        cold = build(manifest, cache, env)
+        records = [json.loads(p.read_text()) for p in (cache / "stages").glob("*.json")]
+        order = ["volume", "os", "packages", "system", "user", "cleanup", "image", "publish"]
+        records.sort(key=lambda r: order.index(r["stage"]))
+        print(f"manifest: {args.manifest}")
+        print(f"cold build: {cold:.1f} s wall")
+        for record in records:
+            print(f"  {record['stage']:<9}{record['timings']['total']:7.1f} s")
+        checkpoints = sum(allocated(p) for p in (cache / "stages").glob("*.qcow2"))
+        image = next(p for p in (work / "build").iterdir() if p.is_file())
+        print(
+            f"checkpoints of the build: {checkpoints / 2**20:.0f} MiB allocated; final image {image.name}: "
+            f"{allocated(image) / 2**20:.0f} MiB allocated; ratio {checkpoints / allocated(image):.2f}"
+        )
+
+        noop = build(manifest, cache, env)
+        print(f"rerun, nothing changed: {noop:.2f} s wall")
+
+        hostname = "bench-late-change"
+        edited = manifest.read_text()
+        if "hostname:" in edited:
+            lines = [
+                ("  hostname: " + hostname) if line.strip().startswith("hostname:") else line
+                for line in edited.splitlines()
+            ]
+            manifest.write_text("\n".join(lines) + "\n")
+        else:
+            manifest.write_text(edited.replace("system:\n", f"system:\n  hostname: {hostname}\n", 1))
+        late = build(manifest, cache, env)
+        print(f"rerun after a hostname change: {late:.1f} s wall ({100 * late / cold:.1f}% of cold)")
+
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""The archive refresh policy, against a real HTTP mirror on loopback."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from vzstages.cache.archive_state import ArchiveState
+from vzstages.cache.store import Store
+from vzstages.compiler.plan import compile_plan
+from vzstages.manifest import load_manifest
+
+from ..conftest import KVM_MANIFEST
+
+
+@pytest.fixture
+def mirror(tmp_path):
+    """A tiny Debian-shaped mirror: dists/<suite>/InRelease for bookworm and its companions."""
+    root = tmp_path / "mirror"
+    for suite in ("bookworm", "bookworm-updates"):
+        (root / "debian/dists" / suite).mkdir(parents=True)
+        (root / "debian/dists" / suite / "InRelease").write_text(f"Suite: {suite}\nDate: day one\n")
+    (root / "debian-security/dists/bookworm-security").mkdir(parents=True)
+    (root / "debian-security/dists/bookworm-security/InRelease").write_text("Suite: bookworm-security\n")
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(root), **kwargs)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}/debian", server
+    server.shutdown()
+
+
+def manifest_for(write_manifest, url: str):
+    return load_manifest(write_manifest(KVM_MANIFEST + f"bootstrapper:\n  mirror: {url}\n"))
+
+
+def test_state_is_reused_within_the_policy_and_refetched_after(tmp_path, mirror, write_manifest):
+    root, url, _ = mirror
+    manifest = manifest_for(write_manifest, url)
+    state = ArchiveState(tmp_path / "archive", max_age=3600)
+    first = state.suites(manifest, ["", "-updates", "-security"])
+    assert set(first) == {"bookworm", "bookworm-updates", "bookworm-security"}
+
+    (root / "debian/dists/bookworm/InRelease").write_text("Suite: bookworm\nDate: day two\n")
+    assert ArchiveState(tmp_path / "archive", max_age=3600).suites(manifest, [""]) == {
+        "bookworm": first["bookworm"]
+    }
+    refreshed = ArchiveState(tmp_path / "archive", max_age=3600, refresh=True).suites(manifest, [""])
+    assert refreshed["bookworm"] != first["bookworm"]
+    time.sleep(0.05)
+    expired = ArchiveState(tmp_path / "archive", max_age=0.01).suites(manifest, ["", "-updates"])
+    assert expired["bookworm"] == refreshed["bookworm"]
+    assert expired["bookworm-updates"] == first["bookworm-updates"]
+
+
+def test_offline_uses_the_last_known_state_with_a_warning(tmp_path, mirror, write_manifest):
+    _, url, server = mirror
+    manifest = manifest_for(write_manifest, url)
+    known = ArchiveState(tmp_path / "archive").suites(manifest, [""])
+    server.shutdown()
+    server.server_close()
+    offline = ArchiveState(tmp_path / "archive", refresh=True)
+    assert offline.suites(manifest, [""]) == known
+    assert "archive unreachable" in offline.warnings[0]
+
+
+def test_archive_change_rebuilds_only_downloading_stages_and_after(tmp_path, mirror, write_manifest):
+    root, url, _ = mirror
+    manifest = manifest_for(write_manifest, url)
+    store = Store(tmp_path / "cache")
+    before = compile_plan(manifest, store, ArchiveState(store.root / "archive").suites)
+    (root / "debian-security/dists/bookworm-security/InRelease").write_text("Suite: bookworm-security\nnew\n")
+    after = compile_plan(manifest, store, ArchiveState(store.root / "archive", refresh=True).suites)
+    changed = [a.name for a, b in zip(before.stages, after.stages, strict=True) if a.key != b.key]
+    # debootstrap reads only the release; the security suite first matters to the packages stage
+    assert changed == ["packages", "system", "cleanup", "image"]
+    assert (
+        after.stage("packages").inputs["archive"]["bookworm-security"]
+        != before.stage("packages").inputs["archive"]["bookworm-security"]
+    )
+
+
+def test_missing_release_is_a_clear_error(tmp_path, mirror, write_manifest):
+    from vzstages.common.archive import fetch_release
+    from vzstages.errors import VzError
+
+    _, url, _ = mirror
+    with pytest.raises(VzError, match=r"does not carry release 'stretch'.*archive mirror"):
+        fetch_release(url, "stretch")
+    assert Path(tmp_path).exists()

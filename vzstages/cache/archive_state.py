@@ -1,0 +1,93 @@
+"""The archive's state, as an input of the stages that download packages.
+
+A stage that downloads is only as fresh as the archive was when it ran. Its key therefore holds
+the digest of each suite's InRelease file, under this refresh policy:
+
+- the digest is fetched at most once per `max_age` (default 24 hours, VZSTAGES_ARCHIVE_MAX_AGE)
+  and remembered in cache/archive/; within that time keys stay put and checkpoints are reused;
+- after that it is fetched again: if the suite changed, the downloading stages rebuild, so a cache
+  never serves packages older than the policy allows;
+- `--refresh` fetches it now;
+- offline, the last known digest is used with a warning, and the build goes on from the cache.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..common.archive import ArchiveUnreachable, choose_mirror, choose_security_mirror, fetch_release
+from ..compiler.keys import digest
+from ..manifest import Manifest
+from ..manifest.releases import lookup
+from .store import write_atomic
+
+log = logging.getLogger("vzstages.progress")
+DEFAULT_MAX_AGE = 24 * 3600.0
+
+
+def max_age_from_env() -> float:
+    from .manage import parse_age
+
+    value = os.environ.get("VZSTAGES_ARCHIVE_MAX_AGE")
+    return parse_age(value) if value else DEFAULT_MAX_AGE
+
+
+class ArchiveState:
+    def __init__(self, folder: Path, max_age: float | None = None, refresh: bool = False):
+        self.folder = folder
+        self.max_age = max_age_from_env() if max_age is None else max_age
+        self.refresh = refresh
+        self.warnings: list[str] = []
+        self._fetched: dict[str, str] = {}  # per process: one fetch per suite, whatever asks
+
+    def suites(self, manifest: Manifest, suffixes: Sequence[str]) -> dict[str, str]:
+        """{suite: digest} for the suites (release + suffix) a stage downloads from."""
+        release = manifest.get("system.release")
+        chosen = manifest.get("packages.mirror") or manifest.get("bootstrapper.mirror")
+        mirror = choose_mirror(chosen)
+        info = lookup(release)
+        state = {}
+        for suffix in suffixes:
+            if suffix and (info is None or info.version is None):
+                continue  # unstable has no -updates or -security suite
+            base = mirror
+            if suffix == "-security":
+                security = choose_security_mirror(manifest.get("packages.security"), mirror, bool(chosen))
+                if security is None:
+                    continue
+                base = security
+            state[release + suffix] = self.digest(base, release + suffix)
+        return state
+
+    def digest(self, mirror: str, suite: str) -> str:
+        url = f"{mirror}/dists/{suite}"
+        if url in self._fetched:
+            return self._fetched[url]
+        path = self.folder / f"{digest(url.encode())}.json"
+        known = json.loads(path.read_text()) if path.exists() else None
+        fresh = known is not None and time.time() - known["fetched"] < self.max_age
+        if fresh and not self.refresh:
+            assert known is not None
+            value = str(known["digest"])
+        else:
+            try:
+                value = digest(fetch_release(mirror, suite))
+                self.folder.mkdir(parents=True, exist_ok=True)
+                write_atomic(path, json.dumps({"url": url, "fetched": time.time(), "digest": value}))
+            except ArchiveUnreachable as exc:
+                if known is None:
+                    value = "unreachable"
+                    warning = f"archive unreachable ({exc}); the state of {suite} is unknown"
+                else:
+                    value = str(known["digest"])
+                    age = (time.time() - known["fetched"]) / 3600
+                    warning = f"archive unreachable ({exc}); using the state of {suite} seen {age:.0f}h ago"
+                self.warnings.append(warning)
+                log.warning("warning: %s", warning)
+        self._fetched[url] = value
+        return value
