@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import time
@@ -89,7 +90,9 @@ class Build:
         workspace = self.plan.manifest.workspace
         (workspace / "logs").mkdir(parents=True, exist_ok=True)
         self.log_file = (
-            workspace / "logs" / f"{self.plan.manifest.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+            workspace
+            / "logs"
+            / f"{self.plan.manifest.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
         )
         handler = logging.FileHandler(self.log_file)
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))

@@ -49,7 +49,7 @@ class Entry:
 
     @property
     def last_used(self) -> float:
-        return self.record_path.stat().st_atime
+        return self.record_path.stat().st_mtime
 
     @property
     def name(self) -> str:

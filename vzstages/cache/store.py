@@ -10,7 +10,6 @@ import contextlib
 import fcntl
 import json
 import os
-import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -131,10 +130,10 @@ class Store:
         )
 
     def touch(self, stage: str, key: str) -> None:
-        """Mark a checkpoint used now, for least-recently-used collection."""
-        path = self.record_path(stage, key)
+        """Mark a checkpoint used now, for least-recently-used collection: the record's mtime is
+        its last use (atime would move on every read of the record under relatime)."""
         with contextlib.suppress(OSError):
-            os.utime(path, (time.time(), path.stat().st_mtime))
+            os.utime(self.record_path(stage, key))
 
     @contextlib.contextmanager
     def lock(self, stage: str, key: str) -> Iterator[None]:
