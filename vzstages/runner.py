@@ -48,6 +48,7 @@ def run_stage(plan: Plan, stage: CompiledStage, host: Host) -> tuple[Record, boo
             layout=plan.manifest.layout,
             workspace=plan.manifest.workspace,
             package_cache=store.packages,
+            runs=store.runs,
             image_name=plan.manifest.image_name,
             facts=dict(_parent_facts(plan, stage)),
             source_image=None if stage.disk else plan.top_checkpoint(stage),

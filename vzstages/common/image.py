@@ -36,6 +36,7 @@ def convert(info: BuildInfo, fmt: str, target: Path) -> None:
         ["qemu-img", "convert", "-f", "qcow2", "-O", qemu_fmt, *options, str(info.source_image), str(tmp)]
     )
     os.replace(tmp, target)
+    info.facts["image"] = str(target)
 
 
 class ConvertImage(Task):

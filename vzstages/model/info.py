@@ -26,6 +26,7 @@ class BuildInfo:
     layout: Layout
     workspace: Path
     package_cache: Path  # host folder of downloaded .debs, shared by every build
+    runs: Path  # where run folders (exports, mounts) live, so a dead run's leftovers are found
     image_name: str
     # Facts later stages need (kernel version, UUIDs): saved in the checkpoint record and
     # restored on a cache hit, so a stage behaves the same whether its parents ran or not.

@@ -204,3 +204,20 @@ def kill_chroot_processes(root: Path) -> None:
 
 class DiskError(VzError):
     pass
+
+
+@contextlib.contextmanager
+def opened_readonly(host: Host, checkpoint: Path, layout: Layout, folder: Path) -> Iterator[Tree]:
+    """Mount a checkpoint's tree without changing it: the writes of mounting (journal replay,
+    atime) go to a throw-away overlay in `folder`."""
+    overlay = folder / "inspect.qcow2"
+    host.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(checkpoint), str(overlay)])
+    try:
+        with (
+            exported(host, overlay, folder) as raw,
+            attached(host, raw, layout) as disk,
+            mounted(host, disk, folder / "root") as tree,
+        ):
+            yield tree
+    finally:
+        overlay.unlink(missing_ok=True)

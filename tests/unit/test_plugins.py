@@ -1,0 +1,141 @@
+"""Each plugin: its schema rejects bad settings naming the plugin and key, and changing a setting
+changes exactly the stages it touches (from the first one it touches on)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vzstages.cache.store import Store
+from vzstages.compiler.plan import compile_plan
+from vzstages.errors import ManifestError
+from vzstages.manifest import load_manifest
+
+from ..conftest import KVM_MANIFEST
+
+STAGES = ["volume", "os", "packages", "system", "user", "cleanup", "image"]
+
+
+def manifest_with(tmp_path: Path, plugins: dict, name: str = "m.yml") -> Path:
+    data = yaml.safe_load(KVM_MANIFEST)
+    data["plugins"] = plugins
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def keys(path: Path) -> dict[str, str]:
+    return {s.name: s.key for s in compile_plan(load_manifest(path), Store(Path("/nonexistent"))).stages}
+
+
+def first_changed(before: dict[str, str], after: dict[str, str]) -> str:
+    changed = [s for s in STAGES if s in before and before[s] != after.get(s)]
+    assert changed, "no stage changed"
+    first = STAGES.index(changed[0])
+    # Once a stage changes, every later one does: its parent key changed.
+    assert changed == [s for s in STAGES[first:] if s in before], changed
+    return changed[0]
+
+
+@pytest.fixture
+def pubkey(tmp_path: Path) -> Path:
+    (tmp_path / "id.pub").write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBogus user@host\n")
+    (tmp_path / "motd").write_text("hello\n")
+    return tmp_path / "id.pub"
+
+
+CASES = [
+    ("root_password", {"password": "one"}, {"password": "two"}, "user"),
+    ("admin_user", {"username": "ops"}, {"username": "dev"}, "user"),
+    ("admin_user", {"username": "ops", "pubkey": "id.pub"}, {"username": "ops"}, "user"),
+    (
+        "file_copy",
+        {"files": [{"src": "motd", "dst": "/etc/motd"}]},
+        {"files": [{"src": "motd", "dst": "/etc/motd", "permissions": "0600"}]},
+        "user",
+    ),
+    ("commands", {"commands": [["true"]]}, {"commands": [["sh", "-c", "echo > {root}/x"]]}, "user"),
+    ("ntp", {"servers": ["a.example"]}, {"servers": ["b.example"]}, "system"),
+    (
+        "unattended_upgrades",
+        {"update_interval": 1, "download_interval": 1, "upgrade_interval": 1},
+        {"update_interval": 2, "download_interval": 1, "upgrade_interval": 1},
+        "system",
+    ),
+    ("apt_proxy", {"address": "127.0.0.1", "port": 3142}, {"address": "127.0.0.1", "port": 3143}, "packages"),
+    ("pip_install", {"packages": ["requests"]}, {"packages": ["requests==2.31.0"]}, "user"),
+    (
+        "debconf",
+        "locales locales/default_environment_locale select en_US.UTF-8\n",
+        "locales locales/default_environment_locale select C.UTF-8\n",
+        "packages",
+    ),
+    ("minimize_size", {"dpkg": {"exclude_docs": True}}, {"dpkg": {"exclude_docs": False}}, "packages"),
+    ("minimize_size", {"apt": {"autoclean": True}}, {"apt": {"autoclean": False}}, "cleanup"),
+    ("minimize_size", {"shrink": True}, {"shrink": "qemu-img"}, "image"),
+]
+
+
+@pytest.mark.parametrize(
+    ("plugin", "before", "after", "stage"), CASES, ids=[f"{c[0]}-{c[3]}-{i}" for i, c in enumerate(CASES)]
+)
+def test_a_setting_changes_exactly_its_stages(tmp_path, pubkey, plugin, before, after, stage):
+    one = keys(manifest_with(tmp_path, {plugin: before}, "one.yml"))
+    two = keys(manifest_with(tmp_path, {plugin: after}, "two.yml"))
+    assert first_changed(one, two) == stage
+
+
+def test_file_copy_source_content_changes_the_user_stage(tmp_path, pubkey):
+    path = manifest_with(tmp_path, {"file_copy": {"files": [{"src": "motd", "dst": "/etc/motd"}]}})
+    before = keys(path)
+    (tmp_path / "motd").write_text("changed\n")
+    from vzstages.compiler import keys as keys_module
+
+    keys_module._file_digest.cache_clear()
+    assert first_changed(before, keys(path)) == "user"
+
+
+def test_secrets_never_reach_stage_inputs(tmp_path):
+    plan = compile_plan(
+        load_manifest(manifest_with(tmp_path, {"root_password": {"password": "hunter2"}})),
+        Store(Path("/nonexistent")),
+    )
+    assert "hunter2" not in repr([s.inputs for s in plan.stages])
+
+
+BAD = [
+    ("root_password", {"password": "a", "password-crypted": "$6$x$y"}, "set exactly one of password"),
+    ("admin_user", {"user": "ops"}, "plugins.admin_user: missing required key 'username'"),
+    ("admin_user", {"username": "Bad User"}, "plugins.admin_user.username: 'Bad User' is not valid"),
+    ("admin_user", {"username": "ops", "pubkey": "missing.pub"}, "no such public key file"),
+    ("file_copy", {"files": [{"src": "../etc/passwd", "dst": "/x"}]}, "may not climb out with '..'"),
+    ("file_copy", {"files": [{"src": "motd", "dst": "/etc/../../x"}]}, "must stay inside the image"),
+    ("file_copy", {"files": [{"src": "motd", "dst": "relative"}]}, "plugins.file_copy.files[0].dst"),
+    ("file_copy", {"files": [{"src": "nope", "dst": "/x"}]}, "no such file or folder"),
+    ("commands", {"commands": "rm -rf /"}, "plugins.commands.commands: expected a list"),
+    ("ntp", {"servers": []}, "plugins.ntp.servers: must not be empty"),
+    ("apt_proxy", {"address": "proxy", "port": 99999}, "plugins.apt_proxy.port"),
+    ("debconf", "locales locales/x maybe yes\n", "line 1: unknown type 'maybe'"),
+    ("minimize_size", {"shrink": "gzip"}, "plugins.minimize_size.shrink"),
+    ("unattended_upgrades", {"update_interval": 1}, "missing required key 'download_interval'"),
+]
+
+
+@pytest.mark.parametrize(
+    ("plugin", "settings", "message"), BAD, ids=[f"{b[0]}-{i}" for i, b in enumerate(BAD)]
+)
+def test_bad_settings_are_rejected_naming_plugin_and_key(tmp_path, pubkey, plugin, settings, message):
+    path = manifest_with(tmp_path, {plugin: settings})
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(path)
+    assert any(message in p and p.startswith(f"{path}:") for p in caught.value.problems), (
+        caught.value.problems
+    )
+    assert any(f"plugins.{plugin}" in p for p in caught.value.problems)
+
+
+def test_prebootstrapped_is_accepted_with_a_note(tmp_path):
+    manifest = load_manifest(manifest_with(tmp_path, {"prebootstrapped": {"image": "old.raw"}}))
+    assert any("reuses the os stage" in w for w in manifest.warnings)

@@ -1,0 +1,49 @@
+"""apt_proxy: fetch packages through an HTTP proxy during the build, and keep it if asked.
+
+debootstrap fetches directly: its downloads are shared through the host package cache anyway.
+"""
+
+from __future__ import annotations
+
+from ...common.apt import AptUpdate, WriteAptSources
+from ...common.cleanup import CleanApt
+from ...manifest import Manifest
+from ...model.info import BuildInfo
+from ...model.phases import Phase
+from ...model.task import Task
+from ...model.taskset import TaskSet
+
+PROXY_CONF = "etc/apt/apt.conf.d/02vzstages-proxy"
+
+
+class ConfigureAptProxy(Task):
+    description = "Configuring the apt proxy"
+    phase = Phase.PACKAGE_INSTALLATION
+    predecessors = (WriteAptSources,)
+    successors = (AptUpdate,)
+    reads = ("plugins.apt_proxy",)
+
+    @classmethod
+    def run(cls, info: BuildInfo) -> None:
+        s = info.manifest.get("plugins.apt_proxy")
+        auth = f"{s['username']}:{s.get('password', '')}@" if s.get("username") else ""
+        (info.target / PROXY_CONF).write_text(
+            f'Acquire::http::Proxy "http://{auth}{s["address"]}:{s["port"]}";\n'
+        )
+        (info.target / PROXY_CONF).chmod(0o600 if auth else 0o644)
+
+
+class RemoveAptProxy(Task):
+    description = "Removing the build's apt proxy"
+    phase = Phase.SYSTEM_CLEANING
+    predecessors = (CleanApt,)
+
+    @classmethod
+    def run(cls, info: BuildInfo) -> None:
+        (info.target / PROXY_CONF).unlink(missing_ok=True)
+
+
+def resolve_tasks(taskset: TaskSet, manifest: Manifest) -> None:
+    taskset.add(ConfigureAptProxy)
+    if not manifest.get("plugins.apt_proxy.persistent"):
+        taskset.add(RemoveAptProxy)

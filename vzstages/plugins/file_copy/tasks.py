@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ...model.info import BuildInfo
+from ...model.phases import Phase
+from ...model.task import Task
+from ...model.view import ManifestView
+
+STAGING = "tmp/vzstages-file-copy"
+
+
+def apply_attributes(info: BuildInfo, path: str, item: dict[str, Any], recursive: bool) -> None:
+    # Inside the chroot, so user and group names are the image's, not the build host's.
+    flag = ["-R"] if recursive else []
+    if item.get("owner") or item.get("group"):
+        info.chroot(["chown", *flag, f"{item.get('owner', '')}:{item.get('group', '')}".rstrip(":"), path])
+    if item.get("permissions"):
+        info.chroot(["chmod", *flag, item["permissions"], path])
+
+
+class CopyFiles(Task):
+    description = "Copying files into the image"
+    phase = Phase.USER_MODIFICATION
+    reads = ("plugins.file_copy",)
+
+    @classmethod
+    def input_files(cls, manifest: ManifestView) -> dict[str, Path]:
+        files = manifest.get("plugins.file_copy.files") or []
+        return {item["src"]: manifest.relative_path(item["src"]) for item in files}
+
+    @classmethod
+    def run(cls, info: BuildInfo) -> None:
+        settings = info.manifest.get("plugins.file_copy")
+        for item in settings.get("mkdirs", []):
+            info.chroot(["mkdir", "-p", item["dir"]])
+            apply_attributes(info, item["dir"], item, recursive=False)
+        staging = info.target / STAGING
+        staging.mkdir(parents=True, exist_ok=True)
+        try:
+            for index, item in enumerate(settings["files"]):
+                source = info.manifest.relative_path(item["src"])
+                staged = staging / str(index)
+                if source.is_dir():
+                    shutil.copytree(source, staged, symlinks=True)
+                else:
+                    shutil.copy2(source, staged)
+                # The copy into place runs inside the chroot: a symlink in the image's tree then
+                # resolves inside the image, never onto the build host.
+                info.chroot(["mkdir", "-p", str(Path(item["dst"]).parent)])
+                info.chroot(["cp", "-a", "--no-target-directory", f"/{STAGING}/{index}", item["dst"]])
+                apply_attributes(info, item["dst"], item, recursive=source.is_dir())
+                info.say(f"{item['src']} -> {item['dst']}")
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,40 @@
+"""ntp: time synchronisation with systemd-timesyncd, against the manifest's servers if given."""
+
+from __future__ import annotations
+
+from ...common.apt import APT_SUITES, InstallPackages, apt_install
+from ...manifest import Manifest
+from ...model.info import BuildInfo
+from ...model.phases import Phase
+from ...model.task import Task
+from ...model.taskset import TaskSet
+
+
+class InstallTimesyncd(Task):
+    description = "Installing systemd-timesyncd"
+    phase = Phase.PACKAGE_INSTALLATION
+    predecessors = (InstallPackages,)
+    archive_suites = APT_SUITES
+
+    @classmethod
+    def run(cls, info: BuildInfo) -> None:
+        apt_install(info, ["systemd-timesyncd"])
+
+
+class ConfigureTimeServers(Task):
+    description = "Configuring the time servers"
+    phase = Phase.SYSTEM_MODIFICATION
+    reads = ("plugins.ntp.servers",)
+
+    @classmethod
+    def run(cls, info: BuildInfo) -> None:
+        servers = info.manifest.get("plugins.ntp.servers")
+        if servers:
+            conf = info.target / "etc/systemd/timesyncd.conf.d"
+            conf.mkdir(parents=True, exist_ok=True)
+            (conf / "vzstages.conf").write_text(f"[Time]\nNTP={' '.join(servers)}\n")
+        info.chroot(["systemctl", "enable", "systemd-timesyncd.service"])
+
+
+def resolve_tasks(taskset: TaskSet, manifest: Manifest) -> None:
+    taskset.add(InstallTimesyncd, ConfigureTimeServers)
