@@ -36,7 +36,13 @@ def resolve_tasks(taskset: TaskSet, manifest: Manifest) -> None:
 
 def add_boot_tasks(taskset: TaskSet, manifest: Manifest) -> None:
     """Kernel, fstab, network, SSH and the bootloader: for providers whose images boot."""
-    taskset.add(boot.InstallSshServer, boot.RegenerateSshHostKeys, system.ConfigureNetwork, system.WriteFstab)
+    taskset.add(
+        boot.InstallBootPackages,
+        boot.InstallSshServer,
+        boot.RegenerateSshHostKeys,
+        system.ConfigureNetwork,
+        system.WriteFstab,
+    )
     bootloader = manifest.get("system.bootloader")
     if bootloader == "grub":
         taskset.add(grub.InstallGrubPackages, grub.InstallGrub)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
+from ..manifest.releases import lookup
 from ..model.info import BuildInfo
 from ..model.phases import Phase
 from ..model.task import Task
@@ -26,6 +27,22 @@ RemainAfterExit=yes
 [Install]
 WantedBy=multi-user.target
 """
+
+
+class InstallBootPackages(Task):
+    description = "Installing init, udev and network support"
+    phase = Phase.PACKAGE_INSTALLATION
+    predecessors = (InstallSystemPackages,)
+    reads = ("system.release",)
+    archive_suites = APT_SUITES
+
+    @classmethod
+    def run(cls, info: BuildInfo) -> None:
+        release = lookup(info.manifest.get("system.release"))
+        # ifupdown's DHCP client: isc-dhcp-client up to bookworm, dhcpcd from trixie on.
+        old = release is not None and release.version is not None and release.version <= 12
+        dhcp = "isc-dhcp-client" if old else "dhcpcd-base"
+        apt_install(info, ["systemd-sysv", "udev", "kmod", "iproute2", "ifupdown", dhcp])
 
 
 class WriteInitramfsModules(Task):
@@ -54,7 +71,7 @@ class WriteInitramfsModules(Task):
 class InstallKernel(Task):
     description = "Installing the kernel"
     phase = Phase.PACKAGE_INSTALLATION
-    predecessors = (InstallSystemPackages, WriteInitramfsModules)
+    predecessors = (InstallBootPackages, WriteInitramfsModules)
     reads = ("system.architecture",)
     archive_suites = APT_SUITES
     # Providers with a leaner kernel for their platform (cloud) override this.

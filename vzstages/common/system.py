@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from ..manifest.releases import lookup
 from ..model.info import BuildInfo
 from ..model.phases import Phase
 from ..model.task import Task
@@ -10,19 +9,14 @@ from .apt import APT_SUITES, InstallPackages, apt_install
 
 
 class InstallSystemPackages(Task):
-    description = "Installing locales, tzdata and network support"
+    description = "Installing locales and tzdata"
     phase = Phase.PACKAGE_INSTALLATION
     predecessors = (InstallPackages,)
-    reads = ("system.release",)
     archive_suites = APT_SUITES
 
     @classmethod
     def run(cls, info: BuildInfo) -> None:
-        release = lookup(info.manifest.get("system.release"))
-        # ifupdown's DHCP client: isc-dhcp-client up to bookworm, dhcpcd from trixie on.
-        old = release is not None and release.version is not None and release.version <= 12
-        dhcp = "isc-dhcp-client" if old else "dhcpcd-base"
-        apt_install(info, ["locales", "tzdata", "systemd-sysv", "udev", "kmod", "iproute2", "ifupdown", dhcp])
+        apt_install(info, ["locales", "tzdata"])
 
 
 class SetLocale(Task):
