@@ -10,9 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from vzstages.cache.store import Store
-from vzstages.compiler.plan import compile_plan
-from vzstages.manifest import load_manifest
+from vzstages.build import load_plan
 
 from ..conftest import REPO
 from .conftest import leftovers, nothing_left, vzstages, with_workspace
@@ -21,7 +19,7 @@ pytestmark = pytest.mark.system
 
 
 def completed(manifest: Path, cache: Path) -> list[str]:
-    plan = compile_plan(load_manifest(manifest), Store(cache))
+    plan = load_plan(manifest, cache)
     return [s.name for s in plan.stages if plan.store.lookup(s.name, s.key, disk=s.disk)]
 
 
@@ -37,7 +35,7 @@ def test_task_failing_mid_stage_leaves_nothing_and_keeps_checkpoints(cache, work
     assert "vzstages-no-such-package" in out.stdout + out.stderr
     nothing_left(cache)
     assert completed(manifest, cache) == ["volume", "os"]
-    plan = compile_plan(load_manifest(manifest), Store(cache))
+    plan = load_plan(manifest, cache)
     assert not plan.checkpoint(plan.stage("packages")).exists()
 
 
@@ -59,7 +57,7 @@ def test_sigterm_mid_stage_unwinds_and_the_next_run_resumes(cache, workspace, tm
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline and not leftovers(cache)["mounts"]:
         time.sleep(0.2)
-    plan = compile_plan(load_manifest(manifest), Store(cache))
+    plan = load_plan(manifest, cache)
     running = next(s.name for s in plan.stages if not plan.store.lookup(s.name, s.key, disk=s.disk))
     assert leftovers(cache)["mounts"], "the build never mounted its disk"
     proc.send_signal(signal.SIGTERM)

@@ -10,10 +10,8 @@ from pathlib import Path
 import pytest
 
 from vzstages.boot import boot
-from vzstages.cache.store import Store
-from vzstages.compiler.plan import compile_plan
+from vzstages.build import load_plan
 from vzstages.host import Host
-from vzstages.manifest import load_manifest
 from vzstages.volume.disk import opened_readonly
 
 from ..conftest import REPO
@@ -38,7 +36,7 @@ def test_plugins_take_effect_inside_the_image(cache, workspace, tmp_path):
         (tmp_path / name).symlink_to(REPO / "manifests" / name)
     vzstages("build", str(manifest), cache=cache)
     nothing_left(cache)
-    plan = compile_plan(load_manifest(manifest), Store(cache))
+    plan = load_plan(manifest, cache)
     top = plan.checkpoint(plan.stage("cleanup"))
     (tmp_path / "inspect").mkdir()
     with opened_readonly(Host(), top, plan.manifest.layout, tmp_path / "inspect") as tree:

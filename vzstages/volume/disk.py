@@ -90,6 +90,7 @@ def exported(host: Host, image: Path, run_dir: Path) -> Iterator[Path]:
         yield raw
     finally:
         stop_daemon(host, raw, pidfile)
+        raw.unlink(missing_ok=True)
 
 
 def stop_daemon(host: Host, raw: Path, pidfile: Path) -> None:
@@ -221,3 +222,5 @@ def opened_readonly(host: Host, checkpoint: Path, layout: Layout, folder: Path) 
             yield tree
     finally:
         overlay.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            (folder / "root").rmdir()  # rmdir, never rmtree: it refuses if anything is still there

@@ -28,7 +28,11 @@ def run_folder(runs: Path, name: str) -> Iterator[Path]:
     try:
         yield folder
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        if _mounts_under(folder):
+            # Never delete through a mount: that would delete the image's (or the host's) files.
+            log.error("%s still has mounts; leaving it for the next run to clean up", folder)
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
         with contextlib.suppress(OSError):
             folder.parent.rmdir()
 
@@ -76,7 +80,8 @@ def reap_folder(host: Host, folder: Path) -> None:
         stop_daemon(host, pidfile.parent / "disk.raw", pidfile)
     for raw in _mounts_under(folder):
         host.run(["umount", "--lazy", str(raw)], check=False)
-    shutil.rmtree(folder, ignore_errors=True)
+    if not _mounts_under(folder):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def reap(host: Host, runs: Path, stages: Path) -> list[str]:
