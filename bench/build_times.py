@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Build a manifest cold and print the total and per-stage times, then what the cache saves.
 
-    bench/build_times.py [manifests/kvm.yml] [--keep-packages]
+    bench/build_times.py [manifests/kvm.yml] [--keep-packages] [--second manifests/virtualbox.yml]
 
 Cold means an empty checkpoint cache and (unless --keep-packages) an empty package cache, so
 the figures include every download. Then: a rerun with nothing changed, a rerun after a late
 change (the hostname), and the checkpoints' total allocated size against the final image's.
+Last, a cold build of a second manifest on the same release (fresh checkpoint cache, same package
+cache), counting the packages it downloaded that the first build had already downloaded.
 Needs root, like any build.
 """
 
@@ -22,6 +24,32 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def in_workspace(source: Path, work: Path, name: str) -> Path:
+    text = source.read_text()
+    workspace = f"  workspace: {work / 'build'}\n"
+    text = (
+        text.replace("bootstrapper:\n", "bootstrapper:\n" + workspace, 1)
+        if "bootstrapper:\n" in text
+        else text + "bootstrapper:\n" + workspace
+    )
+    target = work / name
+    target.write_text(text)
+    return target
+
+
+def downloaded_packages(logs: list[Path]) -> set[str]:
+    """Package files fetched, from apt's "Get:" lines and debootstrap's "Retrieving" lines."""
+    fetched = set()
+    for log in logs:
+        for line in log.read_text(errors="replace").splitlines():
+            words = line.split()
+            if "Get:" in line and line.rstrip().endswith("B]") and len(words) >= 9 and "/" in words[-7]:
+                fetched.add(f"{words[-5]}_{words[-3]}")  # name_version
+            elif "I: Retrieving " in line and not line.rstrip().endswith(("Release", "Packages")):
+                fetched.add(f"{words[-2]}_{words[-1]}")
+    return fetched
 
 
 def build(manifest: Path, cache: Path, env: dict[str, str]) -> float:
@@ -47,20 +75,18 @@ def main() -> int:
     )
     parser.add_argument("manifest", nargs="?", default=str(REPO / "manifests/kvm.yml"))
     parser.add_argument("--keep-packages", action="store_true", help="reuse VZSTAGES_PACKAGE_CACHE if set")
+    parser.add_argument(
+        "--second",
+        default=str(REPO / "manifests/virtualbox.yml"),
+        help="a second manifest on the same release, built cold after the first",
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="vzstages-bench-"))
     env = dict(os.environ)
     if not args.keep_packages:
         env["VZSTAGES_PACKAGE_CACHE"] = str(work / "debs")
-    text = Path(args.manifest).read_text()
-    manifest = work / "bench.yml"
-    workspace = f"  workspace: {work / 'build'}\n"
-    manifest.write_text(
-        text.replace("bootstrapper:\n", "bootstrapper:\n" + workspace, 1)
-        if "bootstrapper:\n" in text
-        else text + "bootstrapper:\n" + workspace
-    )
+    manifest = in_workspace(Path(args.manifest), work, "bench.yml")
     cache = work / "cache"
     try:
         cold = build(manifest, cache, env)
@@ -93,6 +119,17 @@ def main() -> int:
             manifest.write_text(edited.replace("system:\n", f"system:\n  hostname: {hostname}\n", 1))
         late = build(manifest, cache, env)
         print(f"rerun after a hostname change: {late:.1f} s wall ({100 * late / cold:.1f}% of cold)")
+
+        logs = work / "build" / "logs"
+        first_logs = sorted(logs.glob("*.log"))
+        first = downloaded_packages(first_logs)
+        second_time = build(in_workspace(Path(args.second), work, "second.yml"), work / "cache2", env)
+        second = downloaded_packages(sorted(set(logs.glob("*.log")) - set(first_logs)))
+        print(
+            f"second cold build ({Path(args.second).name}, fresh checkpoints, same package cache): "
+            f"{second_time:.1f} s wall; packages downloaded: first build {len(first)}, "
+            f"second build {len(second)}, downloaded twice {len(first & second)}"
+        )
 
     finally:
         shutil.rmtree(work, ignore_errors=True)
