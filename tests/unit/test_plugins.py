@@ -75,6 +75,14 @@ CASES = [
     ("minimize_size", {"dpkg": {"exclude_docs": True}}, {"dpkg": {"exclude_docs": False}}, "packages"),
     ("minimize_size", {"apt": {"autoclean": True}}, {"apt": {"autoclean": False}}, "cleanup"),
     ("minimize_size", {"shrink": True}, {"shrink": "qemu-img"}, "image"),
+    ("cloud_init", {"username": "admin"}, {"username": "debian"}, "system"),
+    (
+        "cloud_init",
+        {"metadata_sources": "Ec2"},
+        {"metadata_sources": "Ec2", "disable_modules": ["ntp"]},
+        "system",
+    ),
+    ("expand_root", {}, {"filesystem_type": "ext4"}, "system"),
 ]
 
 
@@ -120,6 +128,9 @@ BAD = [
     ("debconf", "locales locales/x maybe yes\n", "line 1: unknown type 'maybe'"),
     ("minimize_size", {"shrink": "gzip"}, "plugins.minimize_size.shrink"),
     ("unattended_upgrades", {"update_interval": 1}, "missing required key 'download_interval'"),
+    ("expand_root", {"root_device": "/dev/xvda"}, "give root_device and root_partition together"),
+    ("expand_root", {"filesystem_type": "xfs"}, "does not match the root filesystem (ext4)"),
+    ("cloud_init", {"metadata_sources": "Ec2;rm -rf"}, "plugins.cloud_init.metadata_sources"),
 ]
 
 
@@ -139,3 +150,41 @@ def test_bad_settings_are_rejected_naming_plugin_and_key(tmp_path, pubkey, plugi
 def test_prebootstrapped_is_accepted_with_a_note(tmp_path):
     manifest = load_manifest(manifest_with(tmp_path, {"prebootstrapped": {"image": "old.raw"}}))
     assert any("reuses the os stage" in w for w in manifest.warnings)
+
+
+def test_cloud_init_module_lists_are_edited_in_place():
+    from vzstages.plugins.cloud_init.tasks import edit_module_lists
+
+    config = {
+        "cloud_init_modules": ["seed_random", "bootcmd", ["write-files", "once"]],
+        "cloud_config_modules": ["ntp", "locale"],
+    }
+    settings = {
+        "disable_modules": ["ntp", "write-files"],
+        "enable_modules": {
+            "cloud_init_modules": [{"module": "growpart", "position": 1}],
+            "cloud_final_modules": [{"module": "phone-home"}],
+        },
+    }
+    assert edit_module_lists(config, settings) == {
+        "cloud_init_modules": ["seed_random", "growpart", "bootcmd"],
+        "cloud_config_modules": ["locale"],
+        "cloud_final_modules": ["phone-home"],
+    }
+
+
+def test_ec2_grows_root_by_default_and_cloud_init_edits_keep_earlier_stages(tmp_path):
+    data = yaml.safe_load(KVM_MANIFEST)
+    data["provider"] = {"name": "ec2", "virtualization": "hvm"}
+    data["volume"]["backing"] = "ebs"
+    data["plugins"] = {"cloud_init": {"username": "admin", "metadata_sources": "Ec2"}}
+    one = tmp_path / "one.yml"
+    one.write_text(yaml.safe_dump(data))
+    plan = compile_plan(load_manifest(one), Store(Path("/nonexistent")))
+    names = [t.name() for s in plan.stages for t in s.tasks]
+    assert "plugins.expand_root.tasks.InstallExpandRoot" in names
+    data["plugins"]["cloud_init"]["username"] = "debian"
+    data["plugins"]["expand_root"] = {"filesystem_type": "ext4"}
+    two = tmp_path / "two.yml"
+    two.write_text(yaml.safe_dump(data))
+    assert first_changed(keys(one), keys(two)) == "system"  # os and packages are reused

@@ -8,6 +8,7 @@ from ...common import add_boot_tasks, boot, image
 from ...manifest import Manifest, Problem
 from ...model.info import BuildInfo
 from ...model.taskset import TaskSet
+from ...plugins.expand_root import tasks as expand_root
 
 
 class WriteInitramfsModules(boot.WriteInitramfsModules):
@@ -51,3 +52,5 @@ def validate(manifest: Manifest) -> list[Problem]:
 def resolve_tasks(taskset: TaskSet, manifest: Manifest) -> None:
     add_boot_tasks(taskset, manifest)
     taskset.add(WriteInitramfsModules, InstallKernel, ConvertImage)
+    # Instances often boot on a larger EBS volume than the image: grow root by default.
+    taskset.add(expand_root.InstallGrowpart, expand_root.InstallExpandRoot)

@@ -1,0 +1,12 @@
+"""cloud_init: cloud-init from the target release, with the default user, datasources and
+module lists the manifest gives (bootstrap-vz's settings)."""
+
+from __future__ import annotations
+
+from ...manifest import Manifest
+from ...model.taskset import TaskSet
+from .tasks import ConfigureCloudInit, InstallCloudInit
+
+
+def resolve_tasks(taskset: TaskSet, manifest: Manifest) -> None:
+    taskset.add(InstallCloudInit, ConfigureCloudInit)
