@@ -94,3 +94,23 @@ def test_virtualbox_manifest_gives_a_valid_vdi(cache, workspace, tmp_path):
         ).stdout
     )
     assert info["format"] == "vdi" and info["virtual-size"] > 2 * 1024**3
+
+
+def test_late_change_rebuilds_only_late_stages_and_plan_names_it(cache, workspace, tmp_path):
+    manifest = with_workspace(REPO / "manifests/kvm.yml", workspace, tmp_path / "kvm.yml")
+    vzstages("build", str(manifest), cache=cache)
+    changed = with_workspace(
+        REPO / "manifests/kvm.yml",
+        workspace,
+        tmp_path / "renamed.yml",
+        edit={"hostname: vzstages-kvm": "hostname: renamed-host"},
+    )
+    plan = vzstages("plan", str(changed), cache=cache).stdout
+    assert "manifest key system.hostname: 'vzstages-kvm' -> 'renamed-host'" in plan
+    for stage in ("volume", "os", "packages"):
+        assert any(line.split()[:2] == [stage, "cached"] for line in plan.splitlines()), plan
+    out = vzstages("build", str(changed), cache=cache)
+    log = out.stdout + out.stderr
+    assert "built system, cleanup, image" in out.stdout and "reused 3 stages" in out.stdout, log
+    for stage in ("volume", "os", "packages"):
+        assert f"{stage:<8} running" not in log
