@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -34,15 +35,26 @@ def package_cache(info: BuildInfo) -> Path:
 
 
 @contextlib.contextmanager
+def package_cache_lock(info: BuildInfo) -> Iterator[Path]:
+    """One writer at a time in a shared package cache: concurrent builds (of any manifests) would
+    otherwise collide on apt's archive lock or on debootstrap's downloads. Yields the cache."""
+    cache = package_cache(info)
+    with open(cache.parent / f"{cache.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield cache
+
+
+@contextlib.contextmanager
 def shared_package_cache(info: BuildInfo) -> Iterator[None]:
     """Bind the host's .deb cache over the image's, so downloads are shared and stay out of the image."""
     target = info.target / "var/cache/apt/archives"
     target.mkdir(parents=True, exist_ok=True)
-    info.host.run(["mount", "--bind", str(package_cache(info)), str(target)])
-    try:
-        yield
-    finally:
-        info.host.run(["umount", str(target)], check=False)
+    with package_cache_lock(info) as cache:
+        info.host.run(["mount", "--bind", str(cache), str(target)])
+        try:
+            yield
+        finally:
+            info.host.run(["umount", str(target)], check=False)
 
 
 def apt_get(info: BuildInfo, args: Sequence[str]) -> None:

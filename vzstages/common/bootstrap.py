@@ -42,7 +42,7 @@ class Debootstrap(Task):
 
     @classmethod
     def run(cls, info: BuildInfo) -> None:
-        from .apt import package_cache  # apt builds on this module
+        from .apt import package_cache_lock  # apt builds on this module
 
         m = info.manifest
         release, arch = m.get("system.release"), m.get("system.architecture")
@@ -55,7 +55,7 @@ class Debootstrap(Task):
         mirror = archive.choose_mirror(m.get("bootstrapper.mirror") or m.get("packages.mirror"))
         archive.fetch_release(mirror, release)  # a clear error for a release the mirror lacks
         info.facts["architecture"] = arch
-        argv = ["debootstrap", f"--arch={arch}", f"--cache-dir={package_cache(info)}"]
+        argv = ["debootstrap", f"--arch={arch}"]
         variant = m.get("bootstrapper.variant")
         if variant and variant != "standard":
             argv.append(f"--variant={variant}")
@@ -66,7 +66,8 @@ class Debootstrap(Task):
         if m.get("bootstrapper.keyring"):
             argv.append(f"--keyring={m.relative_path(m.get('bootstrapper.keyring'))}")
         info.say(f"debootstrap {release} {arch} from {mirror}")
-        info.host.run([*argv, release, str(info.target), mirror])
+        with package_cache_lock(info) as cache:
+            info.host.run([*argv, f"--cache-dir={cache}", release, str(info.target), mirror])
         # debootstrap copies the build host's resolver and name; the image must not carry them.
         for leaked in ("etc/resolv.conf", "etc/hostname"):
             (info.target / leaked).unlink(missing_ok=True)
