@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import ClassVar
 
 from ..model.info import BuildInfo
 from ..model.phases import Phase
@@ -183,3 +184,16 @@ class InstallPackages(Task):
             for f in staging.iterdir():
                 f.unlink()
             staging.rmdir()
+
+
+class AptInstall(Task):
+    """Installs a fixed list of packages in the packages stage; subclasses name them."""
+
+    phase = Phase.PACKAGE_INSTALLATION
+    predecessors: ClassVar[Sequence[type[Task]]] = (InstallPackages,)
+    archive_suites = APT_SUITES
+    packages: ClassVar[Sequence[str]] = ()
+
+    @classmethod
+    def run(cls, info: BuildInfo) -> None:
+        apt_install(info, cls.packages)

@@ -9,7 +9,7 @@ from ..manifest.releases import lookup
 from ..model.info import BuildInfo
 from ..model.phases import Phase
 from ..model.task import Task
-from .apt import APT_SUITES, apt_install
+from .apt import APT_SUITES, AptInstall, apt_install
 from .system import InstallSystemPackages
 
 SSH_KEYGEN_UNIT = """\
@@ -91,15 +91,10 @@ class InstallKernel(Task):
         info.say(f"kernel {versions[-1]}")
 
 
-class InstallSshServer(Task):
+class InstallSshServer(AptInstall):
     description = "Installing the SSH server"
-    phase = Phase.PACKAGE_INSTALLATION
     predecessors = (InstallSystemPackages,)
-    archive_suites = APT_SUITES
-
-    @classmethod
-    def run(cls, info: BuildInfo) -> None:
-        apt_install(info, ["openssh-server"])
+    packages = ("openssh-server",)
 
 
 class RegenerateSshHostKeys(Task):

@@ -5,21 +5,16 @@ from __future__ import annotations
 from ..model.info import BuildInfo
 from ..model.phases import Phase
 from ..model.task import Task
-from .apt import APT_SUITES, apt_install
+from .apt import AptInstall
 from .boot import InstallKernel, boot_paths, kernel_cmdline
 from .system import InstallSystemPackages
 
 
-class InstallExtlinuxPackages(Task):
+class InstallExtlinuxPackages(AptInstall):
     description = "Installing extlinux"
-    phase = Phase.PACKAGE_INSTALLATION
     predecessors = (InstallSystemPackages,)
     successors = (InstallKernel,)
-    archive_suites = APT_SUITES
-
-    @classmethod
-    def run(cls, info: BuildInfo) -> None:
-        apt_install(info, ["extlinux", "syslinux-common"])
+    packages = ("extlinux", "syslinux-common")
 
 
 class InstallExtlinux(Task):

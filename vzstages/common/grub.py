@@ -12,7 +12,7 @@ from __future__ import annotations
 from ..model.info import BuildInfo
 from ..model.phases import Phase
 from ..model.task import Task
-from .apt import APT_SUITES, apt_install
+from .apt import AptInstall
 from .boot import InstallKernel, boot_paths, kernel_cmdline
 from .system import InstallSystemPackages
 
@@ -34,17 +34,12 @@ GRUB_MODULES = [
 ]
 
 
-class InstallGrubPackages(Task):
+class InstallGrubPackages(AptInstall):
     description = "Installing grub"
-    phase = Phase.PACKAGE_INSTALLATION
     predecessors = (InstallSystemPackages,)
     successors = (InstallKernel,)
-    archive_suites = APT_SUITES
-
-    @classmethod
-    def run(cls, info: BuildInfo) -> None:
-        # grub-pc-bin, not grub-pc: grub-pc's maintainer scripts would try grub-install on the host's devices.
-        apt_install(info, ["grub-pc-bin", "grub2-common"])
+    # grub-pc-bin, not grub-pc: grub-pc's maintainer scripts would try grub-install on the host's devices.
+    packages = ("grub-pc-bin", "grub2-common")
 
 
 class InstallGrub(Task):

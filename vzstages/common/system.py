@@ -5,18 +5,12 @@ from __future__ import annotations
 from ..model.info import BuildInfo
 from ..model.phases import Phase
 from ..model.task import Task
-from .apt import APT_SUITES, InstallPackages, apt_install
+from .apt import AptInstall
 
 
-class InstallSystemPackages(Task):
+class InstallSystemPackages(AptInstall):
     description = "Installing locales and tzdata"
-    phase = Phase.PACKAGE_INSTALLATION
-    predecessors = (InstallPackages,)
-    archive_suites = APT_SUITES
-
-    @classmethod
-    def run(cls, info: BuildInfo) -> None:
-        apt_install(info, ["locales", "tzdata"])
+    packages = ("locales", "tzdata")
 
 
 class SetLocale(Task):

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...common.apt import APT_SUITES, InstallPackages, apt_install
+from ...common.apt import AptInstall
 from ...model.info import BuildInfo
 from ...model.phases import Phase
 from ...model.task import Task
@@ -10,15 +10,9 @@ from ...model.view import ManifestView
 from ..root_password.tasks import set_password
 
 
-class InstallSudo(Task):
+class InstallSudo(AptInstall):
     description = "Installing sudo"
-    phase = Phase.PACKAGE_INSTALLATION
-    predecessors = (InstallPackages,)
-    archive_suites = APT_SUITES
-
-    @classmethod
-    def run(cls, info: BuildInfo) -> None:
-        apt_install(info, ["sudo"])
+    packages = ("sudo",)
 
 
 class CreateAdminUser(Task):

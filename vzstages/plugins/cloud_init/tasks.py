@@ -4,7 +4,7 @@ from typing import Any
 
 import yaml
 
-from ...common.apt import APT_SUITES, InstallPackages, apt_install
+from ...common.apt import AptInstall
 from ...model.info import BuildInfo
 from ...model.phases import Phase
 from ...model.task import Task
@@ -12,15 +12,9 @@ from ...model.task import Task
 CONFIG = "etc/cloud/cloud.cfg.d/01_vzstages.cfg"
 
 
-class InstallCloudInit(Task):
+class InstallCloudInit(AptInstall):
     description = "Installing cloud-init"
-    phase = Phase.PACKAGE_INSTALLATION
-    predecessors = (InstallPackages,)
-    archive_suites = APT_SUITES
-
-    @classmethod
-    def run(cls, info: BuildInfo) -> None:
-        apt_install(info, ["cloud-init"])
+    packages = ("cloud-init",)
 
 
 def edit_module_lists(config: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:

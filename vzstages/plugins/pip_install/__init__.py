@@ -6,7 +6,7 @@ Debian marks its Python as externally managed (PEP 668); packages go in with
 
 from __future__ import annotations
 
-from ...common.apt import APT_SUITES, InstallPackages, apt_install
+from ...common.apt import AptInstall
 from ...manifest import Manifest
 from ...model.info import BuildInfo
 from ...model.phases import Phase
@@ -14,15 +14,9 @@ from ...model.task import Task
 from ...model.taskset import TaskSet
 
 
-class InstallPip(Task):
+class InstallPip(AptInstall):
     description = "Installing pip"
-    phase = Phase.PACKAGE_INSTALLATION
-    predecessors = (InstallPackages,)
-    archive_suites = APT_SUITES
-
-    @classmethod
-    def run(cls, info: BuildInfo) -> None:
-        apt_install(info, ["python3-pip"])
+    packages = ("python3-pip",)
 
 
 class PipInstall(Task):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ...common.apt import APT_SUITES, InstallPackages, apt_install
+from ...common.apt import AptInstall
 from ...manifest import Manifest
 from ...model.info import BuildInfo
 from ...model.phases import Phase
@@ -10,15 +10,9 @@ from ...model.task import Task
 from ...model.taskset import TaskSet
 
 
-class InstallUnattendedUpgrades(Task):
+class InstallUnattendedUpgrades(AptInstall):
     description = "Installing unattended-upgrades"
-    phase = Phase.PACKAGE_INSTALLATION
-    predecessors = (InstallPackages,)
-    archive_suites = APT_SUITES
-
-    @classmethod
-    def run(cls, info: BuildInfo) -> None:
-        apt_install(info, ["unattended-upgrades"])
+    packages = ("unattended-upgrades",)
 
 
 class ConfigureUpgradeIntervals(Task):

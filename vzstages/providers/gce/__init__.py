@@ -7,7 +7,7 @@ import os
 from typing import ClassVar
 
 from ...common import add_boot_tasks, boot
-from ...common.apt import APT_SUITES, InstallPackages, apt_install
+from ...common.apt import AptInstall
 from ...common.image import convert
 from ...manifest import Manifest, Problem
 from ...model.info import BuildInfo
@@ -31,15 +31,9 @@ class InstallKernel(boot.InstallKernel):
     }
 
 
-class InstallGuestAgent(Task):
+class InstallGuestAgent(AptInstall):
     description = "Installing the Google guest agent"
-    phase = Phase.PACKAGE_INSTALLATION
-    predecessors = (InstallPackages,)
-    archive_suites = APT_SUITES
-
-    @classmethod
-    def run(cls, info: BuildInfo) -> None:
-        apt_install(info, ["google-guest-agent"])
+    packages = ("google-guest-agent",)
 
 
 class PackDiskTarball(Task):
