@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -124,3 +125,22 @@ def leftovers(cache: Path) -> dict[str, list[str]]:
 def nothing_left(cache: Path) -> None:
     left = leftovers(cache)
     assert left == {"mounts": [], "loops": [], "daemons": [], "temporary overlays": []}, left
+
+
+def start_build(manifest: Path, cache: Path) -> subprocess.Popen[str]:
+    """A build running in the background, to be interrupted by the test."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "vzstages", "--cache", str(cache), "build", str(manifest)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_until_mounted(cache: Path, timeout: float) -> None:
+    """Wait until a build using this cache has a disk mounted (a disk stage is running)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not leftovers(cache)["mounts"]:
+        time.sleep(0.2)
+    assert leftovers(cache)["mounts"], "the build never mounted its disk"

@@ -3,26 +3,14 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
 from ..conftest import REPO
-from .conftest import leftovers, nothing_left, vzstages, with_workspace
+from .conftest import leftovers, nothing_left, start_build, vzstages, wait_until_mounted, with_workspace
 
 pytestmark = pytest.mark.system
-
-
-def start_build(manifest, cache) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "vzstages", "--cache", str(cache), "build", str(manifest)],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
 
 
 def test_sigkill_mid_stage_then_resume_cleans_up_and_reuses(cache, workspace, tmp_path):
@@ -34,9 +22,7 @@ def test_sigkill_mid_stage_then_resume_cleans_up_and_reuses(cache, workspace, tm
     )
     vzstages("build", str(manifest), "os", cache=cache)  # volume and os done before the kill
     proc = start_build(manifest, cache)
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and not leftovers(cache)["mounts"]:
-        time.sleep(0.2)
+    wait_until_mounted(cache, timeout=600)
     time.sleep(3)  # well inside the packages stage: apt is running in the chroot
     proc.send_signal(signal.SIGKILL)
     proc.wait()

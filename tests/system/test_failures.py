@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +10,7 @@ import pytest
 from vzstages.build import load_plan
 
 from ..conftest import REPO
-from .conftest import leftovers, nothing_left, vzstages, with_workspace
+from .conftest import nothing_left, start_build, vzstages, wait_until_mounted, with_workspace
 
 pytestmark = pytest.mark.system
 
@@ -46,20 +43,11 @@ def test_sigterm_mid_stage_unwinds_and_the_next_run_resumes(cache, workspace, tm
         tmp_path / "term.yml",
         edit={"    - less\n": "    - less\n    - file\n"},
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vzstages", "--cache", str(cache), "build", str(manifest)],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = start_build(manifest, cache)
     # The package list changed: wait until the packages stage has its disk mounted, then interrupt it.
-    deadline = time.monotonic() + 900
-    while time.monotonic() < deadline and not leftovers(cache)["mounts"]:
-        time.sleep(0.2)
+    wait_until_mounted(cache, timeout=900)
     plan = load_plan(manifest, cache)
     running = next(s.name for s in plan.stages if not plan.store.lookup(s.name, s.key, disk=s.disk))
-    assert leftovers(cache)["mounts"], "the build never mounted its disk"
     proc.send_signal(signal.SIGTERM)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode != 0, output
