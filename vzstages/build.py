@@ -20,6 +20,7 @@ from .compiler.plan import CompiledStage, Plan, compile_plan
 from .errors import VzError
 from .host import Host, require_build_host, require_tools
 from .manifest import load_manifest
+from .model.view import ManifestView
 from .runner import run_stage
 from .volume.runs import reap
 
@@ -85,6 +86,7 @@ class Build:
             return
         require_build_host()
         require_tools(self.required_tools())
+        self.preflight()
         # SIGTERM unwinds like Ctrl-C: mounts, loops and daemons are released on the way out.
         signal.signal(signal.SIGTERM, _raise_interrupt)
         workspace = self.plan.manifest.workspace
@@ -105,6 +107,12 @@ class Build:
             progress.info("cleaned up after a dead build: %s", line)
         self._prepared = True
 
+    def preflight(self) -> None:
+        """Each task's own checks of the outside world (credentials for publishing, say)."""
+        for stage in self.plan.stages:
+            for task in stage.tasks:
+                task.preflight(ManifestView(self.plan.manifest, task.name(), task.reads))
+
     def run_stage(self, stage: CompiledStage) -> dict[str, bool]:
         self.prepare()
         _, cached = run_stage(self.plan, stage, self.host)
@@ -114,18 +122,23 @@ class Build:
         return doit_tasks.doit_tasks(self.plan, self.run_stage)
 
 
-def load_plan(manifest: str | Path, cache_dir: str | Path = "cache", refresh: bool = False) -> Plan:
+def load_plan(
+    manifest: str | Path, cache_dir: str | Path = "cache", refresh: bool = False, publish: bool = True
+) -> Plan:
     """Load, validate and compile, with the archive's state for the stages that download."""
     setup_console_logging()
     loaded = load_manifest(manifest)
     for warning in loaded.warnings:
         progress.warning("warning: %s", warning)
     store = Store(Path(cache_dir).resolve())
-    return compile_plan(loaded, store, ArchiveState(store.root / "archive", refresh=refresh).suites)
+    archive = ArchiveState(store.root / "archive", refresh=refresh)
+    return compile_plan(loaded, store, archive.suites, publish=publish)
 
 
-def load_build(manifest: str | Path, cache_dir: str | Path = "cache", refresh: bool = False) -> Build:
-    return Build(load_plan(manifest, cache_dir, refresh))
+def load_build(
+    manifest: str | Path, cache_dir: str | Path = "cache", refresh: bool = False, publish: bool = True
+) -> Build:
+    return Build(load_plan(manifest, cache_dir, refresh, publish))
 
 
 def report_and_exit(error: VzError) -> None:

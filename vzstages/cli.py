@@ -57,7 +57,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    plan = load_plan(args.manifest, args.cache, refresh=args.refresh)
+    plan = load_plan(args.manifest, args.cache, refresh=args.refresh, publish=not args.no_publish)
     manifest = plan.manifest
     print(f"{manifest.path}: {manifest.image_name} ({manifest.provider})")
     for status in explain(plan):
@@ -72,7 +72,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    build = load_build(args.manifest, args.cache, refresh=args.refresh)
+    build = load_build(args.manifest, args.cache, refresh=args.refresh, publish=not args.no_publish)
     doit_args = ["run", *args.stages]
     if args.verbose:
         setup_console_logging(verbose=True)
@@ -131,6 +131,8 @@ REFRESH_HELP = (
     "VZSTAGES_ARCHIVE_MAX_AGE, 24h, and stages that download rebuild when it changed)"
 )
 
+NO_PUBLISH_HELP = "build the image only: leave out the publish stage (upload and register)"
+
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="vzstages", description=__doc__)
@@ -145,6 +147,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("manifest")
     p.add_argument("-v", "--verbose", action="store_true", help="list each stage's tasks")
     p.add_argument("--refresh", action="store_true", help=REFRESH_HELP)
+    p.add_argument("--no-publish", action="store_true", help=NO_PUBLISH_HELP)
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("build", help="build the image (root)")
@@ -152,6 +155,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("stages", nargs="*", help="build only up to these stages (default: all)")
     p.add_argument("-v", "--verbose", action="store_true", help="show every host command on the console")
     p.add_argument("--refresh", action="store_true", help=REFRESH_HELP)
+    p.add_argument("--no-publish", action="store_true", help=NO_PUBLISH_HELP)
     p.set_defaults(func=cmd_build)
     p = sub.add_parser("cache", help="list, collect or verify the checkpoint cache")
     p.add_argument("action", choices=["ls", "gc", "verify"])

@@ -37,6 +37,7 @@ def convert(info: BuildInfo, fmt: str, target: Path) -> None:
     )
     os.replace(tmp, target)
     info.facts["image"] = str(target)
+    info.facts["image_key"] = info.key  # names the image's content, for publishing idempotently
 
 
 class ConvertImage(Task):

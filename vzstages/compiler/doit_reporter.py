@@ -4,6 +4,7 @@ says which stages were up to date, and sums up the run ("nothing to do" when not
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from doit.reporter import ConsoleReporter
@@ -18,10 +19,14 @@ class StageReporter(ConsoleReporter):
         self.reused: list[str] = []
         self.uptodate: list[str] = []
         self.started = time.monotonic()
+        self.results: list[Path] = []
 
     def initialize(self, tasks: Any, selected_tasks: Any) -> None:
         super().initialize(tasks, selected_tasks)
         self.started = time.monotonic()
+        publish = tasks.get("publish")
+        if publish is not None:
+            self.results = [Path(t) for t in publish.targets if t.endswith(".json")]
 
     def execute_task(self, task: Any) -> None:
         pass  # the stage runner reports its own progress
@@ -45,3 +50,7 @@ class StageReporter(ConsoleReporter):
             self.write(f"nothing to do: all {reused} stages are up to date ({seconds:.2f}s)\n")
         else:
             self.write(f"built {', '.join(self.ran)} in {seconds:.1f}s; reused {reused} stages\n")
+        # Last, one JSON line per published image (the AMI id...), for scripts: `| tail -1 | jq`.
+        for result in self.results:
+            if result.exists():
+                self.write(result.read_text())

@@ -11,7 +11,7 @@ from .. import common, components
 from ..cache.store import Store
 from ..manifest import Manifest
 from ..model import graph
-from ..model.phases import STAGE_KINDS, StageKind, stage_kind_of
+from ..model.phases import STAGE_KINDS, Phase, StageKind, stage_kind_of
 from ..model.task import Task
 from ..model.taskset import TaskSet
 from ..model.view import ManifestView
@@ -80,13 +80,16 @@ def resolve_tasks(manifest: Manifest) -> TaskSet:
     return taskset
 
 
-def compile_plan(manifest: Manifest, store: Store, archive_probe: ArchiveProbe | None = None) -> Plan:
+def compile_plan(
+    manifest: Manifest, store: Store, archive_probe: ArchiveProbe | None = None, publish: bool = True
+) -> Plan:
+    """The manifest's stages in order; `publish=False` leaves out uploading and registering."""
     ordered = graph.order(resolve_tasks(manifest))
     stages: list[CompiledStage] = []
     parent: CompiledStage | None = None
     for kind in STAGE_KINDS:
         tasks = [t for t in ordered if stage_kind_of(t.phase) is kind]
-        if not tasks:
+        if not tasks or (kind.phases == (Phase.IMAGE_PUBLISHING,) and not publish):
             continue
         suites = sorted({s for t in tasks for s in t.archive_suites})
         archive = archive_probe(manifest, suites) if suites and archive_probe is not None else None

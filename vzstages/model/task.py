@@ -46,6 +46,11 @@ class Task:
         return []
 
     @classmethod
+    def preflight(cls, manifest: ManifestView) -> None:
+        """Check what the task needs from outside the manifest (credentials, a service) before
+        any stage runs; raise a VzError that says what is missing."""
+
+    @classmethod
     def run(cls, info: BuildInfo) -> None:
         raise NotImplementedError(cls.name())
 

@@ -1,4 +1,5 @@
-"""Amazon EC2: HVM images with ENA and NVMe drivers, serial console, grub, raw output."""
+"""Amazon EC2: HVM images with ENA and NVMe drivers, serial console, grub, raw output, published
+as an AMI (publish.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from ...manifest import Manifest, Problem
 from ...model.info import BuildInfo
 from ...model.taskset import TaskSet
 from ...plugins.expand_root import tasks as expand_root
+from . import publish
 
 
 class WriteInitramfsModules(boot.WriteInitramfsModules):
@@ -44,6 +46,22 @@ def validate(manifest: Manifest) -> list[Problem]:
         )
     if manifest.get("system.architecture") not in ("amd64", "arm64"):
         problems.append(Problem(("system", "architecture"), "EC2 images are amd64 or arm64"))
+    if manifest.get("system.architecture") == "arm64":
+        problems.append(
+            Problem(
+                ("system", "architecture"),
+                "arm64 instances boot only with UEFI, and vzstages builds legacy-BIOS (grub-pc) "
+                "EC2 images so far; build amd64",
+            )
+        )
+    if manifest.get("provider.boot_mode", "legacy-bios") != "legacy-bios":
+        problems.append(
+            Problem(
+                ("provider", "boot_mode"),
+                "vzstages builds legacy-BIOS EC2 images (grub in a BIOS boot partition); UEFI is "
+                "not built yet: leave boot_mode out or set legacy-bios",
+            )
+        )
     if manifest.get("system.bootloader") not in ("grub", "pvgrub"):
         problems.append(Problem(("system", "bootloader"), "EC2 HVM images boot with grub"))
     return problems
@@ -51,6 +69,8 @@ def validate(manifest: Manifest) -> list[Problem]:
 
 def resolve_tasks(taskset: TaskSet, manifest: Manifest) -> None:
     add_boot_tasks(taskset, manifest)
-    taskset.add(WriteInitramfsModules, InstallKernel, ConvertImage)
+    taskset.add(
+        WriteInitramfsModules, InstallKernel, ConvertImage, publish.UploadSnapshot, publish.RegisterImage
+    )
     # Instances often boot on a larger EBS volume than the image: grow root by default.
     taskset.add(expand_root.InstallGrowpart, expand_root.InstallExpandRoot)
