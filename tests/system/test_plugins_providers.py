@@ -1,11 +1,15 @@
 """Plugins and the remaining providers on real builds: what the plugins did, seen inside the image;
-the docker tarball as a root filesystem; the GCE tarball's disk.raw booted."""
+the docker tarball as a root filesystem; the GCE tarball's disk.raw booted; the Vagrant box
+unpacked, its OVF read, its disk booted."""
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import tarfile
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
@@ -134,3 +138,66 @@ def test_gce_tarball_holds_a_bootable_disk_raw(cache, workspace, tmp_path):
     report = boot(disk, hostname="vzstages-gce", timeout=400, console_log=tmp_path / "console.log")
     assert report.ok, f"{report.failure}; missing {report.missing}; console tail:\n{report.console[-3000:]}"
     nothing_left(cache)
+
+
+def test_vagrant_box_imports_as_ovf_and_boots(cache, workspace, tmp_path):
+    # 2 GiB instead of 8 so the volume and os checkpoints are shared with the other tests.
+    manifest = with_workspace(
+        REPO / "manifests/virtualbox-vagrant.yml", workspace, tmp_path / "vagrant.yml", edit={"8GiB": "2GiB"}
+    )
+    vzstages("build", str(manifest), cache=cache)
+    nothing_left(cache)
+    box = workspace / "debian-bookworm-amd64-vagrant.box"
+    unpacked = tmp_path / "box"
+    with tarfile.open(box) as archive:
+        assert sorted(archive.getnames()) == ["Vagrantfile", "box-disk1.vmdk", "box.ovf", "metadata.json"]
+        archive.extractall(unpacked, filter="data")
+    assert json.loads((unpacked / "metadata.json").read_text()) == {"provider": "virtualbox"}
+    assert re.search(r'config\.vm\.base_mac = "080027[0-9A-F]{6}"', (unpacked / "Vagrantfile").read_text())
+
+    disk = unpacked / "box-disk1.vmdk"
+    info = json.loads(
+        subprocess.run(
+            ["qemu-img", "info", "--output=json", str(disk)], capture_output=True, check=True
+        ).stdout
+    )
+    assert info["format"] == "vmdk" and info["format-specific"]["data"]["create-type"] == "streamOptimized"
+    subprocess.run(["qemu-img", "check", str(disk)], check=True, capture_output=True)
+    ns = {"ovf": "http://schemas.dmtf.org/ovf/envelope/1"}
+    ovf = ElementTree.parse(unpacked / "box.ovf").getroot()
+    attr = "{http://schemas.dmtf.org/ovf/envelope/1}"
+    file_ref = ovf.find("ovf:References/ovf:File", ns)
+    disk_entry = ovf.find("ovf:DiskSection/ovf:Disk", ns)
+    assert file_ref is not None and disk_entry is not None
+    assert file_ref.get(f"{attr}href") == "box-disk1.vmdk"
+    assert int(disk_entry.get(f"{attr}capacity") or 0) == info["virtual-size"]
+    assert disk_entry.get(f"{attr}format", "").endswith("#streamOptimized")
+
+    plan = load_plan(manifest, cache)
+    (tmp_path / "inspect").mkdir()
+    with opened_readonly(
+        Host(), plan.checkpoint(plan.stage("cleanup")), plan.manifest.layout, tmp_path / "inspect"
+    ) as tree:
+        root = tree.root
+        shadow = dict(line.split(":")[:2] for line in (root / "etc/shadow").read_text().splitlines())
+        assert password_matches(tree, "vagrant", shadow["vagrant"])
+        assert password_matches(tree, "vagrant", shadow["root"])
+        sudoers = root / "etc/sudoers.d/vagrant"
+        assert (
+            sudoers.read_text() == "vagrant ALL=(ALL) NOPASSWD:ALL\n"
+            and oct(sudoers.stat().st_mode)[-3:] == "440"
+        )
+        keys = root / "home/vagrant/.ssh/authorized_keys"
+        assert "vagrant insecure public key" in keys.read_text()
+        assert keys.read_text() == (REPO / "vzstages/plugins/vagrant/assets/vagrant.pub").read_text()
+        uid = int(tree.chroot(["id", "-u", "vagrant"]).output)
+        assert keys.stat().st_uid == uid and oct(keys.stat().st_mode)[-3:] == "600"
+        assert oct(keys.parent.stat().st_mode)[-3:] == "700"
+        assert (
+            "install ok installed"
+            in tree.chroot(["dpkg-query", "-W", "-f", "${Status}", "nfs-common"]).output
+        )
+
+    # The box's own disk boots on the controller the OVF gives it (AHCI/SATA), with sshd up.
+    report = boot(disk, hostname="vagrant", disk_interface="sata", timeout=400)
+    assert report.ok, f"{report.failure}; missing {report.missing}; console tail:\n{report.console[-3000:]}"

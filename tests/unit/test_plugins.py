@@ -131,6 +131,8 @@ BAD = [
     ("expand_root", {"root_device": "/dev/xvda"}, "give root_device and root_partition together"),
     ("expand_root", {"filesystem_type": "xfs"}, "does not match the root filesystem (ext4)"),
     ("cloud_init", {"metadata_sources": "Ec2;rm -rf"}, "plugins.cloud_init.metadata_sources"),
+    ("vagrant", {}, "Vagrant boxes are built for the virtualbox provider, not kvm"),
+    ("vagrant", {"box_name": "x"}, "plugins.vagrant.box_name: unknown key 'box_name'"),
 ]
 
 
@@ -188,3 +190,29 @@ def test_ec2_grows_root_by_default_and_cloud_init_edits_keep_earlier_stages(tmp_
     two = tmp_path / "two.yml"
     two.write_text(yaml.safe_dump(data))
     assert first_changed(keys(one), keys(two)) == "system"  # os and packages are reused
+
+
+def vagrant_manifest(tmp_path: Path, name: str, **plugins: dict) -> Path:
+    data = yaml.safe_load(KVM_MANIFEST)
+    data["provider"] = {"name": "virtualbox"}
+    data["volume"]["backing"] = "vmdk"
+    data["plugins"] = plugins
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_vagrant_adds_a_box_beside_the_disk_and_its_settings_touch_their_stages(tmp_path):
+    plain = keys(vagrant_manifest(tmp_path, "plain.yml"))
+    boxed_path = vagrant_manifest(tmp_path, "boxed.yml", vagrant={})
+    assert first_changed(plain, keys(boxed_path)) == "packages"  # sudo, nfs-common
+    plan = compile_plan(load_manifest(boxed_path), Store(Path("/nonexistent")))
+    assert [p.suffix for p in plan.stage("image").outputs] == [".vmdk", ".box"]
+    with_root = keys(vagrant_manifest(tmp_path, "root.yml", vagrant={}, root_password={"password": "x"}))
+    assert first_changed(keys(boxed_path), with_root) == "user"
+
+
+def test_vagrant_box_mac_is_virtualbox_oui_and_stable():
+    from vzstages.plugins.vagrant.tasks import mac_address
+
+    assert mac_address("abcdef0123") == "080027ABCDEF" == mac_address("abcdef9999")
