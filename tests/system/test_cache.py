@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 
 import pytest
@@ -56,6 +57,35 @@ def test_two_concurrent_builds_share_one_checkpoint_per_stage(cache, workspace, 
     nothing_left(cache)
     verify = vzstages("cache", "verify", cache=cache)
     assert "FAIL" not in verify.stdout and verify.stdout.count("ok ") >= 6
+
+
+def test_concurrent_builds_of_different_manifests_share_the_package_cache(cache, workspace, tmp_path):
+    """Both install packages at the same time through one .deb cache: one waits for the other's
+    downloads instead of failing on apt's archive lock, and both images come out whole."""
+    manifests = [
+        with_workspace(
+            REPO / "manifests/kvm.yml",
+            workspace,
+            tmp_path / f"{name}.yml",
+            edit={
+                "{system.architecture}-kvm": "{system.architecture}-" + name,
+                "hostname: vzstages-kvm": f"hostname: {name}",
+                "    - less\n": f"    - less\n    - {extra}\n",
+            },
+        )
+        for name, extra in (("left", "bzip2"), ("right", "xz-utils"))
+    ]
+    procs = [start_build(m, cache) for m in manifests]
+    outputs = [p.communicate(timeout=900)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    assert all("packages running" in o for o in outputs), outputs  # different keys: both built
+    assert any("waiting for another build that is using the package cache" in o for o in outputs), outputs
+    nothing_left(cache)
+    for name in ("left", "right"):
+        image = workspace / f"debian-bookworm-amd64-{name}.qcow2"
+        subprocess.run(["qemu-img", "check", "-q", str(image)], check=True)
+    verify = vzstages("cache", "verify", cache=cache)
+    assert "FAIL" not in verify.stdout, verify.stdout
 
 
 def test_gc_keeps_every_chain_intact(cache, tmp_path):

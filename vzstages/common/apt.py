@@ -41,7 +41,11 @@ def package_cache_lock(info: BuildInfo) -> Iterator[Path]:
     otherwise collide on apt's archive lock or on debootstrap's downloads. Yields the cache."""
     cache = package_cache(info)
     with open(cache.parent / f"{cache.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            info.say(f"waiting for another build that is using the package cache {cache}")
+            fcntl.flock(lock, fcntl.LOCK_EX)
         yield cache
 
 
