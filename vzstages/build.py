@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -16,6 +16,7 @@ from typing import Any
 from .cache.archive_state import ArchiveState
 from .cache.store import Store
 from .compiler import doit_tasks
+from .compiler.explain import explain
 from .compiler.plan import CompiledStage, Plan, compile_plan
 from .errors import VzError
 from .host import Host, require_build_host, require_tools
@@ -84,9 +85,7 @@ class Build:
         """Before the first stage runs: check the host, open the log, clean up after dead runs."""
         if self._prepared:
             return
-        require_build_host()
-        require_tools(self.required_tools())
-        self.preflight()
+        self.check()
         # SIGTERM unwinds like Ctrl-C: mounts, loops and daemons are released on the way out.
         signal.signal(signal.SIGTERM, _raise_interrupt)
         workspace = self.plan.manifest.workspace
@@ -107,10 +106,19 @@ class Build:
             progress.info("cleaned up after a dead build: %s", line)
         self._prepared = True
 
-    def preflight(self) -> None:
-        """Each task's own checks of the outside world (credentials for publishing, say)."""
-        for stage in self.plan.stages:
-            for task in stage.tasks:
+    def check(self, up_to: Sequence[str] = ()) -> None:
+        """Everything a build needs before its first stage runs: root, the host tools, and each
+        running task's own checks of the outside world (publishing credentials, say). `up_to`
+        limits it to those stages and their parents, as `vzstages build M STAGE...` does."""
+        require_build_host()
+        require_tools(self.required_tools())
+        stages = self.plan.stages
+        if up_to:
+            stages = stages[: 1 + max(i for i, s in enumerate(stages) if s.name in up_to)]
+        for status in explain(self.plan):
+            if status.hit or status.stage not in stages:
+                continue
+            for task in status.stage.tasks:
                 task.preflight(ManifestView(self.plan.manifest, task.name(), task.reads))
 
     def run_stage(self, stage: CompiledStage) -> dict[str, bool]:

@@ -73,6 +73,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_build(args: argparse.Namespace) -> int:
     build = load_build(args.manifest, args.cache, refresh=args.refresh, publish=not args.no_publish)
+    unknown = [s for s in args.stages if s not in {stage.name for stage in build.plan.stages}]
+    if unknown:
+        raise VzError(
+            f"no stage {', '.join(unknown)} in this plan ({' '.join(s.name for s in build.plan.stages)})"
+        )
+    build.check(up_to=args.stages)  # a clear error now rather than from inside the first stage
     doit_args = ["run", *args.stages]
     if args.verbose:
         setup_console_logging(verbose=True)

@@ -64,8 +64,8 @@ class Connection:
 
 
 def resolve_region(region: str | None) -> str:
-    """The manifest's region, else boto3's (AWS_REGION, AWS_DEFAULT_REGION, the profile)."""
-    resolved = region or boto3.session.Session().region_name
+    """The manifest's region, else AWS_REGION, else boto3's (AWS_DEFAULT_REGION, the profile)."""
+    resolved = region or os.environ.get("AWS_REGION") or boto3.session.Session().region_name
     if not resolved:
         raise PublishError(
             "no AWS region: set provider.region in the manifest, or AWS_REGION in the environment"
