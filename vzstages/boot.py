@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -72,10 +73,62 @@ def ssh_banner(port: int, timeout: float = 3) -> str | None:
         return None
 
 
-def qemu_command(image: Path, port: int, disk_interface: str, snapshot: bool, memory: int) -> list[str]:
-    qemu = shutil.which("qemu-system-x86_64")
+# UEFI firmware for QEMU (Debian's ovmf and qemu-efi-aarch64): code read-only, variables copied.
+UEFI_FIRMWARE = {
+    "amd64": (Path("/usr/share/OVMF/OVMF_CODE_4M.fd"), Path("/usr/share/OVMF/OVMF_VARS_4M.fd"), "ovmf"),
+    "arm64": (
+        Path("/usr/share/AAVMF/AAVMF_CODE.fd"),
+        Path("/usr/share/AAVMF/AAVMF_VARS.fd"),
+        "qemu-efi-aarch64",
+    ),
+}
+QEMU_SYSTEM = {
+    "amd64": ("qemu-system-x86_64", "qemu-system-x86"),
+    "arm64": ("qemu-system-aarch64", "qemu-system-arm"),
+}
+
+
+def machine_arguments(architecture: str, firmware: str, vars_copy: Path) -> list[str]:
+    """The machine, CPU and firmware: a PC (SeaBIOS or OVMF) or QEMU's arm64 virt board (AAVMF).
+    `vars_copy` receives the UEFI variable store, which the firmware writes to."""
+    kvm = os.environ.get("VZSTAGES_KVM") == "1" and architecture == "amd64"
+    # One vCPU under TCG: with two, multi-threaded TCG races the kernel's live code patching
+    # (seen here: an int3 oops in hrtimer code while booting trixie's 6.12 kernel).
+    accel, cpus = ("kvm:tcg", "2") if kvm else ("tcg", "1")
+    if architecture == "arm64":
+        # cortex-a72 rather than max: emulating pointer authentication slows TCG down a lot.
+        args = ["-machine", f"virt,accel={accel}", "-cpu", "cortex-a72", "-smp", cpus]
+    else:
+        args = ["-machine", f"pc,accel={accel}", "-smp", cpus]
+    if firmware == "uefi":
+        code, variables, package = UEFI_FIRMWARE[architecture]
+        if not code.exists():
+            raise VzError(f"{code} is missing: UEFI boots need it (apt-get install {package})")
+        shutil.copyfile(variables, vars_copy)
+        args += [
+            "-drive",
+            f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
+            "-drive",
+            f"if=pflash,format=raw,unit=1,file={vars_copy}",
+        ]
+    return args
+
+
+def qemu_command(
+    image: Path,
+    port: int,
+    disk_interface: str,
+    snapshot: bool,
+    memory: int,
+    machine: list[str],
+    architecture: str = "amd64",
+) -> list[str]:
+    binary, package = QEMU_SYSTEM[architecture]
+    qemu = shutil.which(binary)
     if qemu is None:
-        raise VzError("qemu-system-x86_64 is missing (apt-get install qemu-system-x86)")
+        raise VzError(f"{binary} is missing (apt-get install {package})")
+    if architecture != "amd64" and disk_interface in ("ide", "sata"):
+        raise VzError(f"QEMU's {architecture} machine has no {disk_interface} disks; use virtio or nvme")
     fmt = "qcow2" if image.suffix == ".qcow2" else {"vdi": "vdi", "vmdk": "vmdk"}.get(image.suffix[1:], "raw")
     drive = f"file={image},format={fmt},if=none,id=disk0,snapshot={'on' if snapshot else 'off'}"
     device = {
@@ -84,18 +137,11 @@ def qemu_command(image: Path, port: int, disk_interface: str, snapshot: bool, me
         "ide": ["-device", "ide-hd,drive=disk0"],
         "sata": ["-device", "ahci,id=ahci0", "-device", "ide-hd,drive=disk0,bus=ahci0.0"],
     }[disk_interface]
-    kvm = os.environ.get("VZSTAGES_KVM") == "1"
-    # One vCPU under TCG: with two, multi-threaded TCG races the kernel's live code patching
-    # (seen here: an int3 oops in hrtimer code while booting trixie's 6.12 kernel).
-    accel, cpus = ("kvm:tcg", "2") if kvm else ("tcg", "1")
     return [
         qemu,
-        "-machine",
-        f"pc,accel={accel}",
+        *machine,
         "-m",
         str(memory),
-        "-smp",
-        cpus,
         "-display",
         "none",
         "-monitor",
@@ -123,11 +169,27 @@ def boot(
     memory: int = 1024,
     console_log: Path | None = None,
     until: list[re.Pattern[str]] | None = None,
+    architecture: str = "amd64",
+    firmware: str = "bios",
 ) -> BootReport:
     """Boot `image` and gather the facts; the VM is always stopped before this returns."""
     if not image.exists():
         raise VzError(f"no such image: {image}")
-    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="vzstages-boot-") as scratch:
+        machine = machine_arguments(architecture, firmware, Path(scratch) / "efivars.fd")
+        port = free_port()
+        command = qemu_command(image, port, disk_interface, snapshot, memory, machine, architecture)
+        return _boot(command, port, hostname, timeout, console_log, until)
+
+
+def _boot(
+    command: list[str],
+    port: int,
+    hostname: str | None,
+    timeout: float,
+    console_log: Path | None,
+    until: list[re.Pattern[str]] | None,
+) -> BootReport:
     report = BootReport()
     wanted = list(CONSOLE_FACTS)
     if hostname:
@@ -136,7 +198,7 @@ def boot(
     chunks: list[str] = []
     started = time.monotonic()
     proc = subprocess.Popen(
-        qemu_command(image, port, disk_interface, snapshot, memory),
+        command,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -79,6 +79,8 @@ class Build:
             for p in layout.partitions
             if p.filesystem
         }
+        if layout.get("efi"):
+            tools |= {"mmd", "mcopy"}  # grub's EFI binary goes onto the unmounted ESP with mtools
         return sorted(tools)
 
     def prepare(self) -> None:

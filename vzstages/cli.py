@@ -88,9 +88,12 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_boot(args: argparse.Namespace) -> int:
     from .boot import boot
 
-    hostname = args.hostname
-    if args.manifest and not hostname:
-        hostname = load_manifest(args.manifest).get("system.hostname", "debian")
+    hostname, architecture, firmware = args.hostname, args.arch, args.firmware
+    if args.manifest:
+        manifest = load_manifest(args.manifest)
+        hostname = hostname or manifest.get("system.hostname", "debian")
+        architecture = architecture or manifest.get("system.architecture")
+        firmware = firmware or manifest.firmware
     report = boot(
         Path(args.image),
         hostname=hostname,
@@ -98,6 +101,8 @@ def cmd_boot(args: argparse.Namespace) -> int:
         disk_interface=args.disk,
         snapshot=not args.persist,
         console_log=Path(args.console_log) if args.console_log else None,
+        architecture=architecture or "amd64",
+        firmware=firmware or "bios",
     )
     for fact, evidence in report.facts.items():
         print(f"  proven   {fact}: {evidence}")
@@ -174,7 +179,9 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("boot", help="boot an image in QEMU and report what its console proved")
     p.add_argument("image")
-    p.add_argument("--manifest", help="take the expected hostname from this manifest")
+    p.add_argument("--manifest", help="take the hostname, architecture and firmware from this manifest")
+    p.add_argument("--arch", choices=["amd64", "arm64"], help="the image's architecture (default amd64)")
+    p.add_argument("--firmware", choices=["bios", "uefi"], help="boot with SeaBIOS or UEFI (default bios)")
     p.add_argument("--hostname", help="the hostname the login prompt must show")
     p.add_argument("--timeout", type=float, default=300, help="seconds before giving up (default 300)")
     p.add_argument("--disk", choices=["virtio", "nvme", "ide", "sata"], default="virtio")

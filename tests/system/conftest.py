@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -64,6 +66,77 @@ def cache(tmp_path_factory, system_host) -> Path:
 @pytest.fixture(scope="session")
 def workspace(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("build")
+
+
+@dataclass
+class BackgroundBuild:
+    """A build started when the session starts, for a test near its end to check."""
+
+    manifest: Path
+    cache: Path
+    workspace: Path
+    log: Path
+    proc: subprocess.Popen[str]
+
+    def wait(self, timeout: float) -> str:
+        self.proc.wait(timeout=timeout)
+        output = self.log.read_text()
+        assert self.proc.returncode == 0, output
+        return output
+
+
+def arm64_missing() -> list[str]:
+    """Building arm64 on an amd64 host needs qemu-user in binfmt_misc; booting it needs QEMU's
+    arm64 machine and its UEFI firmware."""
+    from vzstages.boot import UEFI_FIRMWARE
+    from vzstages.common.bootstrap import foreign_architecture_problem
+
+    missing = [p for p in [foreign_architecture_problem("arm64")] if p]
+    missing += [t for t in ["qemu-system-aarch64", "mcopy"] if shutil.which(t) is None]
+    return missing + [str(f) for f in UEFI_FIRMWARE["arm64"][:2] if not f.exists()]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def arm64_build(request, tmp_path_factory) -> Iterator[BackgroundBuild | None]:
+    """manifests/ec2-arm64.yml, built through qemu-user: every program in its chroot is emulated,
+    so it takes about ten minutes. When a collected test needs it, it starts with the session, in
+    the background, with a cache of its own (its mounts and daemons are then no other test's
+    leftovers), and runs on the second core while the other tests run."""
+    if not any("arm64_build" in item.fixturenames for item in request.session.items):
+        yield None
+        return
+    request.getfixturevalue("system_host")
+    missing = arm64_missing()
+    if missing:
+        message = "arm64 builds need: " + "; ".join(missing)
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    folder = tmp_path_factory.mktemp("arm64")
+    manifest = with_workspace(REPO / "manifests/ec2-arm64.yml", folder / "build", folder / "ec2-arm64.yml")
+    log = folder / "build.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "vzstages",
+                "--cache",
+                str(folder / "cache"),
+                "build",
+                "--no-publish",
+                str(manifest),
+            ],
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    build = BackgroundBuild(manifest, folder / "cache", folder / "build", log, proc)
+    yield build
+    if proc.poll() is None:  # the session ended first (a failure, -x): stop it cleanly
+        proc.terminate()
+        proc.wait(timeout=120)
 
 
 def with_workspace(manifest: Path, workspace: Path, target: Path, edit: dict[str, str] | None = None) -> Path:

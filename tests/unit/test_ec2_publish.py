@@ -15,6 +15,8 @@ from vzstages.manifest import load_manifest
 from vzstages.model.view import ManifestView
 from vzstages.providers.ec2 import aws, publish
 
+from ..conftest import REPO
+
 BLOCK = aws.BLOCK_SIZE
 REGION = "eu-west-1"
 KEYS = {"access_key": "testing", "secret_key": "testing"}
@@ -162,3 +164,16 @@ def test_no_publish_leaves_out_the_publish_stage() -> None:
     without = [s.name for s in compile_plan(manifest, store, publish=False).stages]
     assert with_publish[-2:] == ["image", "publish"]
     assert without == with_publish[:-1]
+
+
+def test_arm64_manifest_builds_uefi_grub_and_registers_an_arm64_uefi_ami() -> None:
+    manifest = load_manifest(REPO / "manifests/ec2-arm64.yml")
+    plan = compile_plan(manifest, Store(Path("/nonexistent")))
+    names = {t.name() for s in plan.stages for t in s.tasks}
+    assert {"common.grub.InstallGrubEfi", "common.grub.InstallGrubEfiPackages"} <= names
+    assert "common.grub.InstallGrub" not in names
+    register = publish.RegisterImage
+    args = register.request(
+        ManifestView(manifest, register.name(), register.reads), "img"
+    ).register_arguments("snap-1", "k")
+    assert args["Architecture"] == "arm64" and args["BootMode"] == "uefi"

@@ -78,3 +78,20 @@ def test_security_mirror_follows_the_archive_convention(monkeypatch):
         archive.choose_security_mirror(None, "http://m.example/debian", False)
         == "http://host.example/debian-security"
     )
+
+
+def test_foreign_architecture_needs_a_binfmt_handler_with_the_f_flag(tmp_path):
+    from vzstages.common.bootstrap import foreign_architecture_problem, host_architecture
+
+    assert foreign_architecture_problem(host_architecture(), tmp_path) is None
+    foreign = "arm64" if host_architecture() == "amd64" else "amd64"
+    qemu = {"arm64": "aarch64", "amd64": "x86_64"}[foreign]
+    assert "qemu-user-static" in (foreign_architecture_problem(foreign, tmp_path) or "")
+    (tmp_path / f"qemu-{qemu}").write_text(
+        f"enabled\ninterpreter /usr/libexec/qemu-binfmt/{qemu}\nflags: P\n"
+    )
+    assert "lacks the F flag" in (foreign_architecture_problem(foreign, tmp_path) or "")
+    (tmp_path / f"qemu-{qemu}").write_text(
+        f"enabled\ninterpreter /usr/libexec/qemu-binfmt/{qemu}\nflags: PF\n"
+    )
+    assert foreign_architecture_problem(foreign, tmp_path) is None

@@ -59,3 +59,29 @@ def test_unpartitioned_holds_only_root():
         )
     layout = compute_layout({"type": "none", "root": {"filesystem": "ext4", "size": "1GiB"}}, "none")
     assert layout.root.start == 0 and layout.root.number is None
+
+
+def test_uefi_puts_an_efi_system_partition_first_and_root_last():
+    layout = compute_layout(
+        {"type": "gpt", "root": {"filesystem": "ext4", "size": "1GiB"}, "swap": {"size": "128MiB"}},
+        "grub",
+        "uefi",
+    )
+    assert [p.name for p in layout.partitions] == ["efi", "swap", "root"]
+    efi = layout.partitions[0]
+    assert (efi.filesystem, efi.mountpoint, efi.size, efi.mountopts) == (
+        "vfat",
+        "/boot/efi",
+        127 * MiB,
+        ("umask=0077",),
+    )
+    assert [p.name for p in layout.mounted()] == ["root", "efi"]  # / before /boot/efi
+    script = layout.sfdisk_script()
+    assert "type=C12A7328-F80D-11D2-BA4B-00A0C93EC93B, name=efi" in script
+    assert "21686148-6449-6E6F-744E-656564454649" not in script  # no BIOS boot partition
+
+
+def test_uefi_needs_gpt():
+    with pytest.raises(LayoutError, match="UEFI images need a gpt partition table, not msdos") as caught:
+        compute_layout({"type": "msdos", "root": {"filesystem": "ext4", "size": "1GiB"}}, "grub", "uefi")
+    assert caught.value.keypath == ("volume", "partitions", "type")

@@ -156,6 +156,40 @@ def test_ec2_retired_features_are_clear(write_manifest):
     assert any("S3 (instance-store) AMIs are retired" in p for p in problems)
 
 
+def test_firmware_defaults_to_uefi_on_arm64_and_bios_elsewhere(write_manifest):
+    assert load_manifest(write_manifest()).firmware == "bios"
+    arm = load_manifest(write_manifest(KVM_MANIFEST.replace("architecture: amd64", "architecture: arm64")))
+    assert arm.firmware == "uefi" and arm.layout.partitions[0].name == "efi"
+    uefi = KVM_MANIFEST.replace("bootloader: grub", "bootloader: grub\n  firmware: uefi")
+    assert load_manifest(write_manifest(uefi)).layout.partitions[0].filesystem == "vfat"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            {"architecture: amd64": "architecture: arm64\n  firmware: bios"},
+            "arm64 machines boot only with UEFI",
+        ),
+        ({"architecture: amd64": "architecture: i386\n  firmware: uefi"}, "UEFI images are built for amd64"),
+        (
+            {"bootloader: grub": "bootloader: extlinux\n  firmware: uefi"},
+            "UEFI images boot with grub, not extlinux",
+        ),
+        (
+            {"bootloader: grub": "bootloader: grub\n  firmware: uefi", "type: gpt": "type: msdos"},
+            "volume.partitions.type: UEFI images need a gpt partition table, not msdos",
+        ),
+    ],
+)
+def test_firmware_mismatches_are_clear(write_manifest, edit, message):
+    text = KVM_MANIFEST
+    for old, new in edit.items():
+        text = text.replace(old, new)
+    problems = problems_of(write_manifest(text))
+    assert any(message in p for p in problems), problems
+
+
 @pytest.mark.parametrize("path", sorted(COMPAT.rglob("*.yml")), ids=lambda p: p.name)
 def test_compat_manifests_plan_or_fail_clearly(path):
     """Each bootstrap-vz manifest validates and compiles, or fails naming what is unsupported."""

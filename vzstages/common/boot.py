@@ -83,7 +83,11 @@ class InstallKernel(Task):
 
     @classmethod
     def run(cls, info: BuildInfo) -> None:
-        apt_install(info, [cls.packages[info.manifest.get("system.architecture")], "initramfs-tools"])
+        # initramfs-tools first, on its own: set up in the same run as the kernel, it activates its
+        # own trigger and the initramfs is generated twice (once by the kernel's hook, once by the
+        # trigger). Installed before, the kernel's hook defers to the trigger and it is built once.
+        apt_install(info, ["initramfs-tools"])
+        apt_install(info, [cls.packages[info.manifest.get("system.architecture")]])
         versions = sorted(p.name.removeprefix("vmlinuz-") for p in (info.target / "boot").glob("vmlinuz-*"))
         if not versions:
             raise RuntimeError("the kernel package installed no /boot/vmlinuz-*")
@@ -111,9 +115,14 @@ class RegenerateSshHostKeys(Task):
 def kernel_cmdline(info: BuildInfo) -> str:
     """Root by UUID, classic interface names (eth0), and the consoles the manifest asks for."""
     root_uuid = info.facts["uuids"]["root"]
-    console = info.manifest.get("provider.console", "serial")
-    consoles = {"virtual": "console=tty0", "serial": "console=tty0 console=ttyS0,115200n8"}[console]
-    return f"root=UUID={root_uuid} ro net.ifnames=0 biosdevname=0 {consoles}"
+    consoles = ["console=tty0"]
+    if info.manifest.get("provider.console", "serial") == "serial":
+        if info.manifest.get("system.architecture") == "arm64":
+            # The PL011 UART of QEMU's virt machine (and of many arm64 clouds); the kernel skips
+            # a console that does not exist, and the last one given becomes /dev/console.
+            consoles.append("console=ttyAMA0,115200n8")
+        consoles.append("console=ttyS0,115200n8")
+    return f"root=UUID={root_uuid} ro net.ifnames=0 biosdevname=0 {' '.join(consoles)}"
 
 
 def boot_paths(info: BuildInfo) -> tuple[str, str]:

@@ -13,6 +13,38 @@ from ..model.view import ManifestView
 from . import archive
 
 DEBIAN_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "i686": "i386"}
+QEMU_ARCH = {"amd64": "x86_64", "arm64": "aarch64", "i386": "i386"}
+BINFMT = Path("/proc/sys/fs/binfmt_misc")
+
+
+def host_architecture() -> str:
+    return DEBIAN_ARCH.get(platform.machine(), platform.machine())
+
+
+def foreign_architecture_problem(arch: str, binfmt: Path = BINFMT) -> str | None:
+    """Why this host cannot run `arch` binaries in a chroot, or None if it can: natively, or
+    through qemu-user registered with binfmt_misc. The F flag matters: the kernel then holds the
+    emulator open, so it works inside the chroot without a copy of it there."""
+    host = host_architecture()
+    if arch == host or (host == "amd64" and arch == "i386"):
+        return None
+    entry = binfmt / f"qemu-{QEMU_ARCH.get(arch, arch)}"
+    fix = "apt-get install qemu-user-static binfmt-support"
+    if not entry.exists():
+        return (
+            f"system.architecture {arch} on this {host} host runs the image's programs through "
+            f"qemu-user, and no qemu-{QEMU_ARCH.get(arch, arch)} handler is registered with "
+            f"binfmt_misc ({fix}; in a container, the host must register it)"
+        )
+    fields = entry.read_text().split("\n")
+    flags = next((f.split(":", 1)[1].strip() for f in fields if f.startswith("flags:")), "")
+    if fields[0].strip() != "enabled" or "F" not in flags:
+        return (
+            f"the binfmt_misc handler {entry} is disabled or lacks the F flag, so {arch} programs "
+            f"cannot run inside the build chroot ({fix}, then update-binfmts --enable)"
+        )
+    return None
+
 
 # Written after debootstrap, removed by the cleanup stage: services must not start in the chroot,
 # and dpkg need not fsync every file of a throw-away build.
@@ -41,17 +73,18 @@ class Debootstrap(Task):
         return {keyring: manifest.relative_path(keyring)} if keyring else {}
 
     @classmethod
+    def preflight(cls, manifest: ManifestView) -> None:
+        problem = foreign_architecture_problem(manifest.get("system.architecture"))
+        if problem:
+            raise VzError(problem)
+
+    @classmethod
     def run(cls, info: BuildInfo) -> None:
         from .apt import package_cache_lock  # apt builds on this module
 
         m = info.manifest
         release, arch = m.get("system.release"), m.get("system.architecture")
-        host_arch = DEBIAN_ARCH.get(platform.machine(), platform.machine())
-        if arch not in (host_arch, "i386" if host_arch == "amd64" else host_arch):
-            raise VzError(
-                f"system.architecture {arch} cannot be built on this {host_arch} host "
-                "(cross-architecture builds are not supported)"
-            )
+        cls.preflight(m)
         mirror = archive.choose_mirror(m.get("bootstrapper.mirror") or m.get("packages.mirror"))
         archive.fetch_release(mirror, release)  # a clear error for a release the mirror lacks
         info.facts["architecture"] = arch
@@ -95,6 +128,6 @@ class SetMountModes(Task):
 
     @classmethod
     def run(cls, info: BuildInfo) -> None:
-        for part in info.layout.mounted():
+        for part in info.layout.build_mounts():
             if part.mode:
                 (info.target / (part.mountpoint or "/").lstrip("/")).chmod(int(part.mode, 8))

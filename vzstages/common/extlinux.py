@@ -20,7 +20,7 @@ class InstallExtlinuxPackages(AptInstall):
 class InstallExtlinux(Task):
     description = "Installing extlinux to the disk"
     phase = Phase.SYSTEM_MODIFICATION
-    reads = ("provider.console",)
+    reads = ("provider.console", "system.architecture")  # kernel_cmdline
 
     @classmethod
     def run(cls, info: BuildInfo) -> None:

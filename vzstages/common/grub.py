@@ -1,10 +1,12 @@
-"""grub for BIOS, installed by hand.
+"""grub for BIOS and UEFI, installed by hand.
 
 grub-probe cannot relate a filesystem on an offset loop device to its disk, so `grub-install`
 would embed a core image that cannot find its prefix and `update-grub` could write a grub.cfg
 with no kernel at all. Instead: build core.img with the prefix set explicitly, write it with
 grub-bios-setup to the whole-disk loop device, and write grub.cfg from the facts we know.
 Inside the booted machine grub-probe works again, so update-grub serves later kernel upgrades.
+UEFI works the same way: a grub EFI binary with its configuration built in, on the removable-media
+path of the EFI system partition.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 from ..model.info import BuildInfo
 from ..model.phases import Phase
 from ..model.task import Task
-from .apt import AptInstall
+from .apt import APT_SUITES, AptInstall, apt_install
 from .boot import InstallKernel, boot_paths, kernel_cmdline
 from .system import InstallSystemPackages
 
@@ -34,6 +36,27 @@ GRUB_MODULES = [
 ]
 
 
+# grub's platform directory and the removable-media path UEFI firmware boots without NVRAM entries
+# (an EBS snapshot, a copied disk image carry none).
+EFI_TARGETS = {"amd64": ("x86_64-efi", "BOOTX64.EFI"), "arm64": ("arm64-efi", "BOOTAA64.EFI")}
+EFI_MODULES = [
+    "part_gpt",
+    "part_msdos",
+    "fat",
+    "ext2",
+    "xfs",
+    "search",  # the early config runs before $prefix is known: nothing can be autoloaded
+    "search_fs_uuid",
+    "normal",
+    "linux",
+    "configfile",
+    "echo",
+    "test",
+    "gzio",
+    "efi_gop",
+]
+
+
 class InstallGrubPackages(AptInstall):
     description = "Installing grub"
     predecessors = (InstallSystemPackages,)
@@ -45,7 +68,7 @@ class InstallGrubPackages(AptInstall):
 class InstallGrub(Task):
     description = "Installing grub to the disk"
     phase = Phase.SYSTEM_MODIFICATION
-    reads = ("provider.console",)
+    reads = ("provider.console", "system.architecture")  # kernel_cmdline
 
     @classmethod
     def run(cls, info: BuildInfo) -> None:
@@ -54,19 +77,8 @@ class InstallGrub(Task):
         boot = layout.get("boot") or layout.root
         table = "gpt" if layout.table == "gpt" else "msdos"
         grub_dir = "/grub" if layout.get("boot") else "/boot/grub"
-        cmdline = kernel_cmdline(info)
-        serial = "console=ttyS0" in cmdline
-
-        defaults = info.target / "etc/default/grub"
-        defaults.write_text(
-            "GRUB_DEFAULT=0\nGRUB_TIMEOUT=1\nGRUB_DISTRIBUTOR=Debian\n"
-            f'GRUB_CMDLINE_LINUX_DEFAULT=""\nGRUB_CMDLINE_LINUX="{cmdline.split(" ", 2)[2]}"\n'
-            + (
-                'GRUB_TERMINAL="console serial"\nGRUB_SERIAL_COMMAND="serial --unit=0 --speed=115200"\n'
-                if serial
-                else ""
-            )
-        )
+        serial = "console=ttyS0" in kernel_cmdline(info)
+        write_grub_defaults(info, serial)
 
         info.chroot(["mkdir", "-p", "/boot/grub/i386-pc"])
         info.chroot(
@@ -97,22 +109,108 @@ class InstallGrub(Task):
                 info.disk.whole_device(),
             ]
         )
+        write_grub_cfg(info, serial)
 
-        kernel, initrd = boot_paths(info)
-        boot_uuid = info.facts["uuids"][boot.name]
-        terminal = (
-            (
-                "serial --unit=0 --speed=115200\nterminal_input console serial\n"
-                "terminal_output console serial\n"
-            )
+
+class InstallGrubEfiPackages(Task):
+    description = "Installing grub for UEFI"
+    phase = Phase.PACKAGE_INSTALLATION
+    predecessors = (InstallSystemPackages,)
+    successors = (InstallKernel,)
+    reads = ("system.architecture",)
+    archive_suites = APT_SUITES
+
+    @classmethod
+    def run(cls, info: BuildInfo) -> None:
+        # The -bin package only: grub-efi-*'s maintainer scripts would run grub-install against
+        # the build host's firmware. dosfstools lets the machine fsck its EFI system partition.
+        arch = info.manifest.get("system.architecture")
+        apt_install(info, [f"grub-efi-{arch}-bin", "grub2-common", "dosfstools"])
+
+
+class InstallGrubEfi(Task):
+    description = "Installing grub to the EFI system partition"
+    phase = Phase.SYSTEM_MODIFICATION
+    reads = ("provider.console", "system.architecture")  # kernel_cmdline
+
+    @classmethod
+    def run(cls, info: BuildInfo) -> None:
+        assert info.disk is not None
+        layout = info.layout
+        boot = layout.get("boot") or layout.root
+        esp = layout.get("efi")
+        assert esp is not None  # a uefi layout always has one
+        grub_dir = "/grub" if layout.get("boot") else "/boot/grub"
+        platform, loader = EFI_TARGETS[info.manifest.get("system.architecture")]
+        # The firmware console already reaches the serial port on EC2 and QEMU: grub needs no
+        # serial terminal of its own.
+        write_grub_defaults(info, serial=False)
+        info.chroot(["mkdir", "-p", f"/boot/grub/{platform}", "/boot/efi"])
+        info.chroot(
+            [
+                "sh",
+                "-c",
+                f"cp /usr/lib/grub/{platform}/*.mod /usr/lib/grub/{platform}/*.lst /boot/grub/{platform}/",
+            ]
+        )
+        # The boot filesystem is found by its UUID, not by a disk number: under UEFI the root
+        # volume need not be the firmware's first disk.
+        (info.target / "boot/grub/early.cfg").write_text(
+            f"search --no-floppy --fs-uuid --set=root {info.facts['uuids'][boot.name]}\n"
+            f"set prefix=($root){grub_dir}\n"
+        )
+        binary = f"boot/grub/{platform}/core.efi"
+        info.chroot(
+            [
+                "grub-mkimage",
+                "-O",
+                platform,
+                "-o",
+                f"/{binary}",
+                "-c",
+                "/boot/grub/early.cfg",
+                "-p",
+                grub_dir,
+                *EFI_MODULES,
+            ]
+        )
+        # The EFI system partition is not mounted during the build (see Layout.build_mounts).
+        device = info.disk.partition_device(esp)
+        info.host.run(["mmd", "-i", device, "::EFI", "::EFI/BOOT"])
+        info.host.run(["mcopy", "-i", device, str(info.target / binary), f"::EFI/BOOT/{loader}"])
+        write_grub_cfg(info, serial=False)
+
+
+def write_grub_defaults(info: BuildInfo, serial: bool) -> None:
+    """/etc/default/grub, so that update-grub inside the machine keeps the same command line."""
+    cmdline = kernel_cmdline(info)
+    (info.target / "etc/default/grub").write_text(
+        "GRUB_DEFAULT=0\nGRUB_TIMEOUT=1\nGRUB_DISTRIBUTOR=Debian\n"
+        f'GRUB_CMDLINE_LINUX_DEFAULT=""\nGRUB_CMDLINE_LINUX="{cmdline.split(" ", 2)[2]}"\n'
+        + (
+            'GRUB_TERMINAL="console serial"\nGRUB_SERIAL_COMMAND="serial --unit=0 --speed=115200"\n'
             if serial
             else ""
         )
-        (info.target / "boot/grub/grub.cfg").write_text(
-            "# Written by vzstages at build time; update-grub regenerates it inside the machine.\n"
-            f"set default=0\nset timeout=1\n{terminal}"
-            f"insmod part_{table}\ninsmod ext2\ninsmod xfs\n"
-            f"search --no-floppy --fs-uuid --set=root {boot_uuid}\n"
-            "menuentry 'Debian GNU/Linux' {\n"
-            f"\tlinux {kernel} {cmdline}\n\tinitrd {initrd}\n}}\n"
-        )
+    )
+
+
+def write_grub_cfg(info: BuildInfo, serial: bool) -> None:
+    """grub.cfg from the facts we know (update-grub cannot probe the build's loop devices)."""
+    layout = info.layout
+    boot = layout.get("boot") or layout.root
+    table = "gpt" if layout.table == "gpt" else "msdos"
+    kernel, initrd = boot_paths(info)
+    terminal = (
+        "serial --unit=0 --speed=115200\nterminal_input console serial\nterminal_output console serial\n"
+        if serial
+        else ""
+    )
+    (info.target / "boot/grub/grub.cfg").write_text(
+        "# Written by vzstages at build time; update-grub regenerates it inside the machine.\n"
+        f"set default=0\nset timeout=1\n{terminal}"
+        f"insmod part_{table}\ninsmod ext2\ninsmod xfs\n"
+        f"search --no-floppy --fs-uuid --set=root {info.facts['uuids'][boot.name]}\n"
+        "menuentry 'Debian GNU/Linux' {\n"
+        f"\tlinux {kernel} {kernel_cmdline(info)}\n\tinitrd {initrd}\n}}\n"
+    )

@@ -17,7 +17,10 @@ MKFS_ARGS = {
     "ext3": ["mkfs.ext3", "-q", "-F"],
     "ext4": ["mkfs.ext4", "-q", "-F"],
     "xfs": ["mkfs.xfs", "-q", "-f"],
+    "vfat": ["mkfs.vfat", "-F", "32"],
 }
+# The layout depends on these (the firmware picks a BIOS boot or an EFI system partition).
+LAYOUT_KEYS = ("volume.partitions", "system.bootloader", "system.firmware", "system.architecture")
 
 
 def partition_uuid(key: str, part: Partition) -> str:
@@ -27,7 +30,7 @@ def partition_uuid(key: str, part: Partition) -> str:
 class PartitionDisk(Task):
     description = "Writing the partition table"
     phase = Phase.VOLUME_CREATION
-    reads = ("volume.partitions", "system.bootloader")
+    reads = LAYOUT_KEYS
 
     @classmethod
     def run(cls, info: BuildInfo) -> None:
@@ -43,7 +46,7 @@ class PartitionDisk(Task):
 class FormatPartitions(Task):
     description = "Formatting the partitions"
     phase = Phase.VOLUME_PREPARATION
-    reads = ("volume.partitions", "system.bootloader")
+    reads = LAYOUT_KEYS
 
     @classmethod
     def run(cls, info: BuildInfo) -> None:
@@ -56,6 +59,11 @@ class FormatPartitions(Task):
             fs_uuid = partition_uuid(info.key, part)
             if part.filesystem == "swap":
                 info.host.run(["mkswap", "-U", fs_uuid, "-L", part.label, device])
+            elif part.filesystem == "vfat":
+                # FAT has a 32-bit volume id, not a UUID: blkid shows it as XXXX-XXXX.
+                volume_id = fs_uuid[:8].upper()
+                info.host.run([*MKFS_ARGS["vfat"], "-i", volume_id, "-n", part.label.upper()[:11], device])
+                fs_uuid = f"{volume_id[:4]}-{volume_id[4:]}"
             elif part.filesystem == "xfs":
                 info.host.run([*MKFS_ARGS["xfs"], "-m", f"uuid={fs_uuid}", "-L", part.label[:12], device])
             else:

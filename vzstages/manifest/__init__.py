@@ -77,8 +77,15 @@ class Manifest:
         return self.relative_path(configured) if configured else Path.cwd() / "build"
 
     @property
+    def firmware(self) -> str:
+        """bios or uefi: arm64 machines have only UEFI."""
+        system = self.data["system"]
+        return str(system.get("firmware") or ("uefi" if system["architecture"] == "arm64" else "bios"))
+
+    @property
     def layout(self) -> Layout:
-        return compute_layout(self.data["volume"]["partitions"], self.data["system"]["bootloader"])
+        system = self.data["system"]
+        return compute_layout(self.data["volume"]["partitions"], system["bootloader"], self.firmware)
 
 
 def load_manifest(path: str | Path, build_time: datetime | None = None) -> Manifest:
@@ -166,6 +173,17 @@ def _base_checks(manifest: Manifest) -> list[Problem]:
                 ("volume", "partitions", "type"),
                 f"{bootloader} cannot boot an unpartitioned volume; use msdos or gpt",
             )
+        )
+    firmware, architecture = manifest.firmware, data["system"]["architecture"]
+    if firmware == "bios" and architecture == "arm64":
+        problems.append(Problem(("system", "firmware"), "arm64 machines boot only with UEFI; use uefi"))
+    if firmware == "uefi" and architecture == "i386":
+        problems.append(
+            Problem(("system", "firmware"), "UEFI images are built for amd64 and arm64; use bios")
+        )
+    if firmware == "uefi" and bootloader not in ("grub", "none"):
+        problems.append(
+            Problem(("system", "bootloader"), f"UEFI images boot with grub, not {bootloader}; use grub")
         )
     if bootloader == "extlinux" and partitions.get("boot", partitions["root"])["filesystem"] == "xfs":
         problems.append(

@@ -46,5 +46,12 @@ class ManifestView:
                 self._check(match.group(1))
         return self._manifest.render(template)
 
+    @property
+    def firmware(self) -> str:
+        """bios or uefi, from system.firmware or its default for the architecture."""
+        self._check("system.firmware")
+        self._check("system.architecture")
+        return self._manifest.firmware
+
     def relative_path(self, value: str) -> Path:
         return self._manifest.relative_path(value)

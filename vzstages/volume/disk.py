@@ -153,7 +153,7 @@ class Tree:
     def trim(self, layout: Layout) -> None:
         """Discard freed blocks: the qcow2 overlay then keeps only what the stage left behind,
         not every block it wrote and deleted (downloaded lists, replaced files)."""
-        for part in layout.mounted():
+        for part in layout.build_mounts():
             self.host.run(["fstrim", str(self.root / (part.mountpoint or "/").lstrip("/"))], check=False)
 
     def chroot(self, argv: list[str], **kwargs: Any) -> Result:
@@ -173,7 +173,7 @@ def mounted(host: Host, disk: AttachedDisk, root: Path) -> Iterator[Tree]:
     """Mount the partitions: root first, parents before children."""
     root.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
-        for part in disk.layout.mounted():
+        for part in disk.layout.build_mounts():
             target = root / (part.mountpoint or "/").lstrip("/")
             target.mkdir(parents=True, exist_ok=True)
             host.run(["mount", "-t", part.filesystem or "auto", disk.partition_device(part), str(target)])

@@ -26,12 +26,15 @@ _SIZE = re.compile(r"^(\d+)([KMGT]i?B|B)$")
 
 # GPT partition type GUIDs and MBR type ids.
 GPT_BIOS_BOOT = "21686148-6449-6E6F-744E-656564454649"
+GPT_EFI_SYSTEM = "C12A7328-F80D-11D2-BA4B-00A0C93EC93B"
 GPT_LINUX = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
 GPT_SWAP = "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F"
 MBR_LINUX = "83"
 MBR_SWAP = "82"
 
 BIOS_BOOT_SIZE = MiB
+# As Debian's own cloud images: room for a few EFI binaries, and large enough for FAT32.
+EFI_SYSTEM_SIZE = 127 * MiB
 # mkfs refuses, or makes a useless filesystem, below these.
 MIN_FS_SIZE = {"ext2": 4 * MiB, "ext3": 8 * MiB, "ext4": 16 * MiB, "xfs": 300 * MiB}
 
@@ -57,11 +60,11 @@ def _round_mib(size: int) -> int:
 
 @dataclass(frozen=True)
 class Partition:
-    name: str  # manifest key: root, boot, swap, var, tmp, var/tmp ... or bios_boot
+    name: str  # manifest key: root, boot, swap, var, tmp, var/tmp ... or bios_boot, efi
     number: int | None  # 1-based number in the table; None on an unpartitioned volume
     start: int  # bytes from the start of the disk
     size: int  # bytes
-    filesystem: str | None  # ext2/3/4, xfs; "swap"; None for the BIOS boot partition
+    filesystem: str | None  # ext2/3/4, xfs; vfat (EFI system); "swap"; None for BIOS boot
     mountopts: tuple[str, ...] = ()
     mode: str | None = None
 
@@ -69,7 +72,7 @@ class Partition:
     def mountpoint(self) -> str | None:
         if self.filesystem in (None, "swap"):
             return None
-        return "/" if self.name == "root" else "/" + self.name
+        return {"root": "/", "efi": "/boot/efi"}.get(self.name, "/" + self.name)
 
     @property
     def label(self) -> str:
@@ -82,6 +85,7 @@ class Layout:
     disk_size: int
     partitions: tuple[Partition, ...]
     bootloader: str = "none"
+    firmware: str = "bios"  # bios or uefi
 
     def get(self, name: str) -> Partition | None:
         return next((p for p in self.partitions if p.name == name), None)
@@ -99,6 +103,11 @@ class Layout:
             with_fs, key=lambda p: (p.mountpoint or "").rstrip("/").count("/") if p.name != "root" else -1
         )
 
+    def build_mounts(self) -> list[Partition]:
+        """What the build mounts: all but the EFI system partition. FAT may be a kernel module
+        that a container cannot load, so grub's EFI binary goes onto it with mtools instead."""
+        return [p for p in self.mounted() if p.filesystem != "vfat"]
+
     def sfdisk_script(self) -> str:
         lines = [f"label: {'dos' if self.table == 'msdos' else 'gpt'}", "unit: sectors"]
         boot_flag = (self.get("boot") or self.root).name
@@ -115,16 +124,24 @@ class Layout:
 
     def _type(self, p: Partition) -> str:
         if self.table == "gpt":
-            return {None: GPT_BIOS_BOOT, "swap": GPT_SWAP}.get(p.filesystem, GPT_LINUX)
+            return {None: GPT_BIOS_BOOT, "swap": GPT_SWAP, "vfat": GPT_EFI_SYSTEM}.get(
+                p.filesystem, GPT_LINUX
+            )
         return MBR_SWAP if p.filesystem == "swap" else MBR_LINUX
 
 
-def compute_layout(partitions: dict[str, Any], bootloader: str) -> Layout:
-    """Lay out the manifest's `volume.partitions`; raise LayoutError naming the faulty key."""
+def compute_layout(partitions: dict[str, Any], bootloader: str, firmware: str = "bios") -> Layout:
+    """Lay out the manifest's `volume.partitions`; raise LayoutError naming the faulty key.
+    grub gets the partition its firmware boots it from: a BIOS boot partition on gpt (an msdos
+    disk keeps core.img in the gap before the first partition), or an EFI system partition."""
     table = partitions["type"]
     base = ("volume", "partitions")
     specs: list[tuple[str, dict[str, Any]]] = []
-    if table == "gpt" and bootloader == "grub":
+    if bootloader == "grub" and firmware == "uefi":
+        if table != "gpt":
+            raise LayoutError((*base, "type"), f"UEFI images need a gpt partition table, not {table}")
+        specs.append(("efi", {}))
+    elif table == "gpt" and bootloader == "grub":
         specs.append(("bios_boot", {}))
     names = [k for k in partitions if k not in ("type", "root")]
     # boot first, then swap, then the extra mounts in manifest order; root last so it can grow.
@@ -143,7 +160,7 @@ def compute_layout(partitions: dict[str, Any], bootloader: str) -> Layout:
         part = Partition(
             "root", None, 0, size, root["filesystem"], tuple(root.get("mountopts", ())), root.get("mode")
         )
-        return Layout("none", size, (part,), bootloader)
+        return Layout("none", size, (part,), bootloader, firmware)
     if table == "msdos" and len(specs) > 4:
         raise LayoutError(
             (*base,),
@@ -155,6 +172,8 @@ def compute_layout(partitions: dict[str, Any], bootloader: str) -> Layout:
     for number, (name, spec) in enumerate(specs, start=1):
         if name == "bios_boot":
             size, fs = BIOS_BOOT_SIZE, None
+        elif name == "efi":
+            size, fs, spec = EFI_SYSTEM_SIZE, "vfat", {"mountopts": ["umask=0077"]}
         elif name == "swap":
             size, fs = _round_mib(_checked_size(spec, (*base, name), "swap")), "swap"
         else:
@@ -164,7 +183,7 @@ def compute_layout(partitions: dict[str, Any], bootloader: str) -> Layout:
         )
         offset += size
     disk_size = offset + (MiB if table == "gpt" else 0)
-    return Layout(table, disk_size, tuple(laid_out), bootloader)
+    return Layout(table, disk_size, tuple(laid_out), bootloader, firmware)
 
 
 def _checked_size(spec: dict[str, Any], keypath: tuple[str, ...], fs: str | None = None) -> int:

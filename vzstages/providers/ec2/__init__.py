@@ -1,5 +1,5 @@
-"""Amazon EC2: HVM images with ENA and NVMe drivers, serial console, grub, raw output, published
-as an AMI (publish.py)."""
+"""Amazon EC2: HVM images for amd64 (legacy BIOS, or UEFI with system.firmware: uefi) and arm64
+(UEFI), with ENA and NVMe drivers, serial console, grub, raw output, published as an AMI (publish.py)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,13 @@ from . import publish
 
 
 class WriteInitramfsModules(boot.WriteInitramfsModules):
+    reads = ("system.architecture",)
+
     @classmethod
     def modules(cls, info: BuildInfo) -> list[str]:
-        # Nitro instances: NVMe disks and the ENA network adapter; Xen ones: xen-blkfront.
+        # Nitro instances: NVMe disks and the ENA network adapter; Xen ones (amd64 only): xen-blkfront.
+        if info.manifest.get("system.architecture") == "arm64":
+            return ["nvme", "ena"]
         return ["nvme", "ena", "xen-blkfront", "xen-netfront"]
 
 
@@ -46,22 +50,6 @@ def validate(manifest: Manifest) -> list[Problem]:
         )
     if manifest.get("system.architecture") not in ("amd64", "arm64"):
         problems.append(Problem(("system", "architecture"), "EC2 images are amd64 or arm64"))
-    if manifest.get("system.architecture") == "arm64":
-        problems.append(
-            Problem(
-                ("system", "architecture"),
-                "arm64 instances boot only with UEFI, and vzstages builds legacy-BIOS (grub-pc) "
-                "EC2 images so far; build amd64",
-            )
-        )
-    if manifest.get("provider.boot_mode", "legacy-bios") != "legacy-bios":
-        problems.append(
-            Problem(
-                ("provider", "boot_mode"),
-                "vzstages builds legacy-BIOS EC2 images (grub in a BIOS boot partition); UEFI is "
-                "not built yet: leave boot_mode out or set legacy-bios",
-            )
-        )
     if manifest.get("system.bootloader") not in ("grub", "pvgrub"):
         problems.append(Problem(("system", "bootloader"), "EC2 HVM images boot with grub"))
     return problems

@@ -79,7 +79,7 @@ class RegisterImage(Task):
             name=image_name,
             description=description(manifest),
             architecture=manifest.get("system.architecture"),
-            boot_mode=manifest.get("provider.boot_mode", "legacy-bios"),
+            boot_mode={"bios": "legacy-bios", "uefi": "uefi"}[manifest.firmware],
             ena=True,  # the cloud kernel has the ENA driver and the initramfs loads it
             sriov=manifest.get("provider.enhanced_networking") == "simple",
             tags=rendered_tags(manifest),
