@@ -74,6 +74,27 @@ def test_image_is_generic(cache, workspace, tmp_path):
     assert not list((tmp_path / "inspect").iterdir()), "the inspection overlay was not removed"
 
 
+def test_amd64_uefi_builds_and_boots_with_ovmf(cache, workspace, tmp_path):
+    manifest = with_workspace(
+        REPO / "manifests/kvm.yml",
+        workspace,
+        tmp_path / "uefi.yml",
+        edit={
+            "  bootloader: grub\n": "  bootloader: grub\n  firmware: uefi\n",
+            "{system.architecture}-kvm": "{system.architecture}-kvm-uefi",
+        },
+    )
+    vzstages("build", str(manifest), cache=cache)
+    nothing_left(cache)
+    image = workspace / "debian-bookworm-amd64-kvm-uefi.qcow2"
+    report = boot(
+        image, hostname="vzstages-kvm", timeout=400, firmware="uefi", console_log=tmp_path / "console.log"
+    )
+    assert report.ok, f"{report.failure}; missing {report.missing}; console tail:\n{report.console[-3000:]}"
+    assert "efi: EFI v" in report.console and "Welcome to GRUB!" in report.console  # OVMF ran grub
+    assert "Mounted boot-efi.mount - /boot/efi" in report.console
+
+
 def test_trixie_msdos_extlinux_builds_and_boots(cache, workspace, tmp_path):
     manifest = with_workspace(REPO / "manifests/kvm-trixie-extlinux.yml", workspace, tmp_path / "trixie.yml")
     vzstages("build", str(manifest), cache=cache)

@@ -6,6 +6,7 @@ The file sorts last on purpose: the build started with the session (see `arm64_b
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 
@@ -54,9 +55,12 @@ def test_arm64_uefi_image_boots_from_its_efi_partition_on_nvme_and_grows(
         firmware="uefi",
         timeout=900,
         console_log=tmp_path / "console.log",
+        # Under emulation the root may grow after the login prompt: wait for it.
+        until=[re.compile(r"The filesystem on /dev/nvme0n1p2 is now \d+")],
     )
     assert report.ok, (report.missing, report.failure, report.console[-3000:])
     assert report.facts["kernel"].endswith("-cloud-arm64"), report.facts["kernel"]
     assert "grew partition 2 of /dev/nvme0n1" in report.console
+    assert "Mounted boot-efi.mount - /boot/efi" in report.console  # the ESP, from fstab
     grown = root_partition(disk)
     assert grown["start"] + grown["size"] >= (3 << 30) // 512 - 2048, grown

@@ -115,13 +115,17 @@ class RegenerateSshHostKeys(Task):
 def kernel_cmdline(info: BuildInfo) -> str:
     """Root by UUID, classic interface names (eth0), and the consoles the manifest asks for."""
     root_uuid = info.facts["uuids"]["root"]
-    consoles = ["console=tty0"]
-    if info.manifest.get("provider.console", "serial") == "serial":
-        if info.manifest.get("system.architecture") == "arm64":
-            # The PL011 UART of QEMU's virt machine (and of many arm64 clouds); the kernel skips
-            # a console that does not exist, and the last one given becomes /dev/console.
-            consoles.append("console=ttyAMA0,115200n8")
-        consoles.append("console=ttyS0,115200n8")
+    serial = info.manifest.get("provider.console", "serial") == "serial"
+    if serial and info.manifest.get("system.architecture") == "arm64":
+        # EC2's Graviton has a 16550 UART (ttyS0), QEMU's virt machine and other arm64 clouds a
+        # PL011 (ttyAMA0): name both, the kernel skips the one that is absent. No tty0: these
+        # machines have no display, and while the preferred (last) console is absent, /dev/console
+        # (systemd's status, expand_root's report) would go to the first one registered.
+        consoles = ["console=ttyAMA0,115200n8", "console=ttyS0,115200n8"]
+    elif serial:
+        consoles = ["console=tty0", "console=ttyS0,115200n8"]
+    else:
+        consoles = ["console=tty0"]
     return f"root=UUID={root_uuid} ro net.ifnames=0 biosdevname=0 {' '.join(consoles)}"
 
 
