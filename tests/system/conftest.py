@@ -46,14 +46,18 @@ def missing_prerequisites() -> list[str]:
     return missing
 
 
+def unavailable(message: str) -> None:
+    """A missing prerequisite: a skip with the reason, but a failure under CI=true."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 @pytest.fixture(scope="session")
 def system_host() -> None:
     missing = missing_prerequisites()
     if missing:
-        message = "system tests need: " + ", ".join(missing)
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable("system tests need: " + ", ".join(missing))
 
 
 @pytest.fixture(scope="session")
@@ -108,10 +112,7 @@ def arm64_build(request, tmp_path_factory) -> Iterator[BackgroundBuild | None]:
     request.getfixturevalue("system_host")
     missing = arm64_missing()
     if missing:
-        message = "arm64 builds need: " + "; ".join(missing)
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable("arm64 builds need: " + "; ".join(missing))
     folder = tmp_path_factory.mktemp("arm64")
     manifest = with_workspace(REPO / "manifests/ec2-arm64.yml", folder / "build", folder / "ec2-arm64.yml")
     log = folder / "build.log"

@@ -74,9 +74,7 @@ class InstallGrub(Task):
     def run(cls, info: BuildInfo) -> None:
         assert info.disk is not None
         layout = info.layout
-        boot = layout.get("boot") or layout.root
         table = "gpt" if layout.table == "gpt" else "msdos"
-        grub_dir = "/grub" if layout.get("boot") else "/boot/grub"
         serial = "console=ttyS0" in kernel_cmdline(info)
         write_grub_defaults(info, serial)
 
@@ -97,7 +95,7 @@ class InstallGrub(Task):
                 "-o",
                 "/boot/grub/i386-pc/core.img",
                 "-p",
-                f"(hd0,{table}{boot.number}){grub_dir}",
+                f"(hd0,{table}{layout.boot.number}){grub_directory(info)}",
                 *GRUB_MODULES,
             ]
         )
@@ -136,11 +134,8 @@ class InstallGrubEfi(Task):
     @classmethod
     def run(cls, info: BuildInfo) -> None:
         assert info.disk is not None
-        layout = info.layout
-        boot = layout.get("boot") or layout.root
-        esp = layout.get("efi")
+        esp = info.layout.get("efi")
         assert esp is not None  # a uefi layout always has one
-        grub_dir = "/grub" if layout.get("boot") else "/boot/grub"
         platform, loader = EFI_TARGETS[info.manifest.get("system.architecture")]
         # The firmware console already reaches the serial port on EC2 and QEMU: grub needs no
         # serial terminal of its own.
@@ -156,8 +151,8 @@ class InstallGrubEfi(Task):
         # The boot filesystem is found by its UUID, not by a disk number: under UEFI the root
         # volume need not be the firmware's first disk.
         (info.target / "boot/grub/early.cfg").write_text(
-            f"search --no-floppy --fs-uuid --set=root {info.facts['uuids'][boot.name]}\n"
-            f"set prefix=($root){grub_dir}\n"
+            f"search --no-floppy --fs-uuid --set=root {info.facts['uuids'][info.layout.boot.name]}\n"
+            f"set prefix=($root){grub_directory(info)}\n"
         )
         binary = f"boot/grub/{platform}/core.efi"
         info.chroot(
@@ -170,7 +165,7 @@ class InstallGrubEfi(Task):
                 "-c",
                 "/boot/grub/early.cfg",
                 "-p",
-                grub_dir,
+                grub_directory(info),
                 *EFI_MODULES,
             ]
         )
@@ -179,6 +174,11 @@ class InstallGrubEfi(Task):
         info.host.run(["mmd", "-i", device, "::EFI", "::EFI/BOOT"])
         info.host.run(["mcopy", "-i", device, str(info.target / binary), f"::EFI/BOOT/{loader}"])
         write_grub_cfg(info, serial=False)
+
+
+def grub_directory(info: BuildInfo) -> str:
+    """/boot/grub as grub sees it on the boot filesystem."""
+    return "/grub" if info.layout.get("boot") else "/boot/grub"
 
 
 def write_grub_defaults(info: BuildInfo, serial: bool) -> None:
@@ -198,7 +198,6 @@ def write_grub_defaults(info: BuildInfo, serial: bool) -> None:
 def write_grub_cfg(info: BuildInfo, serial: bool) -> None:
     """grub.cfg from the facts we know (update-grub cannot probe the build's loop devices)."""
     layout = info.layout
-    boot = layout.get("boot") or layout.root
     table = "gpt" if layout.table == "gpt" else "msdos"
     kernel, initrd = boot_paths(info)
     terminal = (
@@ -210,7 +209,7 @@ def write_grub_cfg(info: BuildInfo, serial: bool) -> None:
         "# Written by vzstages at build time; update-grub regenerates it inside the machine.\n"
         f"set default=0\nset timeout=1\n{terminal}"
         f"insmod part_{table}\ninsmod ext2\ninsmod xfs\n"
-        f"search --no-floppy --fs-uuid --set=root {info.facts['uuids'][boot.name]}\n"
+        f"search --no-floppy --fs-uuid --set=root {info.facts['uuids'][layout.boot.name]}\n"
         "menuentry 'Debian GNU/Linux' {\n"
         f"\tlinux {kernel} {kernel_cmdline(info)}\n\tinitrd {initrd}\n}}\n"
     )

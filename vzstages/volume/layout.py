@@ -96,6 +96,11 @@ class Layout:
         assert root is not None  # a layout is never built without one
         return root
 
+    @property
+    def boot(self) -> Partition:
+        """The partition holding the kernels: /boot if it has its own, else root."""
+        return self.get("boot") or self.root
+
     def mounted(self) -> list[Partition]:
         """Partitions with a filesystem, parents before children ('/' before /var before /var/tmp)."""
         with_fs = [p for p in self.partitions if p.mountpoint]
@@ -110,7 +115,7 @@ class Layout:
 
     def sfdisk_script(self) -> str:
         lines = [f"label: {'dos' if self.table == 'msdos' else 'gpt'}", "unit: sectors"]
-        boot_flag = (self.get("boot") or self.root).name
+        boot_flag = self.boot.name
         for p in self.partitions:
             fields = [f"start={p.start // 512}", f"size={p.size // 512}", f"type={self._type(p)}"]
             if self.table == "gpt":
