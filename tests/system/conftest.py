@@ -100,21 +100,53 @@ def arm64_missing() -> list[str]:
     return missing + [str(f) for f in UEFI_FIRMWARE["arm64"][:2] if not f.exists()]
 
 
+def amd64_uefi_missing() -> list[str]:
+    from vzstages.boot import UEFI_FIRMWARE
+
+    missing = [t for t in ["mcopy"] if shutil.which(t) is None]
+    return missing + [str(f) for f in UEFI_FIRMWARE["amd64"][:2] if not f.exists()]
+
+
+UEFI_EDIT = {
+    "  bootloader: grub\n": "  bootloader: grub\n  firmware: uefi\n",
+    "{system.architecture}-kvm": "{system.architecture}-kvm-uefi",
+}
+# Builds that share no stage with the other tests: started with the session, each with a cache of
+# its own (its mounts and daemons are then no other test's leftovers), they run beside the other
+# tests. name -> (manifest, edits, extra `vzstages build` arguments, missing prerequisites).
+BACKGROUND = {
+    # Every program in its chroot runs under qemu-user: about ten minutes.
+    "arm64_build": ("manifests/ec2-arm64.yml", {}, ["--no-publish"], arm64_missing),
+    "amd64_uefi_build": ("manifests/kvm.yml", UEFI_EDIT, [], amd64_uefi_missing),
+}
+
+
 @pytest.fixture(scope="session", autouse=True)
-def arm64_build(request, tmp_path_factory) -> Iterator[BackgroundBuild | None]:
-    """manifests/ec2-arm64.yml, built through qemu-user: every program in its chroot is emulated,
-    so it takes about ten minutes. When a collected test needs it, it starts with the session, in
-    the background, with a cache of its own (its mounts and daemons are then no other test's
-    leftovers), and runs on the second core while the other tests run."""
-    if not any("arm64_build" in item.fixturenames for item in request.session.items):
-        yield None
-        return
-    request.getfixturevalue("system_host")
-    missing = arm64_missing()
-    if missing:
-        unavailable("arm64 builds need: " + "; ".join(missing))
-    folder = tmp_path_factory.mktemp("arm64")
-    manifest = with_workspace(REPO / "manifests/ec2-arm64.yml", folder / "build", folder / "ec2-arm64.yml")
+def background_builds(request, tmp_path_factory) -> Iterator[dict[str, BackgroundBuild | str]]:
+    """The background builds the collected tests ask for, or why one could not start."""
+    wanted = sorted({n for item in request.session.items for n in item.fixturenames if n in BACKGROUND})
+    builds: dict[str, BackgroundBuild | str] = {}
+    if wanted and not missing_prerequisites():
+        for name in wanted:
+            manifest, edit, arguments, missing = BACKGROUND[name]
+            absent = missing()
+            if absent:
+                builds[name] = f"{name} needs: " + "; ".join(absent)
+            else:
+                builds[name] = start_background_build(
+                    REPO / manifest, edit, arguments, tmp_path_factory.mktemp(name)
+                )
+    yield builds
+    for build in builds.values():
+        if isinstance(build, BackgroundBuild) and build.proc.poll() is None:
+            build.proc.terminate()  # the session ended first (a failure, -x): stop it cleanly
+            build.proc.wait(timeout=120)
+
+
+def start_background_build(
+    source: Path, edit: dict[str, str], arguments: list[str], folder: Path
+) -> BackgroundBuild:
+    manifest = with_workspace(source, folder / "build", folder / source.name, edit=edit)
     log = folder / "build.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
@@ -125,7 +157,7 @@ def arm64_build(request, tmp_path_factory) -> Iterator[BackgroundBuild | None]:
                 "--cache",
                 str(folder / "cache"),
                 "build",
-                "--no-publish",
+                *arguments,
                 str(manifest),
             ],
             cwd=REPO,
@@ -133,11 +165,25 @@ def arm64_build(request, tmp_path_factory) -> Iterator[BackgroundBuild | None]:
             stderr=subprocess.STDOUT,
             text=True,
         )
-    build = BackgroundBuild(manifest, folder / "cache", folder / "build", log, proc)
-    yield build
-    if proc.poll() is None:  # the session ended first (a failure, -x): stop it cleanly
-        proc.terminate()
-        proc.wait(timeout=120)
+    return BackgroundBuild(manifest, folder / "cache", folder / "build", log, proc)
+
+
+def background_build(builds: dict[str, BackgroundBuild | str], name: str) -> BackgroundBuild:
+    build = builds.get(name)
+    if not isinstance(build, BackgroundBuild):
+        unavailable(build or f"{name} did not start")
+    assert isinstance(build, BackgroundBuild)
+    return build
+
+
+@pytest.fixture
+def arm64_build(system_host, background_builds) -> BackgroundBuild:
+    return background_build(background_builds, "arm64_build")
+
+
+@pytest.fixture
+def amd64_uefi_build(system_host, background_builds) -> BackgroundBuild:
+    return background_build(background_builds, "amd64_uefi_build")
 
 
 def with_workspace(manifest: Path, workspace: Path, target: Path, edit: dict[str, str] | None = None) -> Path:

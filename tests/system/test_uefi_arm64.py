@@ -1,7 +1,7 @@
 """An arm64 EC2 image (manifests/ec2-arm64.yml), built on this amd64 host through qemu-user: UEFI
 firmware boots grub from its EFI system partition, and the root grows on a bigger NVMe disk.
 
-The file sorts last on purpose: the build started with the session (see `arm64_build`)."""
+The file sorts last on purpose: the build started with the session (see `background_builds`)."""
 
 from __future__ import annotations
 
