@@ -100,24 +100,12 @@ def arm64_missing() -> list[str]:
     return missing + [str(f) for f in UEFI_FIRMWARE["arm64"][:2] if not f.exists()]
 
 
-def amd64_uefi_missing() -> list[str]:
-    from vzstages.boot import UEFI_FIRMWARE
-
-    missing = [t for t in ["mcopy"] if shutil.which(t) is None]
-    return missing + [str(f) for f in UEFI_FIRMWARE["amd64"][:2] if not f.exists()]
-
-
-UEFI_EDIT = {
-    "  bootloader: grub\n": "  bootloader: grub\n  firmware: uefi\n",
-    "{system.architecture}-kvm": "{system.architecture}-kvm-uefi",
-}
 # Builds that share no stage with the other tests: started with the session, each with a cache of
 # its own (its mounts and daemons are then no other test's leftovers), they run beside the other
 # tests. name -> (manifest, edits, extra `vzstages build` arguments, missing prerequisites).
 BACKGROUND = {
     # Every program in its chroot runs under qemu-user: about ten minutes.
     "arm64_build": ("manifests/ec2-arm64.yml", {}, ["--no-publish"], arm64_missing),
-    "amd64_uefi_build": ("manifests/kvm.yml", UEFI_EDIT, [], amd64_uefi_missing),
 }
 
 
@@ -179,11 +167,6 @@ def background_build(builds: dict[str, BackgroundBuild | str], name: str) -> Bac
 @pytest.fixture
 def arm64_build(system_host, background_builds) -> BackgroundBuild:
     return background_build(background_builds, "arm64_build")
-
-
-@pytest.fixture
-def amd64_uefi_build(system_host, background_builds) -> BackgroundBuild:
-    return background_build(background_builds, "amd64_uefi_build")
 
 
 def with_workspace(manifest: Path, workspace: Path, target: Path, edit: dict[str, str] | None = None) -> Path:
