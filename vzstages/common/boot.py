@@ -132,5 +132,5 @@ def kernel_cmdline(info: BuildInfo) -> str:
 def boot_paths(info: BuildInfo) -> tuple[str, str]:
     """The kernel and initrd paths as the bootloader sees them (relative to the boot filesystem)."""
     version = info.facts["kernel_version"]
-    prefix = "" if info.layout.get("boot") else "/boot"
+    prefix = info.layout.boot_dir
     return f"{prefix}/vmlinuz-{version}", f"{prefix}/initrd.img-{version}"

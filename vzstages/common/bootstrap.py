@@ -28,12 +28,13 @@ def foreign_architecture_problem(arch: str, binfmt: Path = BINFMT) -> str | None
     host = host_architecture()
     if arch == host or (host == "amd64" and arch == "i386"):
         return None
-    entry = binfmt / f"qemu-{QEMU_ARCH.get(arch, arch)}"
+    qemu = QEMU_ARCH.get(arch, arch)
+    entry = binfmt / f"qemu-{qemu}"
     fix = "apt-get install qemu-user-static binfmt-support"
     if not entry.exists():
         return (
             f"system.architecture {arch} on this {host} host runs the image's programs through "
-            f"qemu-user, and no qemu-{QEMU_ARCH.get(arch, arch)} handler is registered with "
+            f"qemu-user, and no qemu-{qemu} handler is registered with "
             f"binfmt_misc ({fix}; in a container, the host must register it)"
         )
     fields = entry.read_text().split("\n")
@@ -84,7 +85,6 @@ class Debootstrap(Task):
 
         m = info.manifest
         release, arch = m.get("system.release"), m.get("system.architecture")
-        cls.preflight(m)
         mirror = archive.choose_mirror(m.get("bootstrapper.mirror") or m.get("packages.mirror"))
         archive.fetch_release(mirror, release)  # a clear error for a release the mirror lacks
         info.facts["architecture"] = arch

@@ -178,7 +178,7 @@ class InstallGrubEfi(Task):
 
 def grub_directory(info: BuildInfo) -> str:
     """/boot/grub as grub sees it on the boot filesystem."""
-    return "/grub" if info.layout.get("boot") else "/boot/grub"
+    return f"{info.layout.boot_dir}/grub"
 
 
 def write_grub_defaults(info: BuildInfo, serial: bool) -> None:

@@ -101,6 +101,11 @@ class Layout:
         """The partition holding the kernels: /boot if it has its own, else root."""
         return self.get("boot") or self.root
 
+    @property
+    def boot_dir(self) -> str:
+        """/boot as the bootloader sees it on the boot filesystem: "" when /boot has its own."""
+        return "" if self.get("boot") else "/boot"
+
     def mounted(self) -> list[Partition]:
         """Partitions with a filesystem, parents before children ('/' before /var before /var/tmp)."""
         with_fs = [p for p in self.partitions if p.mountpoint]
