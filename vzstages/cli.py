@@ -86,7 +86,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_boot(args: argparse.Namespace) -> int:
-    from .boot import boot
+    from .boottest import boot
 
     hostname, architecture, firmware = args.hostname, args.arch, args.firmware
     if args.manifest:

@@ -92,7 +92,7 @@ class BackgroundBuild:
 def arm64_missing() -> list[str]:
     """Building arm64 on an amd64 host needs qemu-user in binfmt_misc; booting it needs QEMU's
     arm64 machine and its UEFI firmware."""
-    from vzstages.boot import UEFI_FIRMWARE
+    from vzstages.boottest import UEFI_FIRMWARE
     from vzstages.common.bootstrap import foreign_architecture_problem
 
     missing = [p for p in [foreign_architecture_problem("arm64")] if p]

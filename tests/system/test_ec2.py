@@ -12,7 +12,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from vzstages.boot import boot
+from vzstages.boottest import boot
 from vzstages.build import load_plan
 
 from ..conftest import REPO

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from vzstages.boot import boot
+from vzstages.boottest import boot
 from vzstages.build import load_plan
 from vzstages.host import Host
 from vzstages.volume.disk import opened_readonly

@@ -13,7 +13,7 @@ from xml.etree import ElementTree
 
 import pytest
 
-from vzstages.boot import boot
+from vzstages.boottest import boot
 from vzstages.build import load_plan
 from vzstages.host import Host
 from vzstages.volume.disk import opened_readonly

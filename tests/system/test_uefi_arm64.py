@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from vzstages.boot import boot
+from vzstages.boottest import boot
 from vzstages.build import load_plan
 
 from .conftest import BackgroundBuild, nothing_left

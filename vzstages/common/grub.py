@@ -15,7 +15,7 @@ from ..model.info import BuildInfo
 from ..model.phases import Phase
 from ..model.task import Task
 from .apt import APT_SUITES, AptInstall, apt_install
-from .boot import InstallKernel, boot_paths, kernel_cmdline
+from .bootable import InstallKernel, boot_paths, kernel_cmdline
 from .system import InstallSystemPackages
 
 GRUB_MODULES = [

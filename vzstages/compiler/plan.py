@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import common, components
+from .. import components
 from ..cache.store import Store
+from ..common import groups
 from ..manifest import Manifest
 from ..model import graph
 from ..model.phases import STAGE_KINDS, Phase, StageKind, stage_kind_of
@@ -69,7 +70,7 @@ class Plan:
 
 def resolve_tasks(manifest: Manifest) -> TaskSet:
     taskset = TaskSet()
-    common.resolve_tasks(taskset, manifest)
+    groups.resolve_tasks(taskset, manifest)
     provider = components.provider(manifest.provider)
     assert provider is not None  # validated when the manifest loaded
     provider.resolve_tasks(taskset, manifest)

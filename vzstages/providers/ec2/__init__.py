@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from ...common import add_boot_tasks, boot, image
+from ...common import bootable, image
+from ...common.groups import add_boot_tasks
 from ...manifest import Manifest, Problem
 from ...model.info import BuildInfo
 from ...model.taskset import TaskSet
@@ -13,7 +14,7 @@ from ...plugins.expand_root import tasks as expand_root
 from . import publish
 
 
-class WriteInitramfsModules(boot.WriteInitramfsModules):
+class WriteInitramfsModules(bootable.WriteInitramfsModules):
     reads = ("system.architecture",)
 
     @classmethod
@@ -24,7 +25,7 @@ class WriteInitramfsModules(boot.WriteInitramfsModules):
         return ["nvme", "ena", "xen-blkfront", "xen-netfront"]
 
 
-class InstallKernel(boot.InstallKernel):
+class InstallKernel(bootable.InstallKernel):
     packages: ClassVar[dict[str, str]] = {
         "amd64": "linux-image-cloud-amd64",
         "arm64": "linux-image-cloud-arm64",

@@ -6,8 +6,9 @@ from __future__ import annotations
 import os
 from typing import ClassVar
 
-from ...common import add_boot_tasks, boot
+from ...common import bootable
 from ...common.apt import AptInstall
+from ...common.groups import add_boot_tasks
 from ...common.image import convert
 from ...manifest import Manifest, Problem
 from ...model.info import BuildInfo
@@ -18,13 +19,13 @@ from ...model.view import ManifestView
 from ...volume.runs import run_folder
 
 
-class WriteInitramfsModules(boot.WriteInitramfsModules):
+class WriteInitramfsModules(bootable.WriteInitramfsModules):
     @classmethod
     def modules(cls, info: BuildInfo) -> list[str]:
         return ["virtio_pci", "virtio_scsi", "sd_mod", "virtio_net", "gve", "nvme"]
 
 
-class InstallKernel(boot.InstallKernel):
+class InstallKernel(bootable.InstallKernel):
     packages: ClassVar[dict[str, str]] = {
         "amd64": "linux-image-cloud-amd64",
         "arm64": "linux-image-cloud-arm64",

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from ...common import add_boot_tasks, boot, image
+from ...common import bootable, image
+from ...common.groups import add_boot_tasks
 from ...manifest import Manifest
 from ...model.info import BuildInfo
 from ...model.taskset import TaskSet
 
 
-class WriteInitramfsModules(boot.WriteInitramfsModules):
+class WriteInitramfsModules(bootable.WriteInitramfsModules):
     reads = ("provider.virtio",)
 
     @classmethod
@@ -22,4 +23,4 @@ class ConvertImage(image.ConvertImage):
 
 def resolve_tasks(taskset: TaskSet, manifest: Manifest) -> None:
     add_boot_tasks(taskset, manifest)
-    taskset.add(WriteInitramfsModules, boot.InstallKernel, ConvertImage)
+    taskset.add(WriteInitramfsModules, bootable.InstallKernel, ConvertImage)

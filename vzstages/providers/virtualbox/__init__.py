@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from ...common import add_boot_tasks, boot, image
+from ...common import bootable, image
+from ...common.groups import add_boot_tasks
 from ...manifest import Manifest, Problem
 from ...model.info import BuildInfo
 from ...model.taskset import TaskSet
 
 
-class WriteInitramfsModules(boot.WriteInitramfsModules):
+class WriteInitramfsModules(bootable.WriteInitramfsModules):
     @classmethod
     def modules(cls, info: BuildInfo) -> list[str]:
         return ["ahci", "sd_mod", "e1000"]
@@ -32,4 +33,4 @@ def validate(manifest: Manifest) -> list[Problem]:
 
 def resolve_tasks(taskset: TaskSet, manifest: Manifest) -> None:
     add_boot_tasks(taskset, manifest)
-    taskset.add(WriteInitramfsModules, boot.InstallKernel, ConvertImage)
+    taskset.add(WriteInitramfsModules, bootable.InstallKernel, ConvertImage)
