@@ -24,6 +24,10 @@ class UndeclaredRead(VzError):
     """A task read a manifest key it did not declare: its stage key could miss that input."""
 
 
+class InputError(VzError):
+    """A host file the manifest names cannot be used as an input (missing, special, too large)."""
+
+
 class HostError(VzError):
     """The build host cannot build: not root, a missing tool, no loop or FUSE support."""
 

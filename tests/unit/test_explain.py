@@ -52,20 +52,16 @@ def test_package_list_change_is_named(tmp_path, write_manifest):
     assert result["packages"] == ["manifest key packages.install: ['less'] -> ['less', 'vim']"]
 
 
-def test_changed_file_and_task_code_are_named(tmp_path, write_manifest, monkeypatch):
+def test_changed_file_and_task_code_are_named(tmp_path, write_manifest, edit_source):
     deb = tmp_path / "local.deb"
     deb.write_bytes(b"one")
     path = write_manifest(KVM_MANIFEST.replace("[less]", "[less, ./local.deb]"))
     cache = tmp_path / "cache"
     publish_all(path, cache)
     deb.write_bytes(b"two")
-    from vzstages.compiler import keys
-
-    keys._file_digest.cache_clear()
     assert statuses(path, cache)["packages"] == ["file changed: ./local.deb"]
 
-    real = keys._file_digest
-    monkeypatch.setattr(keys, "_file_digest", lambda f: "edited" if f.name == "cleanup.py" else real(f))
+    edit_source("vzstages.common.cleanup")
     deb.write_bytes(b"one")
     result = statuses(path, cache)
     assert result["packages"] == "cached"

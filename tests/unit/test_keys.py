@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from vzstages.cache.store import Store
 from vzstages.compiler.plan import compile_plan
 from vzstages.manifest import load_manifest
@@ -85,24 +87,66 @@ def test_file_content_enters_the_key(tmp_path, write_manifest):
     path = write_manifest(KVM_MANIFEST.replace("install: [less]", "install: [less, ./local.deb]"))
     before = keys(path)
     deb.write_bytes(b"second")
-    from vzstages.compiler import keys as keys_module
-
-    keys_module._file_digest.cache_clear()
     assert changed(before, keys(path)) == ["packages", "system", "cleanup", "image"]
 
 
-def test_task_code_enters_the_key(write_manifest, monkeypatch):
-    from vzstages.compiler import keys as keys_module
-
+def test_task_code_enters_the_key(write_manifest, edit_source):
     path = write_manifest()
     before = keys(path)
-    real = keys_module._file_digest
-
-    def edited(file: Path) -> str:
-        return "edited" if file.name == "system.py" and file.parent.name == "common" else real(file)
-
-    monkeypatch.setattr(keys_module, "_file_digest", edited)
+    edit_source("vzstages.common.system")
     # common/system.py holds tasks of the packages and system stages
+    assert changed(before, keys(path)) == ["packages", "system", "cleanup", "image"]
+
+
+EC2_MANIFEST = KVM_MANIFEST.replace("name: kvm\n  virtio: [virtio_blk]", "name: ec2").replace(
+    "backing: qcow2", "backing: ebs"
+)
+
+
+@pytest.mark.parametrize(
+    ("module", "manifest", "first_changed"),
+    [
+        # A helper a task calls, in another module than the task's own.
+        ("vzstages.common.bootable", KVM_MANIFEST, "packages"),  # kernel_cmdline, used by grub
+        ("vzstages.common.apt", KVM_MANIFEST, "packages"),  # apt_install, used by every AptInstall
+        ("vzstages.host", KVM_MANIFEST, "volume"),  # CHROOT_ENV, what every chroot command sees
+        ("vzstages.providers.ec2.aws", EC2_MANIFEST, "publish"),  # what the publish stage calls
+    ],
+)
+def test_code_a_task_can_run_enters_the_key(write_manifest, edit_source, module, manifest, first_changed):
+    path = write_manifest(manifest)
+    before = keys(path)
+    edit_source(module)
+    after = keys(path)
+    names = list(before)
+    assert changed(before, after) == names[names.index(first_changed) :]
+
+
+def test_editing_a_plugin_leaves_the_stages_before_its_tasks(write_manifest, edit_source):
+    path = write_manifest(KVM_MANIFEST + "plugins:\n  ntp:\n    servers: [time.example.org]\n")
+    before = keys(path)
+    edit_source("vzstages.plugins.ntp")  # installs in packages, configures in system
+    assert changed(before, keys(path)) == ["packages", "system", "cleanup", "image"]
+    path = write_manifest(KVM_MANIFEST + "plugins:\n  commands:\n    commands: [['true']]\n", "c.yml")
+    before = keys(path)
+    edit_source("vzstages.plugins.commands.tasks")  # user stage only
+    assert changed(before, keys(path)) == ["user", "cleanup", "image"]
+
+
+def test_editing_one_common_task_leaves_stages_that_cannot_run_it(write_manifest, edit_source):
+    path = write_manifest()
+    before = keys(path)
+    edit_source("vzstages.common.cleanup")
+    assert changed(before, keys(path)) == ["cleanup", "image"]
+
+
+def test_a_symlinked_input_is_hashed_as_what_it_points_to(tmp_path, write_manifest):
+    deb = tmp_path / "real.deb"
+    deb.write_bytes(b"first")
+    (tmp_path / "link.deb").symlink_to(deb)
+    path = write_manifest(KVM_MANIFEST.replace("install: [less]", "install: [less, ./link.deb]"))
+    before = keys(path)
+    deb.write_bytes(b"rotated")  # the link is the same, what it points to is not
     assert changed(before, keys(path)) == ["packages", "system", "cleanup", "image"]
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import ClassVar
@@ -12,7 +11,9 @@ from ..model.info import BuildInfo
 from ..model.phases import Phase
 from ..model.task import Task
 from ..model.view import ManifestView
+from ..volume.disk import mount_point, unmount
 from . import archive
+from .package_cache import package_cache_lock
 
 APT_SUITES = ("", "-updates", "-security")
 
@@ -28,38 +29,16 @@ APT_OPTIONS = [
 ]
 
 
-def package_cache(info: BuildInfo) -> Path:
-    """The host-side .deb cache shared by every build (debootstrap's and apt's)."""
-    path = info.package_cache / info.facts.get("architecture", "all")
-    (path / "partial").mkdir(parents=True, exist_ok=True)
-    return path
-
-
-@contextlib.contextmanager
-def package_cache_lock(info: BuildInfo) -> Iterator[Path]:
-    """One writer at a time in a shared package cache: concurrent builds (of any manifests) would
-    otherwise collide on apt's archive lock or on debootstrap's downloads. Yields the cache."""
-    cache = package_cache(info)
-    with open(cache.parent / f"{cache.name}.lock", "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            info.say(f"waiting for another build that is using the package cache {cache}")
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        yield cache
-
-
 @contextlib.contextmanager
 def shared_package_cache(info: BuildInfo) -> Iterator[None]:
     """Bind the host's .deb cache over the image's, so downloads are shared and stay out of the image."""
-    target = info.target / "var/cache/apt/archives"
-    target.mkdir(parents=True, exist_ok=True)
     with package_cache_lock(info) as cache:
+        target = mount_point(info.target / "var/cache/apt/archives")
         info.host.run(["mount", "--bind", str(cache), str(target)])
         try:
             yield
         finally:
-            info.host.run(["umount", str(target)], check=False)
+            unmount(info.host, target)
 
 
 def apt_get(info: BuildInfo, args: Sequence[str]) -> None:
@@ -136,9 +115,10 @@ class WriteAptSettings(Task):
             (etc / f"apt.conf.d/{name}").write_text(content.rstrip("\n") + "\n")
         for key in m.get("packages.trusted-keys") or []:
             source = m.relative_path(key)
-            suffix = ".asc" if source.read_bytes().lstrip().startswith(b"-----BEGIN") else ".gpg"
+            with open(source, "rb") as f:
+                suffix = ".asc" if f.read(4096).lstrip().startswith(b"-----BEGIN") else ".gpg"
             (etc / "trusted.gpg.d").mkdir(exist_ok=True)
-            (etc / f"trusted.gpg.d/{source.stem}{suffix}").write_bytes(source.read_bytes())
+            (etc / f"trusted.gpg.d/{source.stem}{suffix}").copy_from(source, 0o644)
 
 
 class AptUpdate(Task):
@@ -183,11 +163,9 @@ class InstallPackages(Task):
             staging = info.target / "tmp/vzstages-debs"
             staging.mkdir(parents=True, exist_ok=True)
             for deb in debs:
-                (staging / Path(deb).name).write_bytes(m.relative_path(deb).read_bytes())
+                (staging / Path(deb).name).copy_from(m.relative_path(deb))
             apt_install(info, [f"/tmp/vzstages-debs/{Path(d).name}" for d in debs])
-            for f in staging.iterdir():
-                f.unlink()
-            staging.rmdir()
+            staging.rmtree()
 
 
 class AptInstall(Task):

@@ -11,6 +11,7 @@ from ..model.phases import Phase
 from ..model.task import Task
 from ..model.view import ManifestView
 from . import archive
+from .package_cache import package_cache_lock
 
 DEBIAN_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "i686": "i386"}
 QEMU_ARCH = {"amd64": "x86_64", "arm64": "aarch64", "i386": "i386"}
@@ -81,8 +82,6 @@ class Debootstrap(Task):
 
     @classmethod
     def run(cls, info: BuildInfo) -> None:
-        from .apt import package_cache_lock  # apt builds on this module
-
         m = info.manifest
         release, arch = m.get("system.release"), m.get("system.architecture")
         mirror = archive.choose_mirror(m.get("bootstrapper.mirror") or m.get("packages.mirror"))
@@ -100,7 +99,7 @@ class Debootstrap(Task):
             argv.append(f"--keyring={m.relative_path(m.get('bootstrapper.keyring'))}")
         info.say(f"debootstrap {release} {arch} from {mirror}")
         with package_cache_lock(info) as cache:
-            info.host.run([*argv, f"--cache-dir={cache}", release, str(info.target), mirror])
+            info.host.run([*argv, f"--cache-dir={cache}", release, str(info.image_root), mirror])
         # debootstrap copies the build host's resolver and name; the image must not carry them.
         for leaked in ("etc/resolv.conf", "etc/hostname"):
             (info.target / leaked).unlink(missing_ok=True)
@@ -115,8 +114,9 @@ class PrepareChroot(Task):
     @classmethod
     def run(cls, info: BuildInfo) -> None:
         policy = info.target / POLICY_RC_D
-        policy.write_text("#!/bin/sh\n# vzstages: no service starts inside the build chroot\nexit 101\n")
-        policy.chmod(0o755)
+        policy.write_text(
+            "#!/bin/sh\n# vzstages: no service starts inside the build chroot\nexit 101\n", 0o755
+        )
         (info.target / DPKG_UNSAFE_IO).write_text("force-unsafe-io\n")
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-
 from ..model.info import BuildInfo
 from ..model.phases import Phase
 from ..model.task import Task
@@ -57,7 +55,7 @@ class ClearLogsAndTemp(Task):
 
     @classmethod
     def run(cls, info: BuildInfo) -> None:
-        for log in (info.target / "var/log").rglob("*"):
+        for log in (info.target / "var/log").walk_files():
             if log.is_file() and not log.is_symlink():
                 if log.suffix in (".gz", ".old") or (log.name[-1:].isdigit() and "." in log.name):
                     log.unlink()  # rotated logs
@@ -65,8 +63,5 @@ class ClearLogsAndTemp(Task):
                     log.write_bytes(b"")
         for tmp in ("tmp", "var/tmp"):
             for entry in (info.target / tmp).iterdir():
-                if entry.is_dir() and not entry.is_symlink():
-                    shutil.rmtree(entry)
-                else:
-                    entry.unlink()
+                entry.rmtree()
         (info.target / "root/.bash_history").unlink(missing_ok=True)

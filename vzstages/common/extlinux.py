@@ -39,5 +39,5 @@ class InstallExtlinux(Task):
         # The partition table marks the boot partition (bootable / LegacyBIOSBootable) already.
         mbr = "gptmbr.bin" if layout.table == "gpt" else "mbr.bin"
         # The first 440 bytes only: the partition table after them stays as it is.
-        mbr_file = info.target / "usr/lib/syslinux/mbr" / mbr
+        mbr_file = (info.target / "usr/lib/syslinux/mbr" / mbr).host_path()
         info.host.run(["dd", f"if={mbr_file}", f"of={disk}", "bs=440", "count=1", "conv=notrunc"])

@@ -172,7 +172,8 @@ class InstallGrubEfi(Task):
         # The EFI system partition is not mounted during the build (see Layout.build_mounts).
         device = info.disk.partition_device(esp)
         info.host.run(["mmd", "-i", device, "::EFI", "::EFI/BOOT"])
-        info.host.run(["mcopy", "-i", device, str(info.target / binary), f"::EFI/BOOT/{loader}"])
+        built = (info.target / binary).host_path()
+        info.host.run(["mcopy", "-i", device, str(built), f"::EFI/BOOT/{loader}"])
         write_grub_cfg(info, serial=False)
 
 

@@ -31,6 +31,8 @@ def diff_inputs(new: dict[str, Any], old: dict[str, Any]) -> list[str]:
     reasons: list[str] = []
     if new.get("format") != old.get("format"):
         reasons.append(f"vzstages checkpoint format changed ({old.get('format')} -> {new.get('format')})")
+    if new.get("runtime") != old.get("runtime"):
+        reasons.append("vzstages stage runtime changed (runtime.py, volume and host layers, manifest)")
     old_tasks, new_tasks = dict(old.get("tasks", [])), dict(new.get("tasks", []))
     reasons += [f"task added: {t}" for t in new_tasks if t not in old_tasks]
     reasons += [f"task removed: {t}" for t in old_tasks if t not in new_tasks]

@@ -11,21 +11,21 @@ import hashlib
 import json
 import os
 import stat
-import sys
 from collections.abc import Sequence
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import xxhash
 
+from ..errors import InputError
 from ..manifest import Manifest
 from ..model.task import Task
 from ..model.view import ManifestView, covers
+from . import code
 
-# Bump when the stage runner or volume layer changes what a checkpoint contains; task code is
-# hashed per task, but the machinery around the tasks is not.
-FORMAT_VERSION = 1
+# Bump when what a checkpoint or its record means changes in a way no code digest shows (the
+# record's schema, the key's own layout). Task code and the stage runtime are hashed (code.py).
+FORMAT_VERSION = 2
 
 
 def digest(data: bytes) -> str:
@@ -41,34 +41,55 @@ def secret_hash(value: Any) -> str:
     return "sha256:" + hashlib.sha256(canonical(value)).hexdigest()
 
 
-@cache
-def _file_digest(path: Path) -> str:
-    return digest(path.read_bytes())
-
-
 def task_fingerprint(task: type[Task]) -> str:
-    """The task's code: the source of its module and of the modules it inherits from, and its assets."""
-    parts = [task.name()]
-    for klass in task.__mro__:
-        if issubclass(klass, Task) and klass is not Task:
-            module_file = sys.modules[klass.__module__].__file__
-            assert module_file is not None
-            parts.append(f"{klass.__module__}:{_file_digest(Path(module_file))}")
-    parts += [f"{a}:{path_digest(task.asset_path(a))}" for a in task.assets]
+    """The task's code: every vzstages module it can run (code.py), and its assets."""
+    modules = {klass.__module__ for klass in task.__mro__ if issubclass(klass, Task)}
+    parts = [task.name(), code.code_digest(code.closure(modules))]
+    parts += [f"{a}:{input_digest(task.asset_path(a))}" for a in task.assets]
     return digest("\n".join(parts).encode())
 
 
-def path_digest(path: Path) -> str:
-    """Content of a file, or of a folder tree (names, modes, contents, link targets)."""
-    st = path.lstat()
-    if stat.S_ISLNK(st.st_mode):
-        return digest(b"link:" + os.readlink(path).encode())
+def input_digest(path: Path) -> str:
+    """What the build reads from a host input: a file's content and mode, or a folder's tree.
+
+    A symlink given as the input is followed, as the build follows it (rotate a key behind a link
+    and the key changes); symlinks below a folder are hashed as their text, as they are copied.
+    Anything but a regular file or a folder (a FIFO, a device) is refused: reading it could hang.
+    """
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise InputError(f"{path}: {exc.strerror}") from exc
     if stat.S_ISREG(st.st_mode):
-        return digest(f"file:{stat.S_IMODE(st.st_mode):o}:".encode() + path.read_bytes())
+        return _file_digest(path, st)
     if stat.S_ISDIR(st.st_mode):
-        entries = [f"{child.name}={path_digest(child)}" for child in sorted(path.iterdir())]
-        return digest(f"dir:{stat.S_IMODE(st.st_mode):o}\n".encode() + "\n".join(entries).encode())
-    raise ValueError(f"{path}: not a file, folder or link")
+        return _tree_digest(path)
+    raise InputError(f"{path}: not a regular file or folder")
+
+
+def _file_digest(path: Path, st: os.stat_result) -> str:
+    h = xxhash.xxh3_128(f"file:{stat.S_IMODE(st.st_mode):o}:".encode())
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _tree_digest(folder: Path) -> str:
+    h = xxhash.xxh3_128(f"dir:{stat.S_IMODE(folder.stat().st_mode):o}\n".encode())
+    for name in sorted(os.listdir(folder)):
+        child = folder / name
+        st = child.lstat()
+        if stat.S_ISLNK(st.st_mode):
+            entry = "link:" + xxhash.xxh3_128_hexdigest(os.fsencode(os.readlink(child)))
+        elif stat.S_ISREG(st.st_mode):
+            entry = _file_digest(child, st)
+        elif stat.S_ISDIR(st.st_mode):
+            entry = _tree_digest(child)
+        else:
+            raise InputError(f"{child}: not a regular file, folder or symlink")
+        h.update(os.fsencode(name) + b"=" + entry.encode() + b"\n")
+    return h.hexdigest()
 
 
 def declared_values(tasks: Sequence[type[Task]], manifest: Manifest) -> dict[str, Any]:
@@ -95,7 +116,7 @@ def input_file_digests(tasks: Sequence[type[Task]], manifest: Manifest) -> dict[
     for task in tasks:
         view = ManifestView(manifest, task.name(), task.reads)
         for label, path in task.input_files(view).items():
-            files[label] = path_digest(path)
+            files[label] = input_digest(path)
     return files
 
 
@@ -108,6 +129,7 @@ def stage_inputs(
 ) -> dict[str, Any]:
     inputs: dict[str, Any] = {
         "format": FORMAT_VERSION,
+        "runtime": code.runtime_fingerprint(),
         "stage": stage,
         "parent": parent_key,
         "tasks": [[t.name(), task_fingerprint(t)] for t in tasks],

@@ -12,6 +12,7 @@ from ..volume.layout import Layout
 
 if TYPE_CHECKING:
     from ..volume.disk import AttachedDisk, Tree
+    from ..volume.inroot import ImagePath
     from .view import ManifestView
 
 progress = logging.getLogger("vzstages.progress")
@@ -36,8 +37,16 @@ class BuildInfo:
     source_image: Path | None = None  # the top checkpoint, in the image and publish stages
 
     @property
-    def target(self) -> Path:
-        """The mounted image root; only disk stages have one."""
+    def target(self) -> ImagePath:
+        """The mounted image's tree; every path resolves inside it (volume/inroot.py)."""
+        if self.tree is None:
+            raise RuntimeError(f"stage {self.stage} has no mounted image")
+        return self.tree.image
+
+    @property
+    def image_root(self) -> Path:
+        """The image root's mountpoint on the host, for commands that take it as an argument
+        (debootstrap's target, `{root}` in the commands plugin)."""
         if self.tree is None:
             raise RuntimeError(f"stage {self.stage} has no mounted image")
         return self.tree.root

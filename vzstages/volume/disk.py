@@ -23,6 +23,7 @@ from typing import Any
 
 from ..errors import VzError
 from ..host import Host, Result
+from .inroot import ImagePath
 from .layout import Layout, Partition
 
 log = logging.getLogger("vzstages.volume")
@@ -146,26 +147,44 @@ class Tree:
     must find an empty tree (it makes its own /dev entries), later stages need them at once."""
 
     host: Host
-    root: Path
+    root: Path  # the mountpoint: a folder of the run's own, so trusted; what is below it is not
     stack: contextlib.ExitStack
     bound: bool = False
+
+    @property
+    def image(self) -> ImagePath:
+        """The image's tree, every path resolved inside it."""
+        return ImagePath(self.root)
 
     def trim(self, layout: Layout) -> None:
         """Discard freed blocks: the qcow2 overlay then keeps only what the stage left behind,
         not every block it wrote and deleted (downloaded lists, replaced files)."""
         for part in layout.build_mounts():
-            self.host.run(["fstrim", str(self.root / (part.mountpoint or "/").lstrip("/"))], check=False)
+            target = (self.image / (part.mountpoint or "/")).host_path()
+            self.host.run(["fstrim", str(target)], check=False)
+
+    def bind(self, source: Path, inside: str) -> None:
+        """Bind a host folder onto a folder of the image until the stage ends."""
+        target = mount_point(self.image / inside)
+        self.host.run(["mount", "--bind", str(source), str(target)])
+        self.stack.callback(unmount, self.host, target)
 
     def chroot(self, argv: list[str], **kwargs: Any) -> Result:
         if not self.bound:
             for name in BIND_MOUNTS:
-                target = self.root / name
-                target.mkdir(parents=True, exist_ok=True)
-                self.host.run(["mount", "--bind", f"/{name}", str(target)])
-                self.stack.callback(unmount, self.host, target)
+                self.bind(Path(f"/{name}"), name)
             self.stack.callback(kill_chroot_processes, self.root)
             self.bound = True
         return self.host.chroot(self.root, argv, **kwargs)
+
+
+def mount_point(path: ImagePath) -> Path:
+    """A folder of the image to mount on, as the host path it resolves to inside the image.
+    mount(8) follows symlinks on the host: a mount point must never be one."""
+    if path.is_symlink():
+        raise DiskError(f"the image's {path} is a symlink; vzstages mounts only on real folders")
+    path.mkdir(parents=True, exist_ok=True)
+    return path.host_path()
 
 
 @contextlib.contextmanager
@@ -174,8 +193,7 @@ def mounted(host: Host, disk: AttachedDisk, root: Path) -> Iterator[Tree]:
     root.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         for part in disk.layout.build_mounts():
-            target = root / (part.mountpoint or "/").lstrip("/")
-            target.mkdir(parents=True, exist_ok=True)
+            target = root if part.name == "root" else mount_point(ImagePath(root) / (part.mountpoint or "/"))
             host.run(["mount", "-t", part.filesystem or "auto", disk.partition_device(part), str(target)])
             stack.callback(unmount, host, target)
         yield Tree(host, root, stack)

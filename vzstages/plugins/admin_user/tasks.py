@@ -31,14 +31,13 @@ class CreateAdminUser(Task):
         user = m.get("plugins.admin_user.username")
         info.chroot(["useradd", "--create-home", "--shell", "/bin/bash", "--groups", "sudo", user])
         sudoers = info.target / "etc/sudoers.d" / f"90-vzstages-{user}"
-        sudoers.write_text(f"{user} ALL=(ALL:ALL) NOPASSWD:ALL\n")
-        sudoers.chmod(0o440)
+        sudoers.write_text(f"{user} ALL=(ALL:ALL) NOPASSWD:ALL\n", 0o440)
         info.chroot(["visudo", "--check", "--file", f"/etc/sudoers.d/{sudoers.name}"])
         set_password(info, user, m.get("plugins.admin_user.password"), None)
         pubkey = m.get("plugins.admin_user.pubkey")
         if pubkey:
             ssh = info.target / "home" / user / ".ssh"
             ssh.mkdir(mode=0o700, exist_ok=True)
-            (ssh / "authorized_keys").write_text(m.relative_path(pubkey).read_text().strip() + "\n")
-            (ssh / "authorized_keys").chmod(0o600)
+            key = m.relative_path(pubkey).read_text(errors="replace").strip()
+            (ssh / "authorized_keys").write_text(key + "\n", 0o600)
             info.chroot(["chown", "-R", f"{user}:{user}", f"/home/{user}/.ssh"])

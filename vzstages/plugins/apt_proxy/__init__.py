@@ -28,9 +28,8 @@ class ConfigureAptProxy(Task):
         s = info.manifest.get("plugins.apt_proxy")
         auth = f"{s['username']}:{s.get('password', '')}@" if s.get("username") else ""
         (info.target / PROXY_CONF).write_text(
-            f'Acquire::http::Proxy "http://{auth}{s["address"]}:{s["port"]}";\n'
+            f'Acquire::http::Proxy "http://{auth}{s["address"]}:{s["port"]}";\n', 0o600 if auth else 0o644
         )
-        (info.target / PROXY_CONF).chmod(0o600 if auth else 0o644)
 
 
 class RemoveAptProxy(Task):

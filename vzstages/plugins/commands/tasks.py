@@ -14,7 +14,7 @@ class RunCommands(Task):
 
     @classmethod
     def run(cls, info: BuildInfo) -> None:
-        root = str(info.target)
+        root = str(info.image_root)
         for argv in info.manifest.get("plugins.commands.commands"):
             command = [arg.replace("{root}", root) for arg in argv]
             output = info.host.run(command).output.strip()

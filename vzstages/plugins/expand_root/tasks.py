@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import shutil
-
 from ...common.apt import APT_SUITES, InstallPackages, apt_install
 from ...model.info import BuildInfo
 from ...model.phases import Phase
@@ -33,11 +31,9 @@ class InstallExpandRoot(Task):
     def run(cls, info: BuildInfo) -> None:
         script = info.target / "usr/local/sbin/vzstages-expand-root"
         script.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(cls.asset_path("assets/vzstages-expand-root"), script)
-        script.chmod(0o755)
-        shutil.copyfile(
-            cls.asset_path("assets/vzstages-expand-root.service"),
-            info.target / "etc/systemd/system/vzstages-expand-root.service",
+        script.copy_from(cls.asset_path("assets/vzstages-expand-root"), 0o755)
+        (info.target / "etc/systemd/system/vzstages-expand-root.service").copy_from(
+            cls.asset_path("assets/vzstages-expand-root.service"), 0o644
         )
         settings = info.manifest.get("plugins.expand_root") or {}
         names = {

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -38,15 +37,14 @@ class CopyFiles(Task):
             info.chroot(["mkdir", "-p", item["dir"]])
             apply_attributes(info, item["dir"], item, recursive=False)
         staging = info.target / STAGING
-        staging.mkdir(parents=True, exist_ok=True)
+        staging.rmtree()
+        staging.mkdir(mode=0o700, parents=True)
         try:
             for index, item in enumerate(settings["files"]):
-                source = info.manifest.relative_path(item["src"])
-                staged = staging / str(index)
-                if source.is_dir():
-                    shutil.copytree(source, staged, symlinks=True)
-                else:
-                    shutil.copy2(source, staged)
+                # The source itself is followed if it is a symlink (its key hashes what it points
+                # to); symlinks below a copied folder are copied as symlinks.
+                source = info.manifest.relative_path(item["src"]).resolve()
+                (staging / str(index)).copy_tree_from(source)
                 # The copy into place runs inside the chroot: a symlink in the image's tree then
                 # resolves inside the image, never onto the build host.
                 info.chroot(["mkdir", "-p", str(Path(item["dst"]).parent)])
@@ -54,4 +52,4 @@ class CopyFiles(Task):
                 apply_attributes(info, item["dst"], item, recursive=source.is_dir())
                 info.say(f"{item['src']} -> {item['dst']}")
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            staging.rmtree()

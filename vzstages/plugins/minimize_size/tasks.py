@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 from ...common.apt import AptUpdate
@@ -42,16 +41,16 @@ class FilterDpkgPaths(Task):
         share = info.target / "usr/share"
         if dpkg.get("exclude_docs"):
             for folder in ("man", "info", "groff", "linda", "lintian"):
-                shutil.rmtree(share / folder, ignore_errors=True)
+                (share / folder).rmtree()
             for doc in (share / "doc").glob("*"):
                 for entry in doc.iterdir() if doc.is_dir() and not doc.is_symlink() else []:
                     if entry.name != "copyright":
-                        shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+                        entry.rmtree()
         if "locales" in dpkg:
             keep = tuple(dpkg["locales"])
             for entry in (share / "locale").glob("*"):
-                if entry.is_dir() and not entry.name.startswith(keep):
-                    shutil.rmtree(entry)
+                if entry.is_dir() and not entry.is_symlink() and not entry.name.startswith(keep):
+                    entry.rmtree()
 
 
 class ConfigureAptForSmallImages(Task):

@@ -39,14 +39,12 @@ class CreateVagrantUser(Task):
         if not info.manifest.has("plugins.root_password"):
             set_password(info, "root", USER, None)
         sudoers = info.target / "etc/sudoers.d/vagrant"
-        sudoers.write_text(f"{USER} ALL=(ALL) NOPASSWD:ALL\n")
-        sudoers.chmod(0o440)
+        sudoers.write_text(f"{USER} ALL=(ALL) NOPASSWD:ALL\n", 0o440)
         info.chroot(["visudo", "--check", "--file", "/etc/sudoers.d/vagrant"])
         ssh = info.target / "home" / USER / ".ssh"
-        ssh.mkdir(mode=0o700)
+        ssh.mkdir(mode=0o700, exist_ok=True)
         # `vagrant up` logs in with its insecure key and swaps in a key of the machine's own.
-        shutil.copyfile(cls.asset_path("assets/vagrant.pub"), ssh / "authorized_keys")
-        (ssh / "authorized_keys").chmod(0o600)
+        (ssh / "authorized_keys").copy_from(cls.asset_path("assets/vagrant.pub"), 0o600)
         info.chroot(["chown", "-R", f"{USER}:{USER}", f"/home/{USER}/.ssh"])
 
 

@@ -3,37 +3,12 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
-from ...common import bootable, image
 from ...common.groups import add_boot_tasks
 from ...manifest import Manifest, Problem
-from ...model.info import BuildInfo
 from ...model.taskset import TaskSet
 from ...plugins.expand_root import tasks as expand_root
 from . import publish
-
-
-class WriteInitramfsModules(bootable.WriteInitramfsModules):
-    reads = ("system.architecture",)
-
-    @classmethod
-    def modules(cls, info: BuildInfo) -> list[str]:
-        # Nitro instances: NVMe disks and the ENA network adapter; Xen ones (amd64 only): xen-blkfront.
-        if info.manifest.get("system.architecture") == "arm64":
-            return ["nvme", "ena"]
-        return ["nvme", "ena", "xen-blkfront", "xen-netfront"]
-
-
-class InstallKernel(bootable.InstallKernel):
-    packages: ClassVar[dict[str, str]] = {
-        "amd64": "linux-image-cloud-amd64",
-        "arm64": "linux-image-cloud-arm64",
-    }
-
-
-class ConvertImage(image.ConvertImage):
-    default_format = "raw"
+from .tasks import ConvertImage, InstallKernel, WriteInitramfsModules
 
 
 def validate(manifest: Manifest) -> list[Problem]:

@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-from ...common import bootable, image
+from ...common import bootable
 from ...common.groups import add_boot_tasks
 from ...manifest import Manifest, Problem
-from ...model.info import BuildInfo
 from ...model.taskset import TaskSet
-
-
-class WriteInitramfsModules(bootable.WriteInitramfsModules):
-    @classmethod
-    def modules(cls, info: BuildInfo) -> list[str]:
-        return ["ahci", "sd_mod", "e1000"]
-
-
-class ConvertImage(image.ConvertImage):
-    default_format = "vdi"
+from .tasks import ConvertImage, WriteInitramfsModules
 
 
 def validate(manifest: Manifest) -> list[Problem]:

@@ -1,0 +1,30 @@
+"""The ec2 provider's tasks up to the image; publish.py has the publish stage's."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from ...common import bootable, image
+from ...model.info import BuildInfo
+
+
+class WriteInitramfsModules(bootable.WriteInitramfsModules):
+    reads = ("system.architecture",)
+
+    @classmethod
+    def modules(cls, info: BuildInfo) -> list[str]:
+        # Nitro instances: NVMe disks and the ENA network adapter; Xen ones (amd64 only): xen-blkfront.
+        if info.manifest.get("system.architecture") == "arm64":
+            return ["nvme", "ena"]
+        return ["nvme", "ena", "xen-blkfront", "xen-netfront"]
+
+
+class InstallKernel(bootable.InstallKernel):
+    packages: ClassVar[dict[str, str]] = {
+        "amd64": "linux-image-cloud-amd64",
+        "arm64": "linux-image-cloud-arm64",
+    }
+
+
+class ConvertImage(image.ConvertImage):
+    default_format = "raw"

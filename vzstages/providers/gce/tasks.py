@@ -1,0 +1,66 @@
+"""The gce provider's tasks."""
+
+from __future__ import annotations
+
+import os
+from typing import ClassVar
+
+from ...common import bootable
+from ...common.apt import AptInstall
+from ...common.image import convert
+from ...model.info import BuildInfo
+from ...model.phases import Phase
+from ...model.task import Task
+from ...model.view import ManifestView
+from ...volume.runs import run_folder
+
+
+class WriteInitramfsModules(bootable.WriteInitramfsModules):
+    @classmethod
+    def modules(cls, info: BuildInfo) -> list[str]:
+        return ["virtio_pci", "virtio_scsi", "sd_mod", "virtio_net", "gve", "nvme"]
+
+
+class InstallKernel(bootable.InstallKernel):
+    packages: ClassVar[dict[str, str]] = {
+        "amd64": "linux-image-cloud-amd64",
+        "arm64": "linux-image-cloud-arm64",
+    }
+
+
+class InstallGuestAgent(AptInstall):
+    description = "Installing the Google guest agent"
+    packages = ("google-guest-agent",)
+
+
+class PackDiskTarball(Task):
+    description = "Packing disk.raw into the GCE image tarball"
+    phase = Phase.IMAGE_REGISTRATION
+
+    @classmethod
+    def outputs(cls, manifest: ManifestView, image_name: str) -> list[str]:
+        return [f"{image_name}.tar.gz"]
+
+    @classmethod
+    def run(cls, info: BuildInfo) -> None:
+        target = info.workspace / cls.outputs(info.manifest, info.image_name)[0]
+        partial = target.with_name(f".{target.name}.partial")
+        with run_folder(info.runs, "gce-pack") as folder:
+            convert(info, "raw", folder / "disk.raw")
+            # GCE reads GNU tar with sparse files: a 10 GiB disk.raw packs to what it holds.
+            info.host.run(
+                [
+                    "tar",
+                    "--create",
+                    "--sparse",
+                    "--format=oldgnu",
+                    "--gzip",
+                    "--file",
+                    str(partial),
+                    "--directory",
+                    str(folder),
+                    "disk.raw",
+                ]
+            )
+        os.replace(partial, target)
+        info.facts["image"] = str(target)

@@ -1,0 +1,119 @@
+"""The environment a stage's tasks run in: the overlay, its export, loops and mounts, the build
+host's DNS in the chroot, the tasks in order and the counter tasks of those that ran on failure.
+
+What this module (and all it imports) does shapes every checkpoint, so its code enters every
+stage's key (compiler/code.py, RUNTIME_ROOTS). Deciding whether to run a stage, and publishing
+its checkpoint, is the runner's (runner.py), whose code does not change what a stage holds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .host import Host
+from .model.info import BuildInfo
+from .model.view import ManifestView
+from .volume.disk import attached, exported, mounted
+from .volume.inroot import ImagePath
+from .volume.runs import run_folder
+
+if TYPE_CHECKING:
+    from .manifest import Manifest
+    from .model.task import Task
+
+progress = logging.getLogger("vzstages.progress")
+log = logging.getLogger("vzstages.runner")
+
+
+def create_overlay(host: Host, overlay: Path, parent: Path | None, size: int) -> None:
+    """A new qcow2 for the stage: empty, or on top of its parent's checkpoint."""
+    if parent is None:
+        host.run(["qemu-img", "create", "-q", "-f", "qcow2", str(overlay), str(size)])
+    else:
+        # A backing file name relative to the overlay: the cache folder can move as a whole.
+        host.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", parent.name, str(overlay)])
+
+
+def run_disk_stage(
+    tasks: Sequence[type[Task]],
+    manifest: Manifest,
+    info: BuildInfo,
+    overlay: Path,
+    timings: dict[str, float],
+    *,
+    first: bool,
+) -> None:
+    """Attach the overlay, mount it (except for the first stage, which partitions and formats
+    it), run the tasks, trim, and take it all down again, also on failure."""
+    host = info.host
+    with (
+        run_folder(info.runs, info.stage) as folder,
+        exported(host, overlay, folder) as raw,
+        attached(host, raw, info.layout) as disk,
+    ):
+        info.disk = disk
+        if first:
+            run_tasks(tasks, manifest, info, timings)
+            return
+        with mounted(host, disk, folder / "root") as tree, host_dns(tree.image):
+            info.tree = tree
+            run_tasks(tasks, manifest, info, timings)
+            tree.trim(info.layout)
+
+
+def run_tasks(
+    tasks: Sequence[type[Task]], manifest: Manifest, info: BuildInfo, timings: dict[str, float]
+) -> None:
+    done: list[type[Task]] = []
+    try:
+        for task in tasks:
+            started = time.monotonic()
+            progress.info("  %s: %s", info.stage, task.description or task.name())
+            log.info("task %s", task.name())
+            task.run(replace(info, manifest=ManifestView(manifest, task.name(), task.reads)))
+            timings[task.name()] = round(time.monotonic() - started, 3)
+            done.append(task)
+    except BaseException:
+        for task in reversed(done):
+            try:
+                task.rollback(replace(info, manifest=ManifestView(manifest, task.name(), task.reads)))
+            except Exception:
+                log.exception("rollback of %s failed", task.name())
+        raise
+
+
+@contextlib.contextmanager
+def host_dns(image: ImagePath) -> Iterator[None]:
+    """Give the chroot the build host's DNS for the stage, and put the image's own back after.
+
+    The image's resolv.conf (often a symlink to systemd-resolved's stub) is moved aside, so no
+    checkpoint ever holds the build host's resolver. If a package replaced ours during the stage,
+    the package's version is kept.
+    """
+    etc = image / "etc"
+    if not etc.is_dir():
+        yield  # before debootstrap there is no /etc yet
+        return
+    conf, saved = etc / "resolv.conf", etc / ".resolv.conf.vzstages"
+    host_conf = Path("/etc/resolv.conf")
+    ours = host_conf.read_bytes() if host_conf.is_file() else b""
+    had_own = conf.is_symlink() or conf.exists()
+    if had_own:
+        conf.replace(saved)
+    conf.write_bytes(ours)
+    try:
+        yield
+    finally:
+        replaced = conf.is_symlink() or not conf.is_file() or conf.read_bytes() != ours
+        if not replaced:
+            conf.unlink()
+            if had_own:
+                saved.replace(conf)
+        else:
+            saved.unlink(missing_ok=True)

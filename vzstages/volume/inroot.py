@@ -1,0 +1,371 @@
+"""Paths inside the mounted image, resolved as if chrooted: the image's own symlinks never lead out.
+
+The image's tree is untrusted input. An absolute symlink in it (`etc/machine-id -> /etc/machine-id`,
+planted by a copied folder or a package) would make a plain host-side write land on the build host.
+Every operation here resolves its path inside the image root: with openat2(RESOLVE_IN_ROOT) where
+the kernel has it, else by walking the path one component at a time with O_NOFOLLOW and resolving
+each symlink against the image root, which is the same rule. `..` stops at the image root.
+
+`ImagePath` has the subset of pathlib's API that tasks use, so task code reads like pathlib code.
+It has no `__fspath__`: handing it to open(), shutil or a command line is a type error, not a
+silent escape. `host_path()` gives the resolved host path (always inside the root) for commands
+and mounts that need one.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fnmatch
+import os
+import shutil
+import stat
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+
+O_PATH = getattr(os, "O_PATH", 0o10000000)
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_IN_ROOT = 0x10
+SYS_OPENAT2 = 437  # the same number on every architecture (a syscall added after 5.1)
+MAX_SYMLINKS = 40
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = (("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64))
+
+
+# Set to False when the kernel (or a container's seccomp filter) refuses openat2.
+use_openat2 = True
+
+
+class OutsideImage(OSError):
+    """A path that would have to leave the image to resolve (only a bug can ask for one)."""
+
+
+def _openat2(root_fd: int, rel: str, flags: int, mode: int) -> int:
+    how = _OpenHow(
+        flags | os.O_CLOEXEC, mode if flags & os.O_CREAT else 0, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS
+    )
+    fd = _libc.syscall(SYS_OPENAT2, root_fd, os.fsencode(rel), ctypes.byref(how), ctypes.sizeof(how))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), rel)
+    return int(fd)
+
+
+def _walk(root_fd: int, rel: str, flags: int, mode: int) -> int:
+    """openat2(RESOLVE_IN_ROOT) in user space: each step O_NOFOLLOW from the last directory."""
+    stack = [os.dup(root_fd)]  # directory fds from the root down to the current directory
+    parts = [p for p in rel.split("/") if p not in ("", ".")]
+    links = 0
+    try:
+        while parts:
+            name = parts.pop(0)
+            if name == "..":
+                if len(stack) > 1:
+                    os.close(stack.pop())
+                continue
+            last = not parts
+            try:
+                st = os.stat(name, dir_fd=stack[-1], follow_symlinks=False)
+            except FileNotFoundError:
+                if last and flags & os.O_CREAT:
+                    return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=stack[-1])
+                raise
+            if stat.S_ISLNK(st.st_mode) and not (last and flags & os.O_NOFOLLOW):
+                links += 1
+                if links > MAX_SYMLINKS:
+                    raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), rel)
+                target = os.readlink(name, dir_fd=stack[-1])
+                if target.startswith("/"):
+                    while len(stack) > 1:
+                        os.close(stack.pop())
+                parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+                continue
+            if last:
+                return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=stack[-1])
+            stack.append(
+                os.open(name, O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=stack[-1])
+            )
+        return os.dup(stack[-1])  # the path named the root itself
+    finally:
+        for fd in stack:
+            os.close(fd)
+
+
+def open_in_root(root: Path, rel: str, flags: int, mode: int = 0o644) -> int:
+    """An fd for `rel` resolved inside `root`, as open(2) with `flags` would give it."""
+    global use_openat2
+    root_fd = os.open(root, O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if use_openat2:
+            try:
+                return _openat2(root_fd, rel, flags, mode)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSYS, errno.EPERM):
+                    raise
+                use_openat2 = False
+        return _walk(root_fd, rel, flags, mode)
+    finally:
+        os.close(root_fd)
+
+
+class ImagePath:
+    """A path inside the image rooted at `root` (a folder on the build host)."""
+
+    def __init__(self, root: Path, rel: str | PurePosixPath = ""):
+        rel = PurePosixPath(str(rel).lstrip("/"))
+        if ".." in rel.parts:
+            raise ValueError(f"{rel}: paths inside the image are written without '..'")
+        self.root = root
+        self.rel = rel
+
+    # --- naming -----------------------------------------------------------------------------
+    def __truediv__(self, other: str | PurePosixPath) -> ImagePath:
+        return ImagePath(self.root, self.rel / str(other).lstrip("/"))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ImagePath) and (self.root, self.rel) == (other.root, other.rel)
+
+    def __hash__(self) -> int:
+        return hash((self.root, self.rel))
+
+    def __repr__(self) -> str:
+        return f"ImagePath({str(self.root)!r}, {self.image_path!r})"
+
+    def __str__(self) -> str:
+        return self.image_path
+
+    @property
+    def image_path(self) -> str:
+        """The path as the image sees it: /etc/hostname."""
+        return "/" + str(self.rel) if str(self.rel) != "." else "/"
+
+    @property
+    def name(self) -> str:
+        return self.rel.name
+
+    @property
+    def suffix(self) -> str:
+        return self.rel.suffix
+
+    @property
+    def stem(self) -> str:
+        return self.rel.stem
+
+    @property
+    def parent(self) -> ImagePath:
+        return ImagePath(self.root, self.rel.parent)
+
+    def _rel(self) -> str:
+        return str(self.rel) if str(self.rel) != "." else "."
+
+    # --- resolution -------------------------------------------------------------------------
+    def _open(self, flags: int, mode: int = 0o644) -> int:
+        return open_in_root(self.root, self._rel(), flags, mode)
+
+    def _parent_fd(self) -> tuple[int, str]:
+        """The resolved parent folder (an O_PATH fd) and the last component's name."""
+        if not self.rel.name:
+            raise OutsideImage(errno.EINVAL, "the image root has no parent", "/")
+        fd = open_in_root(self.root, str(self.rel.parent), O_PATH | os.O_DIRECTORY)
+        return fd, self.rel.name
+
+    def host_path(self) -> Path:
+        """Where this path resolves on the build host (always inside the image root)."""
+        fd = self._open(O_PATH)
+        try:
+            real = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        finally:
+            os.close(fd)
+        root = self.root.resolve()
+        if real != root and root not in real.parents:
+            raise OutsideImage(errno.EXDEV, f"{self.image_path} resolves outside the image", str(real))
+        return real
+
+    # --- queries ----------------------------------------------------------------------------
+    def lstat(self) -> os.stat_result:
+        fd, name = self._parent_fd()
+        try:
+            return os.stat(name, dir_fd=fd, follow_symlinks=False)
+        finally:
+            os.close(fd)
+
+    def stat(self) -> os.stat_result:
+        fd = self._open(O_PATH)
+        try:
+            return os.fstat(fd)
+        finally:
+            os.close(fd)
+
+    def _mode(self, follow: bool) -> int | None:
+        try:
+            return (self.stat() if follow else self.lstat()).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return None
+            raise
+
+    def exists(self) -> bool:
+        return self._mode(follow=True) is not None
+
+    def is_file(self) -> bool:
+        mode = self._mode(follow=True)
+        return mode is not None and stat.S_ISREG(mode)
+
+    def is_dir(self) -> bool:
+        mode = self._mode(follow=True)
+        return mode is not None and stat.S_ISDIR(mode)
+
+    def is_symlink(self) -> bool:
+        mode = self._mode(follow=False) if self.rel.name else None
+        return mode is not None and stat.S_ISLNK(mode)
+
+    def readlink(self) -> str:
+        fd, name = self._parent_fd()
+        try:
+            return os.readlink(name, dir_fd=fd)
+        finally:
+            os.close(fd)
+
+    def iterdir(self) -> Iterator[ImagePath]:
+        fd = self._open(os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            names = sorted(os.listdir(fd))
+        finally:
+            os.close(fd)
+        return iter([self / name for name in names])
+
+    def glob(self, pattern: str) -> Iterator[ImagePath]:
+        """One level: `ssh_host_*`, `vmlinuz-*`."""
+        if "/" in pattern:
+            raise ValueError("ImagePath.glob matches names in one folder")
+        if not self.is_dir():
+            return iter([])
+        return iter([p for p in self.iterdir() if fnmatch.fnmatchcase(p.name, pattern)])
+
+    def walk_files(self) -> Iterator[ImagePath]:
+        """Every entry below this folder that is not a folder, without following symlinks."""
+        for entry in self.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                yield from entry.walk_files()
+            else:
+                yield entry
+
+    # --- reading and writing ----------------------------------------------------------------
+    def read_bytes(self) -> bytes:
+        fd = self._open(os.O_RDONLY)
+        with os.fdopen(fd, "rb") as f:
+            return f.read()
+
+    def read_text(self, errors: str = "strict") -> str:
+        return self.read_bytes().decode("utf-8", errors=errors)
+
+    def write_bytes(self, data: bytes, mode: int | None = None) -> None:
+        fd = self._open(os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644 if mode is None else mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            if mode is not None:
+                os.fchmod(f.fileno(), mode)
+
+    def write_text(self, text: str, mode: int | None = None) -> None:
+        self.write_bytes(text.encode(), mode)
+
+    def chmod(self, mode: int) -> None:
+        fd = self._open(os.O_RDONLY)
+        try:
+            os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
+
+    def mkdir(self, mode: int = 0o755, parents: bool = False, exist_ok: bool = False) -> None:
+        if parents and str(self.rel.parent) != "." and not self.parent.is_dir():
+            self.parent.mkdir(mode, parents=True, exist_ok=True)
+        fd, name = self._parent_fd()
+        try:
+            os.mkdir(name, mode, dir_fd=fd)
+        except FileExistsError:
+            if not (exist_ok and self.is_dir()):
+                raise
+        finally:
+            os.close(fd)
+
+    def unlink(self, missing_ok: bool = False) -> None:
+        fd, name = self._parent_fd()
+        try:
+            os.unlink(name, dir_fd=fd)
+        except FileNotFoundError:
+            if not missing_ok:
+                raise
+        finally:
+            os.close(fd)
+
+    def rmdir(self) -> None:
+        fd, name = self._parent_fd()
+        try:
+            os.rmdir(name, dir_fd=fd)
+        finally:
+            os.close(fd)
+
+    def rmtree(self, missing_ok: bool = True) -> None:
+        """Remove a folder and everything below it; a symlink is removed, never followed."""
+        fd, name = self._parent_fd()
+        try:
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                shutil.rmtree(name, dir_fd=fd)
+            else:
+                os.unlink(name, dir_fd=fd)
+        except FileNotFoundError:
+            if not missing_ok:
+                raise
+        finally:
+            os.close(fd)
+
+    def symlink_to(self, target: str) -> None:
+        fd, name = self._parent_fd()
+        try:
+            os.symlink(target, name, dir_fd=fd)
+        finally:
+            os.close(fd)
+
+    def replace(self, target: ImagePath) -> None:
+        src_fd, src_name = self._parent_fd()
+        try:
+            dst_fd, dst_name = target._parent_fd()
+            try:
+                os.replace(src_name, dst_name, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
+            finally:
+                os.close(dst_fd)
+        finally:
+            os.close(src_fd)
+
+    def copy_from(self, source: Path, mode: int | None = None) -> None:
+        """Copy a host file's content here (the host side is the user's input, read as given)."""
+        if not stat.S_ISREG(os.stat(source).st_mode):
+            raise ValueError(f"{source}: not a regular file")
+        with open(source, "rb") as src:
+            fd = self._open(os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            with os.fdopen(fd, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+                os.fchmod(dst.fileno(), stat.S_IMODE(os.stat(source).st_mode) if mode is None else mode)
+
+    def copy_tree_from(self, source: Path) -> None:
+        """Copy a host file or folder here: folders recursively, symlinks as symlinks, modes kept."""
+        st = source.lstat()
+        if stat.S_ISLNK(st.st_mode):
+            self.symlink_to(os.readlink(source))
+        elif stat.S_ISDIR(st.st_mode):
+            self.mkdir(stat.S_IMODE(st.st_mode), exist_ok=True)
+            for child in sorted(os.listdir(source)):
+                (self / child).copy_tree_from(source / child)
+            self.chmod(stat.S_IMODE(st.st_mode))
+        elif stat.S_ISREG(st.st_mode):
+            self.copy_from(source)
+        else:
+            raise ValueError(f"{source}: not a file, folder or symlink")
