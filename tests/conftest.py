@@ -16,6 +16,9 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 COMPAT = REPO.parent / "shared" / "compat" / "bootstrap-vz"
 
+# Secrets are hashed with a cache's key; tests that only compare keys use this one.
+TEST_KEY = b"vzstages-unit-tests-secret-key-0123456789"
+
 KVM_MANIFEST = """\
 name: test-{system.release}-{%Y}
 provider:

@@ -119,3 +119,10 @@ def test_dotdot_is_refused_when_building_a_path(tmp_path):
 def test_not_a_path_for_open(tmp_path):
     with pytest.raises(TypeError), open(ImagePath(tmp_path) / "x", "w"):  # type: ignore[call-overload]
         pass
+
+
+def test_missing_ok_covers_a_missing_parent(resolver, tmp_path):
+    (ImagePath(tmp_path) / "var/lib/dbus/machine-id").unlink(missing_ok=True)
+    (ImagePath(tmp_path) / "no/such/tree").rmtree()
+    with pytest.raises(FileNotFoundError):
+        (ImagePath(tmp_path) / "var/lib/dbus/machine-id").unlink()

@@ -14,11 +14,11 @@ from vzstages.cache.store import Store
 from vzstages.compiler.plan import compile_plan
 from vzstages.manifest import load_manifest
 
-from ..conftest import KVM_MANIFEST, REPO
+from ..conftest import KVM_MANIFEST, REPO, TEST_KEY
 
 
 def keys(path: Path) -> dict[str, str]:
-    plan = compile_plan(load_manifest(path), Store(Path("/nonexistent")))
+    plan = compile_plan(load_manifest(path), Store(Path("/nonexistent")), secret_key=TEST_KEY)
     return {s.name: s.key for s in plan.stages}
 
 
@@ -156,7 +156,7 @@ def test_secrets_enter_inputs_only_as_hashes(write_manifest):
         "name: ec2\n  credentials:\n    access-key: AKIAEXAMPLE\n    secret-key: hunter2-secret",
     ).replace("backing: qcow2", "backing: ebs")
     manifest = load_manifest(write_manifest(text))
-    assert "provider.credentials.secret-key" in manifest.secrets
+    assert ("provider", "credentials", "secret-key") in manifest.secrets
     from vzstages.compiler.keys import declared_values
     from vzstages.model.phases import Phase
     from vzstages.model.task import Task
@@ -165,8 +165,12 @@ def test_secrets_enter_inputs_only_as_hashes(write_manifest):
         phase = Phase.IMAGE_PUBLISHING
         reads = ("provider.credentials",)
 
-    values = declared_values([ReadsCredentials], manifest)
+    values = declared_values([ReadsCredentials], manifest, b"k" * 32)
     dumped = json.dumps(values)
     assert "hunter2-secret" not in dumped
-    assert values["provider.credentials"]["secret-key"].startswith("sha256:")
+    assert values["provider.credentials"]["secret-key"].startswith("hmac-sha256:")
+    # Keyed: another cache's key gives another hash, so a leaked record cannot be checked
+    # against a word list without the key.
+    other = declared_values([ReadsCredentials], manifest, b"x" * 32)
+    assert other["provider.credentials"]["secret-key"] != values["provider.credentials"]["secret-key"]
     assert values["provider.credentials"]["access-key"] == "AKIAEXAMPLE"

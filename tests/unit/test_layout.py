@@ -2,15 +2,25 @@ from __future__ import annotations
 
 import pytest
 
-from vzstages.volume.layout import LayoutError, MiB, compute_layout, parse_size
+from vzstages.units import MiB, parse_size
+from vzstages.volume.layout import LayoutError, compute_layout
 
 
 def test_parse_size_units():
     assert parse_size("512MiB") == 512 * MiB
     assert parse_size("2GiB") == 2048 * MiB
     assert parse_size("1GB") == 1000**3
-    with pytest.raises(ValueError):
-        parse_size("2 GiB")
+    assert parse_size("20G") == 20 * 1024 * MiB  # one parser: a G is a GiB for `cache gc` too
+    for bad in ("2 gigs", "", "1y", "-1G", "1e9", "9" * 40 + "TiB", "\uff11G"):
+        with pytest.raises(ValueError):
+            parse_size(bad)
+
+
+def test_absurd_disks_are_refused():
+    with pytest.raises(LayoutError, match="at most 64 TiB"):
+        compute_layout({"type": "gpt", "root": {"size": "99999999999TiB", "filesystem": "ext4"}}, "grub")
+    with pytest.raises(LayoutError, match="msdos table addresses at most 2 TiB"):
+        compute_layout({"type": "msdos", "root": {"size": "3TiB", "filesystem": "ext4"}}, "grub")
 
 
 def test_gpt_with_grub_has_bios_boot_first_and_root_last():

@@ -11,7 +11,7 @@ import pytest
 from vzstages.errors import ManifestError
 from vzstages.manifest import load_manifest
 
-from ..conftest import COMPAT, KVM_MANIFEST
+from ..conftest import COMPAT, KVM_MANIFEST, TEST_KEY
 
 
 def line_of(path: Path, needle: str) -> int:
@@ -204,5 +204,5 @@ def test_compat_manifests_plan_or_fail_clearly(path):
             assert problem.startswith(f"{path}:"), problem
             assert any(w in problem for w in ("unknown", "retired", "not supported", "out of scope")), problem
         return
-    plan = compile_plan(manifest, Store(Path("/nonexistent")))
+    plan = compile_plan(manifest, Store(Path("/nonexistent")), secret_key=TEST_KEY)
     assert [s.name for s in plan.stages][:2] == ["volume", "os"]

@@ -13,7 +13,7 @@ from vzstages.compiler.plan import compile_plan
 from vzstages.errors import ManifestError
 from vzstages.manifest import load_manifest
 
-from ..conftest import KVM_MANIFEST
+from ..conftest import KVM_MANIFEST, TEST_KEY
 
 STAGES = ["volume", "os", "packages", "system", "user", "cleanup", "image"]
 
@@ -27,7 +27,10 @@ def manifest_with(tmp_path: Path, plugins: dict, name: str = "m.yml") -> Path:
 
 
 def keys(path: Path) -> dict[str, str]:
-    return {s.name: s.key for s in compile_plan(load_manifest(path), Store(Path("/nonexistent"))).stages}
+    return {
+        s.name: s.key
+        for s in compile_plan(load_manifest(path), Store(Path("/nonexistent")), secret_key=TEST_KEY).stages
+    }
 
 
 def first_changed(before: dict[str, str], after: dict[str, str]) -> str:
@@ -105,7 +108,7 @@ def test_file_copy_source_content_changes_the_user_stage(tmp_path, pubkey):
 def test_secrets_never_reach_stage_inputs(tmp_path):
     plan = compile_plan(
         load_manifest(manifest_with(tmp_path, {"root_password": {"password": "hunter2"}})),
-        Store(Path("/nonexistent")),
+        Store(tmp_path / "cache"),
     )
     assert "hunter2" not in repr([s.inputs for s in plan.stages])
 
@@ -179,7 +182,7 @@ def test_ec2_grows_root_by_default_and_cloud_init_edits_keep_earlier_stages(tmp_
     data["plugins"] = {"cloud_init": {"username": "admin", "metadata_sources": "Ec2"}}
     one = tmp_path / "one.yml"
     one.write_text(yaml.safe_dump(data))
-    plan = compile_plan(load_manifest(one), Store(Path("/nonexistent")))
+    plan = compile_plan(load_manifest(one), Store(Path("/nonexistent")), secret_key=TEST_KEY)
     names = [t.name() for s in plan.stages for t in s.tasks]
     assert "plugins.expand_root.tasks.InstallExpandRoot" in names
     data["plugins"]["cloud_init"]["username"] = "debian"
@@ -203,7 +206,7 @@ def test_vagrant_adds_a_box_beside_the_disk_and_its_settings_touch_their_stages(
     plain = keys(vagrant_manifest(tmp_path, "plain.yml"))
     boxed_path = vagrant_manifest(tmp_path, "boxed.yml", vagrant={})
     assert first_changed(plain, keys(boxed_path)) == "packages"  # sudo, nfs-common
-    plan = compile_plan(load_manifest(boxed_path), Store(Path("/nonexistent")))
+    plan = compile_plan(load_manifest(boxed_path), Store(Path("/nonexistent")), secret_key=TEST_KEY)
     assert [p.suffix for p in plan.stage("image").outputs] == [".vmdk", ".box"]
     with_root = keys(vagrant_manifest(tmp_path, "root.yml", vagrant={}, root_password={"password": "x"}))
     assert first_changed(keys(boxed_path), with_root) == "user"

@@ -10,11 +10,13 @@ import contextlib
 import fcntl
 import json
 import os
+import secrets
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import VzError
 from ..runid import run_id
 
 
@@ -85,6 +87,25 @@ class Store:
         self.stages = root / "stages"
         self.locks = root / "locks"
         self.runs = root / "runs"
+
+    def secret_key(self) -> bytes:
+        """The key secrets are hashed with in this cache's stage keys: made on first use, 0600.
+        VZSTAGES_SECRET_KEY_FILE points at another (a team sharing a remote cache shares it)."""
+        configured = os.environ.get("VZSTAGES_SECRET_KEY_FILE")
+        path = Path(configured) if configured else self.root / "secret.key"
+        if not configured and not path.exists():
+            self.root.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as f:
+                    f.write(secrets.token_hex(32) + "\n")
+        try:
+            key = path.read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise VzError(f"cannot read the cache's secret key {path}: {exc}") from None
+        if len(key) < 32:
+            raise VzError(f"the secret key {path} is too short (at least 32 characters)")
+        return key.encode()
 
     def ensure(self) -> None:
         for d in (self.stages, self.locks, self.runs):

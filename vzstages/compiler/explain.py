@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..cache.store import Record, outputs_intact
+from ..units import human_age
 from .plan import CompiledStage, Plan
 
 
@@ -80,7 +81,7 @@ def explain(plan: Plan) -> list[StageStatus]:
             outputs_missing = [p for p in stage.outputs if str(p) in record.outputs]
         if record and not parent_runs and not outputs_missing:
             age = time.time() - record.created
-            statuses.append(StageStatus(stage, True, [f"cached {_age(age)} ago"], record))
+            statuses.append(StageStatus(stage, True, [f"cached {human_age(age)} ago"], record))
             continue
         reasons: list[str] = []
         if record and outputs_missing:
@@ -101,10 +102,3 @@ def explain(plan: Plan) -> list[StageStatus]:
         statuses.append(StageStatus(stage, False, reasons, record))
         parent_runs = True
     return statuses
-
-
-def _age(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)}{unit}"
-    return f"{int(seconds)}s"

@@ -8,6 +8,7 @@ where the checkout lives or on the machine.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import stat
@@ -19,8 +20,9 @@ import xxhash
 
 from ..errors import InputError
 from ..manifest import Manifest
+from ..manifest.keypath import covers
 from ..model.task import Task
-from ..model.view import ManifestView, covers
+from ..model.view import ManifestView
 from . import code
 
 # Bump when what a checkpoint or its record means changes in a way no code digest shows (the
@@ -36,9 +38,10 @@ def canonical(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def secret_hash(value: Any) -> str:
-    # sha256, not xxh3: a secret's hash is stored, so it must not be cheap to invert by guessing.
-    return "sha256:" + hashlib.sha256(canonical(value)).hexdigest()
+def secret_hash(value: Any, key: bytes) -> str:
+    """A secret as it enters a stage key: HMAC-SHA256 under the cache's secret key, so a record
+    that leaks cannot be checked against a word list without that key too."""
+    return "hmac-sha256:" + hmac.new(key, canonical(value), hashlib.sha256).hexdigest()
 
 
 def task_fingerprint(task: type[Task]) -> str:
@@ -92,22 +95,33 @@ def _tree_digest(folder: Path) -> str:
     return h.hexdigest()
 
 
-def declared_values(tasks: Sequence[type[Task]], manifest: Manifest) -> dict[str, Any]:
+def declared_values(tasks: Sequence[type[Task]], manifest: Manifest, secret_key: bytes) -> dict[str, Any]:
+    """The values of the keys the tasks read, and of the keys and date fields their templates
+    name. Secrets enter as keyed hashes; secret text inside other values is replaced by one."""
     values: dict[str, Any] = {}
     for task in tasks:
-        for path in task.reads:
-            value = manifest.get(path, None) if manifest.has(path) else {"absent": True}
-            if any(covers(path, s) or covers(s, path) for s in manifest.secrets):
-                value = _hide_secrets(path, value, manifest.secrets)
-            values[path] = value
+        referenced, dates = manifest.referenced(task.reads)
+        for dotted in (*task.reads, *referenced):
+            value = manifest.get(dotted) if manifest.has(dotted) else {"absent": True}
+            path = manifest.keypath(dotted)
+            secrets = [s for s in manifest.secrets if covers(path, s) or covers(s, path)]
+            values[dotted] = _hide(value, path, secrets, frozenset(manifest.secret_text), secret_key)
+        values.update({f"{{{name}}}": text for name, text in dates.items()})
     return values
 
 
-def _hide_secrets(path: str, value: Any, secrets: frozenset[str]) -> Any:
-    if path in secrets:
-        return secret_hash(value)
+def _hide(
+    value: Any, path: tuple[str, ...], secrets: list[tuple[str, ...]], text: frozenset[str], key: bytes
+) -> Any:
+    if any(covers(s, path) for s in secrets):
+        return secret_hash(value, key)
     if isinstance(value, dict):
-        return {k: _hide_secrets(f"{path}.{k}", v, secrets) for k, v in value.items()}
+        return {k: _hide(v, (*path, k), secrets, text, key) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_hide(v, path, secrets, text, key) for v in value]
+    if isinstance(value, str):
+        for secret in sorted(text, key=len, reverse=True):
+            value = value.replace(secret, f"<{secret_hash(secret, key)}>")
     return value
 
 
@@ -125,6 +139,7 @@ def stage_inputs(
     parent_key: str | None,
     tasks: Sequence[type[Task]],
     manifest: Manifest,
+    secret_key: bytes,
     archive: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     inputs: dict[str, Any] = {
@@ -133,7 +148,7 @@ def stage_inputs(
         "stage": stage,
         "parent": parent_key,
         "tasks": [[t.name(), task_fingerprint(t)] for t in tasks],
-        "manifest": declared_values(tasks, manifest),
+        "manifest": declared_values(tasks, manifest, secret_key),
         "files": input_file_digests(tasks, manifest),
     }
     if archive is not None:

@@ -82,9 +82,16 @@ def resolve_tasks(manifest: Manifest) -> TaskSet:
 
 
 def compile_plan(
-    manifest: Manifest, store: Store, archive_probe: ArchiveProbe | None = None, publish: bool = True
+    manifest: Manifest,
+    store: Store,
+    archive_probe: ArchiveProbe | None = None,
+    publish: bool = True,
+    secret_key: bytes | None = None,
 ) -> Plan:
-    """The manifest's stages in order; `publish=False` leaves out uploading and registering."""
+    """The manifest's stages in order; `publish=False` leaves out uploading and registering.
+    Secrets are hashed with the cache's secret key unless `secret_key` gives another."""
+    if secret_key is None:
+        secret_key = store.secret_key() if manifest.secret_values else b""
     ordered = graph.order(resolve_tasks(manifest))
     stages: list[CompiledStage] = []
     parent: CompiledStage | None = None
@@ -94,7 +101,7 @@ def compile_plan(
             continue
         suites = sorted({s for t in tasks for s in t.archive_suites})
         archive = archive_probe(manifest, suites) if suites and archive_probe is not None else None
-        inputs = stage_inputs(kind.name, parent.key if parent else None, tasks, manifest, archive)
+        inputs = stage_inputs(kind.name, parent.key if parent else None, tasks, manifest, secret_key, archive)
         stage = CompiledStage(kind, tasks, inputs, key_of(inputs), parent)
         for task in tasks:
             view = ManifestView(manifest, task.name(), task.reads)

@@ -5,19 +5,23 @@ Validation needs neither root nor the network.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from .. import components
 from ..errors import ManifestError
 from ..volume.layout import Layout, LayoutError, compute_layout
-from . import releases
-from .layers import base_schema, merge, schema_problems, secret_paths
+from . import keypath, releases
+from .layers import base_schema, merge, schema_problems, secret_paths, template_paths
 from .load import Document, KeyPath, load_document
-from .template import TemplateError, lookup_dotted, render
+from .template import FIELD, TemplateError, render
 
 _MISSING = object()
 
@@ -37,9 +41,12 @@ class Manifest:
     path: Path
     doc: Document
     data: dict[str, Any]
-    secrets: frozenset[str]
+    schema: dict[str, Any]  # the merged schema: base, provider, plugins
+    secrets: frozenset[keypath.Path]  # values the schema marks `secret: true`
     build_time: datetime
     warnings: list[str] = field(default_factory=list)
+    # Secret text found inside other values (debconf's password answers): redacted like secrets.
+    secret_text: set[str] = field(default_factory=set)
 
     @property
     def provider(self) -> str:
@@ -49,18 +56,64 @@ class Manifest:
     def plugins(self) -> list[str]:
         return sorted(self.data.get("plugins") or {})
 
+    def keypath(self, dotted: str) -> keypath.Path:
+        """The path of a dotted key: `packages.apt.conf.d` is packages -> apt.conf.d."""
+        return keypath.resolve(self.schema, dotted) or tuple(dotted.split("."))
+
     def get(self, dotted: str, default: Any = None) -> Any:
         try:
-            return copy.deepcopy(lookup_dotted(self.data, dotted))
+            return copy.deepcopy(keypath.lookup(self.data, self.keypath(dotted)))
         except KeyError:
             return default
 
     def has(self, dotted: str) -> bool:
         return self.get(dotted, _MISSING) is not _MISSING
 
+    def is_secret(self, dotted: str) -> bool:
+        path = self.keypath(dotted)
+        return any(keypath.covers(s, path) or keypath.covers(path, s) for s in self.secrets)
+
+    @cached_property
+    def secret_values(self) -> frozenset[str]:
+        """Every secret as text, for redacting messages and logs (those of at least
+        MIN_REDACTED characters: replacing every "a" of a log would hide more than the secret)."""
+        found = set(self.secret_text)
+        for path in self.secrets:
+            try:
+                value = keypath.lookup(self.data, path)
+            except KeyError:
+                continue
+            found |= {str(v) for v in _leaves(value)}
+        return frozenset(v for v in found if len(v) >= MIN_REDACTED)
+
+    def redact(self, text: str) -> str:
+        return redact(text, self.secret_values)
+
+    def referenced(self, reads: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+        """What the text under these keys refers to as templates: the manifest keys (which a
+        task reading them may render, so they are its inputs too) and the date fields with
+        their values for this build."""
+        keys: list[str] = []
+        dates: dict[str, str] = {}
+        for dotted in reads:
+            for text in (v for v in _leaves(self.get(dotted)) if isinstance(v, str)):
+                for name in FIELD.findall(text):
+                    if name.startswith("%"):
+                        with contextlib.suppress(ValueError):
+                            dates[name] = self.build_time.strftime(name)
+                    elif self.has(name) and name not in keys:
+                        keys.append(name)
+        return keys, dates
+
     def render(self, template: str) -> str:
         """bootstrap-vz's substitutions: {system.release}, {provider.name}, {%Y} ..."""
-        return render(template, self.data, self.build_time)
+
+        def lookup(field: str) -> Any:
+            if self.is_secret(field):
+                raise TemplateError(f"{{{field}}} is a secret and cannot be part of a name or text")
+            return keypath.lookup(self.data, self.keypath(field))
+
+        return render(template, lookup, self.build_time)
 
     @property
     def image_name(self) -> str:
@@ -123,7 +176,8 @@ def load_manifest(path: str | Path, build_time: datetime | None = None) -> Manif
     for name in data.get("plugins") or {} if isinstance(data.get("plugins"), dict) else {}:
         schema["properties"]["plugins"]["properties"].setdefault(name, {})
 
-    problems += schema_problems(doc, schema)
+    secrets = frozenset(secret_paths(schema, data))
+    problems += schema_problems(doc, schema, secrets)
     if problems:
         raise ManifestError(str(path), problems)
 
@@ -131,24 +185,65 @@ def load_manifest(path: str | Path, build_time: datetime | None = None) -> Manif
         path=Path(path),
         doc=doc,
         data=data,
-        secrets=frozenset(secret_paths(schema, data)),
+        schema=schema,
+        secrets=secrets,
         build_time=build_time or datetime.now(UTC),
     )
     semantic = _base_checks(manifest)
     for component in [c for c in (provider, *plugins) if c is not None]:
         semantic += component.validate(manifest)
     if semantic:
-        raise ManifestError(str(path), [f"{doc.where(p.keypath)}: {p.message}" for p in semantic])
+        messages = [manifest.redact(f"{doc.where(p.keypath)}: {p.message}") for p in semantic]
+        raise ManifestError(str(path), messages)
     return manifest
+
+
+def _at(data: Any, where: KeyPath) -> Any:
+    for part in where:
+        data = data[part]
+    return data
+
+
+def _leaves(value: Any) -> list[Any]:
+    if isinstance(value, dict):
+        return [leaf for v in value.values() for leaf in _leaves(v)]
+    if isinstance(value, list):
+        return [leaf for v in value for leaf in _leaves(v)]
+    return [value]
+
+
+def redact(text: str, secrets: frozenset[str]) -> str:
+    """`text` with every secret value in it replaced by ***."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+MIN_REDACTED = 4
+
+# What a name may hold: it names files in the workspace, an AMI, a docker tag.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+@:-]*", re.ASCII)
+MAX_NAME = 128
 
 
 def _base_checks(manifest: Manifest) -> list[Problem]:
     problems: list[Problem] = []
     data = manifest.data
-    try:
-        manifest.render(data["name"])
-    except TemplateError as exc:
-        problems.append(Problem(("name",), str(exc)))
+    for where in template_paths(manifest.schema, data):
+        template = _at(data, where)
+        try:
+            rendered = manifest.render(template)
+        except TemplateError as exc:
+            problems.append(Problem(where, str(exc)))
+            continue
+        if where == ("name",) and (len(rendered) > MAX_NAME or not NAME.fullmatch(rendered)):
+            problems.append(
+                Problem(
+                    where,
+                    f"{rendered[:MAX_NAME]!r} is not a usable image name: at most {MAX_NAME} characters, "
+                    "letters, digits and . _ + @ : - (it names files and cloud images)",
+                )
+            )
 
     release_name = data["system"]["release"]
     release = releases.lookup(release_name)

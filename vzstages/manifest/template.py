@@ -3,32 +3,34 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-_FIELD = re.compile(r"\{([^{}]+)\}")
+FIELD = re.compile(r"\{([^{}]+)\}")
 
 
 class TemplateError(ValueError):
     pass
 
 
-def lookup_dotted(data: Any, dotted: str) -> Any:
-    node = data
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            raise KeyError(dotted)
-        node = node[part]
-    return node
+def fields(template: str) -> list[str]:
+    """The manifest keys a template refers to (date fields such as {%Y} left out)."""
+    return [f for f in FIELD.findall(template) if not f.startswith("%")]
 
 
-def render(template: str, data: dict[str, Any], when: datetime) -> str:
+def render(template: str, lookup: Callable[[str], Any], when: datetime) -> str:
+    """Substitute each {field}: `lookup` gives a manifest key's value (KeyError if absent)."""
+
     def substitute(match: re.Match[str]) -> str:
         field = match.group(1)
         if field.startswith("%"):
-            return when.strftime(field)
+            try:
+                return when.strftime(field)
+            except ValueError:
+                raise TemplateError(f"{{{field}}} is not a date field such as {{%Y}}") from None
         try:
-            value = lookup_dotted(data, field)
+            value = lookup(field)
         except KeyError:
             raise TemplateError(
                 f"unknown field {{{field}}} (use a manifest key such as "
@@ -38,4 +40,4 @@ def render(template: str, data: dict[str, Any], when: datetime) -> str:
             raise TemplateError(f"{{{field}}} is not a single value")
         return str(value)
 
-    return _FIELD.sub(substitute, template)
+    return FIELD.sub(substitute, template)

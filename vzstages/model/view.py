@@ -7,27 +7,27 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UndeclaredRead
-from ..manifest.template import _FIELD
+from ..manifest.keypath import covers
+from ..manifest.template import fields
 
 if TYPE_CHECKING:
     from ..manifest import Manifest
-
-
-def covers(declared: str, path: str) -> bool:
-    """Declaring `plugins.admin_user` allows reading it and anything below it."""
-    return path == declared or path.startswith(declared + ".")
 
 
 class ManifestView:
     def __init__(self, manifest: Manifest, task_name: str, reads: Sequence[str]):
         self._manifest = manifest
         self._task = task_name
-        self._reads = tuple(reads)
+        # A template inside a declared value may name other keys: rendering it reads them, and
+        # the stage key holds them too (compiler/keys.py).
+        referenced, _ = manifest.referenced(reads)
+        self._allowed = tuple(manifest.keypath(r) for r in (*reads, *referenced))
 
-    def _check(self, path: str) -> None:
-        if not any(covers(d, path) for d in self._reads):
+    def _check(self, dotted: str) -> None:
+        path = self._manifest.keypath(dotted)
+        if not any(covers(d, path) for d in self._allowed):
             raise UndeclaredRead(
-                f"task {self._task} read manifest key '{path}' without declaring it in `reads`; "
+                f"task {self._task} read manifest key '{dotted}' without declaring it in `reads`; "
                 "undeclared inputs would be missing from its stage key"
             )
 
@@ -41,9 +41,8 @@ class ManifestView:
 
     def render(self, template: str) -> str:
         """Substitute {system.release}-style fields; each field is a read that must be declared."""
-        for match in _FIELD.finditer(template):
-            if not match.group(1).startswith("%"):
-                self._check(match.group(1))
+        for field in fields(template):
+            self._check(field)
         return self._manifest.render(template)
 
     @property

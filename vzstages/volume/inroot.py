@@ -296,7 +296,12 @@ class ImagePath:
             os.close(fd)
 
     def unlink(self, missing_ok: bool = False) -> None:
-        fd, name = self._parent_fd()
+        try:
+            fd, name = self._parent_fd()
+        except FileNotFoundError:
+            if missing_ok:
+                return
+            raise
         try:
             os.unlink(name, dir_fd=fd)
         except FileNotFoundError:
@@ -314,7 +319,12 @@ class ImagePath:
 
     def rmtree(self, missing_ok: bool = True) -> None:
         """Remove a folder and everything below it; a symlink is removed, never followed."""
-        fd, name = self._parent_fd()
+        try:
+            fd, name = self._parent_fd()
+        except FileNotFoundError:
+            if missing_ok:
+                return
+            raise
         try:
             st = os.stat(name, dir_fd=fd, follow_symlinks=False)
             if stat.S_ISDIR(st.st_mode):

@@ -6,23 +6,10 @@ Every partition starts on a MiB boundary; gpt keeps 1 MiB free at the end for it
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
-MiB = 1024**2
-_UNITS = {
-    "B": 1,
-    "KiB": 1024,
-    "MiB": MiB,
-    "GiB": 1024**3,
-    "TiB": 1024**4,
-    "KB": 1000,
-    "MB": 1000**2,
-    "GB": 1000**3,
-    "TB": 1000**4,
-}
-_SIZE = re.compile(r"^(\d+)([KMGT]i?B|B)$")
+from ..units import MiB, TiB, parse_size
 
 # GPT partition type GUIDs and MBR type ids.
 GPT_BIOS_BOOT = "21686148-6449-6E6F-744E-656564454649"
@@ -37,6 +24,9 @@ BIOS_BOOT_SIZE = MiB
 EFI_SYSTEM_SIZE = 127 * MiB
 # mkfs refuses, or makes a useless filesystem, below these.
 MIN_FS_SIZE = {"ext2": 4 * MiB, "ext3": 8 * MiB, "ext4": 16 * MiB, "xfs": 300 * MiB}
+# The largest disk the clouds take (an EBS volume, a GCE disk); an msdos table addresses 2 TiB.
+MAX_DISK_SIZE = 64 * TiB
+MAX_MSDOS_DISK_SIZE = 2 * TiB
 
 
 class LayoutError(ValueError):
@@ -45,13 +35,6 @@ class LayoutError(ValueError):
     def __init__(self, keypath: tuple[str, ...], message: str):
         self.keypath = keypath
         super().__init__(message)
-
-
-def parse_size(text: str) -> int:
-    match = _SIZE.match(text)
-    if not match:
-        raise ValueError(f"not a size: {text!r} (use e.g. 512MiB or 8GiB)")
-    return int(match.group(1)) * _UNITS[match.group(2)]
 
 
 def _round_mib(size: int) -> int:
@@ -167,6 +150,7 @@ def compute_layout(partitions: dict[str, Any], bootloader: str, firmware: str = 
             )
         root = partitions["root"]
         size = _checked_size(root, (*base, "root"))
+        _check_disk_size(size, table)
         part = Partition(
             "root", None, 0, size, root["filesystem"], tuple(root.get("mountopts", ())), root.get("mode")
         )
@@ -193,7 +177,19 @@ def compute_layout(partitions: dict[str, Any], bootloader: str, firmware: str = 
         )
         offset += size
     disk_size = offset + (MiB if table == "gpt" else 0)
+    _check_disk_size(disk_size, table)
     return Layout(table, disk_size, tuple(laid_out), bootloader, firmware)
+
+
+def _check_disk_size(size: int, table: str) -> None:
+    base = ("volume", "partitions")
+    if size > MAX_DISK_SIZE:
+        raise LayoutError(base, f"the partitions add up to {size / TiB:.1f} TiB; a disk holds at most 64 TiB")
+    if table == "msdos" and size > MAX_MSDOS_DISK_SIZE:
+        raise LayoutError(
+            (*base, "type"),
+            f"an msdos table addresses at most 2 TiB, these partitions need {size / TiB:.1f} TiB; use gpt",
+        )
 
 
 def _checked_size(spec: dict[str, Any], keypath: tuple[str, ...], fs: str | None = None) -> int:
