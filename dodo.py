@@ -1,24 +1,27 @@
 """doit entry point: `doit manifest=manifests/kvm.yml` builds; `doit list --status` shows the plan.
 
-Variables: manifest=PATH (default manifests/kvm.yml), cache=DIR (default cache),
-refresh=1 (fetch the archive's state now instead of within its refresh policy),
-publish=0 (build the image only; no upload or registration).
+Variables: manifest=PATH (default manifests/kvm.yml; a bare name such as ec2.yml is also looked
+up in manifests/), cache=DIR (default cache), refresh=true (fetch the archive's state now
+instead of within its refresh policy), publish=false (build the image only; no upload or
+registration). Booleans take true/false, yes/no, on/off or 1/0.
 """
 
 from doit import get_var
 
-from vzstages.build import load_build, report_and_exit
+from vzstages.build import load_build, parse_bool, report_and_exit
 from vzstages.errors import VzError
 
 try:
     _build = load_build(
         get_var("manifest", "manifests/kvm.yml"),
         get_var("cache", "cache"),
-        refresh=get_var("refresh", "") not in ("", "0"),
-        publish=get_var("publish", "1") not in ("", "0", "no"),
+        refresh=parse_bool("refresh", get_var("refresh", "")),
+        publish=parse_bool("publish", get_var("publish", "true")),
     )
 except VzError as _error:
     report_and_exit(_error)
+except KeyboardInterrupt:
+    raise SystemExit(130) from None
 
 DOIT_CONFIG = _build.doit_config
 

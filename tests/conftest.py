@@ -106,3 +106,28 @@ def moto_endpoint(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     return moto_server
+
+
+def fake_checkpoint(path: Path, backing: str | None = None, size: int = 0) -> None:
+    """A qcow2 header (version 3, no data) naming `backing`, padded to `size` bytes: enough for
+    the store's checks without running qemu-img."""
+    import struct
+
+    name = backing.encode() if backing else b""
+    header = bytearray(512)
+    header[0:4] = b"QFI\xfb"
+    struct.pack_into(">IQI", header, 4, 3, 512 if name else 0, len(name))
+    struct.pack_into(">I", header, 20, 16)  # cluster bits
+    struct.pack_into(">I", header, 100, 104)  # header length; extensions end right after (zeros)
+    data = bytes(header) + name
+    path.write_bytes(data.ljust(size, b"\0"))
+
+
+def fake_entry(store, stage: str, key: str, parent: tuple[str, str] | None = None, **fields) -> None:
+    """A complete cache entry: a checkpoint backed by its parent's, and a record."""
+    from vzstages.cache.store import Record
+
+    parent_stage, parent_key = parent if parent else (None, None)
+    backing = store.checkpoint(parent_stage, parent_key).name if parent else None
+    fake_checkpoint(store.checkpoint(stage, key), backing, fields.pop("size", 0))
+    store.save_record(Record(stage, key, parent_key, parent_stage, fields.pop("inputs", {}), **fields))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
@@ -11,12 +12,13 @@ from doit.cmd_base import TaskLoader2
 from doit.doit_cmd import DoitMain
 from doit.task import dict_to_task
 
-from .build import DOIT_PLUGINS, Build, load_build, load_plan, setup_console_logging
+from .build import DOIT_PLUGINS, Build, find_manifest, load_build, load_plan, setup_console_logging
 from .cache.store import Store
 from .compiler.explain import explain
 from .compiler.plan import compile_plan
 from .errors import ManifestError, VzError
 from .manifest import load_manifest
+from .units import parse_age, parse_size
 
 
 class PlanLoader(TaskLoader2):
@@ -37,11 +39,13 @@ class PlanLoader(TaskLoader2):
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    """Each manifest on its own: one that fails does not stop the others being checked."""
     failed = 0
     for path in args.manifests:
         try:
-            manifest = load_manifest(path)
-            plan = compile_plan(manifest, Store(Path(args.cache).resolve()))
+            manifest = load_manifest(find_manifest(path))
+            # Keys do not matter here: a throw-away secret key, and nothing written to the cache.
+            plan = compile_plan(manifest, Store(Path(args.cache).resolve()), secret_key=b"validate" * 4)
         except ManifestError as exc:
             failed += 1
             print(f"{path}: invalid\n" + "\n".join(f"  {p}" for p in exc.problems))
@@ -78,7 +82,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         raise VzError(
             f"no stage {', '.join(unknown)} in this plan ({' '.join(s.name for s in build.plan.stages)})"
         )
-    build.check(up_to=args.stages)  # a clear error now rather than from inside the first stage
+    build.up_to = args.stages
+    build.check()  # a clear error now rather than from inside the first stage
     doit_args = ["run", *args.stages]
     if args.verbose:
         setup_console_logging(verbose=True)
@@ -117,14 +122,18 @@ def cmd_cache(args: argparse.Namespace) -> int:
     from .cache import manage
 
     store = Store(Path(args.cache).resolve())
+    store.check_usable()
     if args.action == "ls":
         print("\n".join(manage.list_lines(store)))
         return 0
     if args.action == "gc":
         if args.max_size is None and args.max_age is None:
             raise VzError("cache gc needs --max-size and/or --max-age")
-        max_size = manage.parse_size(args.max_size) if args.max_size else None
-        max_age = manage.parse_age(args.max_age) if args.max_age else None
+        try:
+            max_size = None if args.max_size is None else parse_size(args.max_size)
+            max_age = None if args.max_age is None else parse_age(args.max_age)
+        except ValueError as exc:
+            raise VzError(f"cache gc: {exc}") from None
         deleted = manage.collect(store, max_size, max_age, dry_run=args.dry_run)
         for line in deleted:
             print(("would delete " if args.dry_run else "deleted ") + line)
@@ -145,30 +154,37 @@ REFRESH_HELP = (
 NO_PUBLISH_HELP = "build the image only: leave out the publish stage (upload and register)"
 
 
+CACHE_HELP = "checkpoint cache folder (default: ./cache)"
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="vzstages", description=__doc__)
-    top.add_argument("--cache", default="cache", help="checkpoint cache folder (default: ./cache)")
+    top.add_argument("--cache", default="cache", help=CACHE_HELP)
+    # Each subcommand takes --cache too (`vzstages build --cache DIR M`); SUPPRESS keeps the
+    # top-level value when a subcommand does not repeat it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--cache", default=argparse.SUPPRESS, help=CACHE_HELP)
     sub = top.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("validate", help="check manifests (no root, no network)")
+    p = sub.add_parser("validate", parents=[common], help="check manifests (no root, no network)")
     p.add_argument("manifests", nargs="+")
     p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser("plan", help="show each stage: cached, or run and why")
+    p = sub.add_parser("plan", parents=[common], help="show each stage: cached, or run and why")
     p.add_argument("manifest")
     p.add_argument("-v", "--verbose", action="store_true", help="list each stage's tasks")
     p.add_argument("--refresh", action="store_true", help=REFRESH_HELP)
     p.add_argument("--no-publish", action="store_true", help=NO_PUBLISH_HELP)
     p.set_defaults(func=cmd_plan)
 
-    p = sub.add_parser("build", help="build the image (root)")
+    p = sub.add_parser("build", parents=[common], help="build the image (root)")
     p.add_argument("manifest")
     p.add_argument("stages", nargs="*", help="build only up to these stages (default: all)")
     p.add_argument("-v", "--verbose", action="store_true", help="show every host command on the console")
     p.add_argument("--refresh", action="store_true", help=REFRESH_HELP)
     p.add_argument("--no-publish", action="store_true", help=NO_PUBLISH_HELP)
     p.set_defaults(func=cmd_build)
-    p = sub.add_parser("cache", help="list, collect or verify the checkpoint cache")
+    p = sub.add_parser("cache", parents=[common], help="list, collect or verify the checkpoint cache")
     p.add_argument("action", choices=["ls", "gc", "verify"])
     p.add_argument(
         "--max-size", help="gc: delete least recently used leaves until the cache is this small (20G)"
@@ -177,7 +193,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="gc: only say what would be deleted")
     p.set_defaults(func=cmd_cache)
 
-    p = sub.add_parser("boot", help="boot an image in QEMU and report what its console proved")
+    p = sub.add_parser(
+        "boot", parents=[common], help="boot an image in QEMU and report what its console proved"
+    )
     p.add_argument("image")
     p.add_argument("--manifest", help="take the hostname, architecture and firmware from this manifest")
     p.add_argument("--arch", choices=["amd64", "arm64"], help="the image's architecture (default amd64)")
@@ -195,7 +213,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `vzstages plan M | head` is not an error
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)
+    except KeyboardInterrupt:
+        return 130
     try:
         return int(args.func(args))
     except ManifestError as exc:
@@ -207,6 +228,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug: say so in one line; VZSTAGES_DEBUG=1 shows the traceback
+        if os.environ.get("VZSTAGES_DEBUG"):
+            raise
+        print(
+            f"error: internal error ({type(exc).__name__}: {exc}); VZSTAGES_DEBUG=1 shows where",
+            file=sys.stderr,
+        )
+        return 70
 
 
 if __name__ == "__main__":

@@ -6,10 +6,12 @@ tail. Tests of the core logic use a `Host` subclass that records instead of runn
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,21 +74,33 @@ class Host:
         if input is not None and not secret_input:
             log.debug("  stdin: %s", input.rstrip()[:2000])
         full_env = None if env is None else {**os.environ, **env}
-        proc = subprocess.run(
-            argv,
-            input=input,
-            env=full_env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            errors="replace",
-            check=False,
-        )
-        if proc.stdout:
-            log.debug("%s", proc.stdout.rstrip())
-        if check and proc.returncode != 0:
-            raise CommandError(argv, proc.returncode, proc.stdout or "")
-        return Result(argv, proc.returncode, proc.stdout or "")
+        try:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=full_env,
+                text=True,
+                errors="replace",
+            )
+        except OSError as exc:
+            raise CommandError(argv, 127, f"cannot run {argv[0]}: {exc.strerror}") from None
+        if input is not None:
+            threading.Thread(target=_feed, args=(proc, input), daemon=True).start()
+        lines: list[str] = []
+        assert proc.stdout is not None
+        with proc.stdout:
+            # Each line reaches the build log as it comes: a ten-minute emulated debootstrap is
+            # followed live with `tail -f`, not written out when it ends.
+            for line in proc.stdout:
+                lines.append(line)
+                log.debug("  %s", line.rstrip("\n"))
+        returncode = proc.wait()
+        output = "".join(lines)
+        if check and returncode != 0:
+            raise CommandError(argv, returncode, output)
+        return Result(argv, returncode, output)
 
     def chroot(
         self,
@@ -107,6 +121,13 @@ class Host:
             check=check,
             secret_input=secret_input,
         )
+
+
+def _feed(proc: subprocess.Popen[str], text: str) -> None:
+    assert proc.stdin is not None
+    with contextlib.suppress(BrokenPipeError, OSError):
+        proc.stdin.write(text)
+        proc.stdin.close()
 
 
 def missing_tools(tools: Iterable[str]) -> list[str]:

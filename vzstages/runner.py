@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import runtime
-from .cache.store import Record, output_signature, outputs_intact, publish_file
+from .cache.store import Record, output_signature, publish_file
 from .compiler.plan import CompiledStage, Plan
 from .host import Host
 from .model.info import BuildInfo
@@ -29,9 +29,8 @@ def run_stage(plan: Plan, stage: CompiledStage, host: Host) -> tuple[Record, boo
     store = plan.store
     store.ensure()
     with store.lock(stage.name, stage.key):
-        record = store.lookup(stage.name, stage.key, disk=stage.disk)
-        if record is not None and all(p.exists() for p in stage.outputs) and outputs_intact(record):
-            store.touch(stage.name, stage.key)
+        record = plan.hit(stage, touch=True)
+        if record is not None:
             progress.info("%-8s cached (%s)", stage.name, stage.key[:12])
             return record, True
         progress.info("%-8s running %d tasks (%s)", stage.name, len(stage.tasks), stage.key[:12])
@@ -93,6 +92,8 @@ def _build_disk_stage(plan: Plan, stage: CompiledStage, info: BuildInfo, timings
     runtime.create_overlay(info.host, tmp, parent, info.layout.disk_size)
     try:
         runtime.run_disk_stage(stage.tasks, plan.manifest, info, tmp, timings, first=stage.parent is None)
+        for name in store.drop_descendants(stage.key):
+            log.warning("dropped %s: it was built on an earlier checkpoint of this name", name)
         publish_file(tmp, plan.checkpoint(stage))
     finally:
         tmp.unlink(missing_ok=True)

@@ -1,80 +1,196 @@
-"""Cache collection deletes leaves, least recently used first, and never a backing checkpoint."""
+"""Cache collection deletes leaves, least recently used first, never a backing checkpoint nor one a
+running build holds; and a cache folder full of junk is warned about, never a traceback, and
+never makes the store touch anything outside it."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
+
+import pytest
 
 from vzstages.cache import manage
-from vzstages.cache.store import Record, Store
+from vzstages.cache.store import Store
+from vzstages.units import human_size
+
+from ..conftest import REPO, fake_entry
 
 
-def add(store: Store, stage: str, key: str, parent: str | None, used: float, size: int = 4096) -> None:
-    store.checkpoint(stage, key).write_bytes(b"x" * size)
-    store.save_record(Record(stage, key, parent, None, {}, created=used))
-    os.utime(store.record_path(stage, key), (used, used))
+def key(letter: str) -> str:
+    return (letter * 32)[:32]
+
+
+VOL, OSK, P1, P2 = key("a"), key("b"), key("c"), key("d")
+
+
+def add(
+    store: Store, stage: str, k: str, parent: tuple[str, str] | None, used: float, size: int = 4096
+) -> None:
+    fake_entry(store, stage, k, parent, created=used, size=size)
+    os.utime(store.record_path(stage, k), (used, used))
 
 
 def keys_left(store: Store) -> set[str]:
     return {r.key for r in store.records()}
 
 
-def test_gc_by_size_takes_leaves_oldest_first_and_keeps_chains(tmp_path):
-    store = Store(tmp_path)
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    store = Store(tmp_path / "cache")
     store.ensure()
+    return store
+
+
+def test_gc_by_size_takes_leaves_oldest_first_and_keeps_chains(store):
     old = time.time() - 10 * 86400
-    add(store, "volume", "v", None, old)
-    add(store, "os", "o", "v", old + 1)
-    add(store, "packages", "p1", "o", old + 2)  # least recently used leaf
-    add(store, "packages", "p2", "o", old + 3)
-    total = sum(e.size for e in manage.entries(store))
+    add(store, "volume", VOL, None, old)
+    add(store, "os", OSK, ("volume", VOL), old + 1)
+    add(store, "packages", P1, ("os", OSK), old + 2)  # least recently used leaf
+    add(store, "packages", P2, ("os", OSK), old + 3)
+    total = sum(e.size for e in store.entries())
     deleted = manage.collect(store, max_size=total - 1, max_age=None)
-    assert deleted[0].startswith("packages-p1")
-    assert keys_left(store) == {"v", "o", "p2"}
+    assert deleted[0].startswith(f"packages-{P1}")
+    assert keys_left(store) == {VOL, OSK, P2}
     manage.collect(store, max_size=0, max_age=None)
     assert keys_left(store) == set()
     assert not list(store.stages.glob("*.qcow2"))
 
 
-def test_gc_never_deletes_a_parent_before_its_children(tmp_path):
-    store = Store(tmp_path)
-    store.ensure()
+def test_gc_never_deletes_a_parent_before_its_children(store):
     now = time.time()
-    add(store, "volume", "v", None, now - 30 * 86400)  # oldest, but backs the others
-    add(store, "os", "o", "v", now - 86400)
-    deleted = manage.collect(store, max_size=None, max_age=7 * 86400)
-    assert deleted == []
-    assert keys_left(store) == {"v", "o"}
+    add(store, "volume", VOL, None, now - 30 * 86400)  # oldest, but backs the others
+    add(store, "os", OSK, ("volume", VOL), now - 86400)
+    assert manage.collect(store, max_size=None, max_age=7 * 86400) == []
+    assert keys_left(store) == {VOL, OSK}
 
 
-def test_gc_by_age_and_grace_for_entries_in_use(tmp_path):
-    store = Store(tmp_path)
-    store.ensure()
+def test_gc_skips_what_a_running_build_holds(store, tmp_path):
     now = time.time()
-    add(store, "volume", "v", None, now - 9 * 86400)
-    add(store, "os", "stale", "v", now - 8 * 86400)
-    add(store, "os", "fresh", "v", now - 60)  # just used: may be backing a running build
-    assert manage.collect(store, max_size=0, max_age=None, dry_run=True) == [
-        f"os-stale ({manage.human(4096)})"
+    add(store, "volume", VOL, None, now - 9 * 86400)
+    add(store, "os", OSK, ("volume", VOL), now - 8 * 86400)
+    add(store, "os", P1, ("volume", VOL), now - 8 * 86400)
+    # Another process holds the chain volume -> os OSK, as a build does while it runs.
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from vzstages.cache.store import Store;"
+            f"s = Store(Path({str(store.root)!r})); s.hold([('volume', {VOL!r}), ('os', {OSK!r})]);"
+            "print('held', flush=True); time.sleep(60)",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        deleted = manage.collect(store, max_size=0, max_age=None)
+        assert [d.split(" ")[0] for d in deleted] == [f"os-{P1}"]
+        assert keys_left(store) == {VOL, OSK}
+    finally:
+        holder.kill()
+        holder.wait()
+    manage.collect(store, max_size=0, max_age=None)
+    assert keys_left(store) == set()
+
+
+def test_gc_by_age(store):
+    now = time.time()
+    add(store, "volume", VOL, None, now - 9 * 86400)
+    add(store, "os", OSK, ("volume", VOL), now - 8 * 86400)
+    add(store, "os", P1, ("volume", VOL), now - 60)
+    assert manage.collect(store, max_size=None, max_age=7 * 86400, dry_run=True) == [
+        f"os-{OSK} ({human_size(4096)})"
     ]
-    assert keys_left(store) == {"v", "stale", "fresh"}
+    assert keys_left(store) == {VOL, OSK, P1}
     manage.collect(store, max_size=None, max_age=7 * 86400)
-    assert keys_left(store) == {"v", "fresh"}
+    assert keys_left(store) == {VOL, P1}
 
 
-def test_ls_shows_chains(tmp_path):
-    store = Store(tmp_path)
-    store.ensure()
-    add(store, "volume", "v" * 32, None, time.time())
-    add(store, "os", "o" * 32, "v" * 32, time.time())
+def test_ls_shows_chains(store):
+    add(store, "volume", VOL, None, time.time())
+    add(store, "os", OSK, ("volume", VOL), time.time())
     lines = manage.list_lines(store)
-    assert lines[1].startswith("volume-vvvvvvvvvvvv")
-    assert lines[2].startswith("  os-oooooooooooo")
+    assert lines[1].startswith("volume-aaaaaaaaaaaa")
+    assert lines[2].startswith("  os-bbbbbbbbbbbb")
     assert lines[-1].startswith("2 entries")
 
 
-def test_size_and_age_parsing():
-    assert manage.parse_size("20G") == 20 * 1024**3
-    assert manage.parse_size("500MiB") == 500 * 1024**2
-    assert manage.parse_age("7d") == 7 * 86400
-    assert manage.parse_age("12h") == 43200
+JUNK = {
+    "a JSON list": "[1, 2]",
+    "an int key": json.dumps({"stage": "os", "key": 5}),
+    "a dict parent": json.dumps({"stage": "os", "key": OSK, "parent": {"a": 1}, "parent_stage": "volume"}),
+    "a string created": json.dumps({"stage": "os", "key": OSK, "parent": None, "created": "yesterday"}),
+    "not JSON": "{{{{",
+    "binary": b"\xff\xfe\x00junk",
+    "a stage that climbs out": json.dumps(
+        {"stage": "../../../../x/precious", "key": OSK, "parent": None, "parent_stage": None}
+    ),
+}
+
+
+@pytest.mark.parametrize("what", sorted(JUNK))
+def test_malformed_records_are_skipped_with_a_warning(store, tmp_path, what):
+    outside = tmp_path / "x"
+    outside.mkdir()
+    (outside / "precious.qcow2").write_text("keep me")
+    (outside / "precious.lock").write_text("keep me too")
+    add(store, "volume", VOL, None, time.time() - 86400)
+    content = JUNK[what]
+    path = store.record_path("os", OSK)
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    assert manage.list_lines(store)[-1].startswith("1 entries")
+    assert manage.collect(store, max_size=0, max_age=None) == [f"volume-{VOL} ({human_size(4096)})"]
+    assert [n for n, ok, _ in manage.verify(store)] == []
+    assert any(str(path) in w for w in store.warnings)
+    assert (outside / "precious.qcow2").read_text() == "keep me"
+    assert (outside / "precious.lock").read_text() == "keep me too"
+    assert path.exists()  # not ours to delete: it is not a record
+
+
+def test_a_folder_where_a_checkpoint_should_be_is_skipped(store):
+    add(store, "volume", VOL, None, time.time())
+    store.checkpoint("volume", VOL).unlink()
+    store.checkpoint("volume", VOL).mkdir()
+    assert manage.list_lines(store)[-1].startswith("0 entries")
+    assert store.lookup("volume", VOL, disk=True) is None
+
+
+def test_a_checkpoint_backed_by_a_host_file_is_no_hit(store):
+    from ..conftest import fake_checkpoint
+
+    add(store, "volume", VOL, None, time.time())
+    add(store, "os", OSK, ("volume", VOL), time.time())
+    assert store.hit("os", OSK, disk=True, outputs=[], touch=False) is not None
+    fake_checkpoint(store.checkpoint("os", OSK), "/etc/shadow")
+    assert store.hit("os", OSK, disk=True, outputs=[], touch=False) is None
+    assert any("/etc/shadow" in w for w in store.warnings)
+    [(_, ok, detail)] = [r for r in manage.verify(store) if r[0].startswith("os-")]
+    assert not ok and "/etc/shadow" in detail
+
+
+def test_a_cache_that_is_not_a_folder_is_a_clear_error(tmp_path):
+    from vzstages.errors import VzError
+
+    with pytest.raises(VzError, match="cannot be used"):
+        Store(Path("/dev/null")).ensure()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(VzError, match="not a folder"):
+        Store(tmp_path / "file").check_usable()
+
+
+def test_records_are_private(store):
+    add(store, "volume", VOL, None, time.time())
+    assert store.record_path("volume", VOL).stat().st_mode & 0o777 == 0o600
+
+
+def test_rebuilding_a_stage_under_a_known_key_drops_what_was_built_on_it(store):
+    add(store, "volume", VOL, None, time.time())
+    add(store, "os", OSK, ("volume", VOL), time.time())
+    add(store, "packages", P1, ("os", OSK), time.time())
+    assert store.drop_descendants(VOL) == [f"os-{OSK}", f"packages-{P1}"]
+    assert keys_left(store) == {VOL}

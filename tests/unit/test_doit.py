@@ -13,13 +13,13 @@ from pathlib import Path
 from doit.doit_cmd import DoitMain
 
 from vzstages.build import DOIT_PLUGINS, Build
-from vzstages.cache.store import Record, Store
+from vzstages.cache.store import Store
 from vzstages.cli import PlanLoader
 from vzstages.compiler.doit_tasks import XxhashChecker, doit_tasks
 from vzstages.compiler.plan import compile_plan
 from vzstages.manifest import load_manifest
 
-from ..conftest import KVM_MANIFEST, REPO
+from ..conftest import KVM_MANIFEST, REPO, fake_entry
 
 
 def plan_for(path: Path, cache: Path):
@@ -96,14 +96,14 @@ def test_dodo_py_reports_invalid_manifest_cleanly(tmp_path, write_manifest):
     assert "Traceback" not in out.stderr
 
 
-def test_doit_sees_cached_stages_as_up_to_date_after_a_run(tmp_path, write_manifest, capfd):
-    """doit runs the stage action; the action finds checkpoints a previous run published."""
+def test_doit_asks_the_store_whether_a_stage_is_up_to_date(tmp_path, write_manifest, capfd):
+    """A stage in the store is up to date for doit whatever doit's own database says (another
+    build, another machine published it), and doit's check marks it used for gc."""
     plan = plan_for(write_manifest(), tmp_path / "cache")
     store = plan.store
     store.ensure()
     stage = plan.stage("volume")
-    store.checkpoint(stage.name, stage.key).write_bytes(b"qcow2 stand-in")
-    store.save_record(Record(stage.name, stage.key, None, None, stage.inputs))
+    fake_entry(store, stage.name, stage.key, inputs=stage.inputs)
     calls: list[str] = []
 
     class RecordingBuild(Build):
@@ -112,13 +112,15 @@ def test_doit_sees_cached_stages_as_up_to_date_after_a_run(tmp_path, write_manif
             return {"cached": True}
 
     build = RecordingBuild(plan)
-    run_doit(capfd, build, "run", "volume")
-    assert calls == ["volume"]
-    calls.clear()
+    os.utime(store.record_path(stage.name, stage.key), (1, 1))
     log = tmp_path / "doit.out"
     run_doit(capfd, build, "run", "--output-file", str(log), "volume")
     assert calls == []
     assert "volume   up to date" in log.read_text() and "nothing to do" in log.read_text()
+    assert store.record_path(stage.name, stage.key).stat().st_mtime > 1  # touched: used now
+    store.checkpoint(stage.name, stage.key).unlink()
+    run_doit(capfd, build, "run", "volume")
+    assert calls == ["volume"]
 
 
 def test_durable_db_keeps_completed_tasks_after_sigkill(tmp_path):

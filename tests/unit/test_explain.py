@@ -9,7 +9,7 @@ from vzstages.compiler.explain import explain
 from vzstages.compiler.plan import compile_plan
 from vzstages.manifest import load_manifest
 
-from ..conftest import KVM_MANIFEST
+from ..conftest import KVM_MANIFEST, fake_entry
 
 
 def publish_all(path: Path, cache: Path) -> None:
@@ -17,10 +17,14 @@ def publish_all(path: Path, cache: Path) -> None:
     plan = compile_plan(load_manifest(path), Store(cache))
     plan.store.ensure()
     for stage in plan.stages:
+        parent = (stage.parent.name, stage.parent.key) if stage.parent else None
         if stage.disk:
-            plan.checkpoint(stage).write_bytes(b"")
-        parent = stage.parent.key if stage.parent else None
-        plan.store.save_record(Record(stage.name, stage.key, parent, None, stage.inputs, created=1.0))
+            fake_entry(plan.store, stage.name, stage.key, parent, inputs=stage.inputs, created=1.0)
+        else:
+            record = Record(
+                stage.name, stage.key, stage.parent.key, stage.parent.name, stage.inputs, created=1.0
+            )
+            plan.store.save_record(record)
 
 
 def statuses(path: Path, cache: Path) -> dict[str, list[str] | str]:

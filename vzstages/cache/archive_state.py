@@ -19,11 +19,14 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ..common.archive import ArchiveUnreachable, choose_mirror, choose_security_mirror, fetch_release
 from ..compiler.keys import digest
+from ..errors import VzError
 from ..manifest import Manifest
 from ..manifest.releases import lookup
+from ..units import parse_age
 from .store import write_atomic
 
 log = logging.getLogger("vzstages.progress")
@@ -31,10 +34,13 @@ DEFAULT_MAX_AGE = 24 * 3600.0
 
 
 def max_age_from_env() -> float:
-    from .manage import parse_age
-
     value = os.environ.get("VZSTAGES_ARCHIVE_MAX_AGE")
-    return parse_age(value) if value else DEFAULT_MAX_AGE
+    if not value:
+        return DEFAULT_MAX_AGE
+    try:
+        return parse_age(value)
+    except ValueError as exc:
+        raise VzError(f"VZSTAGES_ARCHIVE_MAX_AGE: {exc}") from None
 
 
 class ArchiveState:
@@ -69,7 +75,7 @@ class ArchiveState:
         if url in self._fetched:
             return self._fetched[url]
         path = self.folder / f"{digest(url.encode())}.json"
-        known = json.loads(path.read_text()) if path.exists() else None
+        known = self._known(path)
         fresh = known is not None and time.time() - known["fetched"] < self.max_age
         if fresh and not self.refresh:
             assert known is not None
@@ -91,3 +97,24 @@ class ArchiveState:
                 log.warning("warning: %s", warning)
         self._fetched[url] = value
         return value
+
+    def _known(self, path: Path) -> dict[str, Any] | None:
+        """What was last seen of a suite, or None (a damaged file is a warning, then refetched)."""
+        try:
+            if not path.is_file():
+                return None
+            data = json.loads(path.read_bytes()[:65536])
+            if (
+                isinstance(data, dict)
+                and isinstance(data.get("digest"), str)
+                and isinstance(data.get("fetched"), int | float)
+                and not isinstance(data.get("fetched"), bool)
+            ):
+                return data
+            problem = "not an archive state record"
+        except (OSError, ValueError) as exc:
+            problem = str(exc)
+        warning = f"ignoring {path}: {problem}"
+        self.warnings.append(warning)
+        log.warning("warning: %s", warning)
+        return None

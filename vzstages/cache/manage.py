@@ -1,73 +1,20 @@
 """`vzstages cache ls | gc | verify`: look after a checkpoint store.
 
 Checkpoints form chains (each qcow2 is backed by its parent's), so collection only ever deletes
-leaves, least recently used first, and never a checkpoint another one is backed by.
+leaves, least recently used first, and never a checkpoint another one is backed by, nor one a
+running build holds (Store.hold). Every path it deletes is one the store derived from a valid
+stage and key (Store.delete): a record's content never names what gets deleted.
 """
 
 from __future__ import annotations
 
-import re
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from .store import Record, Store
-
-# A checkpoint used this recently may be the parent of a stage being built right now.
-IN_USE_GRACE = 600.0
-
-_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B)?$", re.IGNORECASE)
-_AGE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
-
-
-def parse_size(text: str) -> int:
-    match = _SIZE.match(text.strip())
-    if not match:
-        raise ValueError(f"not a size: {text!r} (use e.g. 20G or 500MiB)")
-    return int(float(match.group(1)) * 1024 ** "BKMGT".index((match.group(2) or "B").upper()))
-
-
-def parse_age(text: str) -> float:
-    match = _AGE.match(text.strip())
-    if not match:
-        raise ValueError(f"not an age: {text!r} (use e.g. 30m, 12h, 7d, 2w)")
-    return float(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[match.group(2)]
-
-
-@dataclass
-class Entry:
-    record: Record
-    record_path: Path
-    checkpoint: Path | None
-
-    @property
-    def size(self) -> int:
-        if self.checkpoint is None or not self.checkpoint.exists():
-            return 0
-        return self.checkpoint.stat().st_blocks * 512
-
-    @property
-    def last_used(self) -> float:
-        return self.record_path.stat().st_mtime
-
-    @property
-    def name(self) -> str:
-        return f"{self.record.stage}-{self.record.key}"
-
-
-def entries(store: Store) -> list[Entry]:
-    found = []
-    for record in store.records():
-        checkpoint = store.checkpoint(record.stage, record.key)
-        found.append(
-            Entry(
-                record,
-                store.record_path(record.stage, record.key),
-                checkpoint if checkpoint.exists() else None,
-            )
-        )
-    return found
+from ..units import human_age, human_size
+from . import qcow2
+from .store import STAGE_NAMES, Entry, Store
 
 
 def children(all_entries: list[Entry]) -> dict[str, list[Entry]]:
@@ -78,23 +25,8 @@ def children(all_entries: list[Entry]) -> dict[str, list[Entry]]:
     return by_parent
 
 
-def human(size: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024:
-            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
-        size /= 1024
-    return f"{size:.1f}TiB"
-
-
-def _age(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.0f}{unit}"
-    return f"{seconds:.0f}s"
-
-
 def list_lines(store: Store) -> list[str]:
-    all_entries = entries(store)
+    all_entries = store.entries()
     kids = children(all_entries)
     now = time.time()
     lines = [f"{'stage':<30}{'size':>10}{'age':>7}{'used':>7}  manifest"]
@@ -102,11 +34,12 @@ def list_lines(store: Store) -> list[str]:
     def show(entry: Entry, depth: int) -> None:
         label = "  " * depth + f"{entry.record.stage}-{entry.record.key[:12]}"
         lines.append(
-            f"{label:<30}{human(entry.size):>10}{_age(now - entry.record.created):>7}"
-            f"{_age(now - entry.last_used):>7}  {Path(entry.record.manifest).name}"
+            f"{label:<30}{human_size(entry.size):>10}{human_age(now - entry.record.created):>7}"
+            f"{human_age(now - entry.last_used):>7}  {Path(entry.record.manifest).name}"
         )
         for child in sorted(kids.get(entry.record.key, []), key=lambda e: e.record.created):
-            show(child, depth + 1)
+            if depth < len(STAGE_NAMES):  # a record naming itself as its parent is no chain
+                show(child, depth + 1)
 
     keys = {e.record.key for e in all_entries}
     for root in sorted(
@@ -114,18 +47,20 @@ def list_lines(store: Store) -> list[str]:
     ):
         show(root, 0)
     total = sum(e.size for e in all_entries)
-    lines.append(f"{len(all_entries)} entries, {human(total)} allocated in {store.stages}")
+    lines.append(f"{len(all_entries)} entries, {human_size(total)} allocated in {store.stages}")
     return lines
 
 
 def collect(store: Store, max_size: int | None, max_age: float | None, dry_run: bool = False) -> list[str]:
-    """Delete leaves, oldest use first: those unused for max_age, then more until under max_size."""
+    """Delete leaves, oldest use first: those unused for max_age, then more until under max_size.
+    An entry a running build holds is skipped, and so is everything it is backed by."""
     deleted: list[str] = []
     now = time.time()
-    remaining = entries(store)
+    remaining = store.entries()
+    busy: set[str] = set()
     while True:
         kids = children(remaining)
-        leaves = [e for e in remaining if not kids.get(e.record.key) and now - e.last_used > IN_USE_GRACE]
+        leaves = [e for e in remaining if not kids.get(e.record.key) and e.name not in busy]
         leaves.sort(key=lambda e: e.last_used)
         total = sum(e.size for e in remaining)
         victim = next((e for e in leaves if max_age is not None and now - e.last_used > max_age), None)
@@ -133,40 +68,46 @@ def collect(store: Store, max_size: int | None, max_age: float | None, dry_run: 
             victim = leaves[0]
         if victim is None:
             return deleted
-        if not dry_run:
-            with store.lock(victim.record.stage, victim.record.key):
-                # The record goes first: without it the checkpoint is no longer a cache entry.
-                victim.record_path.unlink(missing_ok=True)
-                if victim.checkpoint:
-                    victim.checkpoint.unlink(missing_ok=True)
-        deleted.append(f"{victim.name} ({human(victim.size)})")
+        size = victim.size
+        with store.unused(victim.record.stage, victim.record.key) as unused:
+            if not unused:
+                busy.add(victim.name)
+                continue
+            if not dry_run:
+                with store.lock(victim.record.stage, victim.record.key):
+                    store.delete(victim)
+        deleted.append(f"{victim.name} ({human_size(size)})")
         remaining.remove(victim)
 
 
 def verify(store: Store) -> list[tuple[str, bool, str]]:
-    """qemu-img check every checkpoint and make sure its whole backing chain is there."""
+    """Check every checkpoint: its header names exactly its parent as backing file (checked
+    before qemu opens anything), its parent's record is there, and `qemu-img check` passes."""
     results = []
-    keys = {e.record.key: e for e in entries(store)}
-    for entry in keys.values():
+    all_entries = store.entries()
+    keys = {e.record.key: e for e in all_entries}
+    for entry in all_entries:
         if entry.checkpoint is None:
             continue
         problems = []
-        check = subprocess.run(
-            ["qemu-img", "check", "-q", str(entry.checkpoint)], capture_output=True, text=True
-        )
-        if check.returncode != 0:
+        parent = keys.get(entry.record.parent) if entry.record.parent else None
+        if entry.record.parent and parent is None:
             problems.append(
-                (check.stdout + check.stderr).strip() or f"qemu-img check exit {check.returncode}"
+                f"parent record {entry.record.parent_stage}-{entry.record.parent[:12]} is missing"
             )
-        chain = subprocess.run(
-            ["qemu-img", "info", "--backing-chain", "-U", str(entry.checkpoint)],
-            capture_output=True,
-            text=True,
-        )
-        if chain.returncode != 0:
-            problems.append("backing chain broken: " + chain.stderr.strip())
-        parent = entry.record.parent
-        if parent and parent not in keys:
-            problems.append(f"parent record {entry.record.parent_stage}-{parent[:12]} is missing")
+        expected = parent.checkpoint.name if parent and parent.checkpoint else None
+        backing = qcow2.check_backing(entry.checkpoint, expected)
+        if backing:
+            problems.append(backing)
+        elif not problems:
+            check = subprocess.run(
+                ["qemu-img", "check", "-q", "-f", "qcow2", str(entry.checkpoint)],
+                capture_output=True,
+                text=True,
+            )
+            if check.returncode != 0:
+                problems.append(
+                    (check.stdout + check.stderr).strip() or f"qemu-img check exit {check.returncode}"
+                )
         results.append((entry.name, not problems, "; ".join(problems) or "ok"))
     return results

@@ -2,6 +2,11 @@
 
 A name never changes meaning: the key is in it. The JSON record is written last, so a checkpoint
 without a record is unfinished and never used. Every write goes aside, is fsynced, then renamed.
+
+The store's files are untrusted input: anyone who can write the cache folder can put anything
+there. A stage and key come only from a file's name, checked against STAGE_NAMES and a 32-digit
+hex key, so every path the store touches is one it built itself inside `stages/` or `locks/`; a
+record that is not well formed (see Record.parse) is skipped with a warning, never a traceback.
 """
 
 from __future__ import annotations
@@ -9,15 +14,54 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
+import re
 import secrets
-from collections.abc import Iterator
+import stat
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from ..errors import VzError
+from ..model.phases import STAGE_KINDS
 from ..runid import run_id
+from . import qcow2
+
+log = logging.getLogger("vzstages.progress")
+
+STAGE_NAMES = frozenset(kind.name for kind in STAGE_KINDS)
+KEY = re.compile(r"[0-9a-f]{32}", re.ASCII)
+ENTRY = re.compile(r"(?P<stage>[a-z]+)-(?P<key>[0-9a-f]{32})\.(?P<ext>json|qcow2)", re.ASCII)
+MAX_RECORD_BYTES = 16 << 20
+
+
+class RecordError(ValueError):
+    """A record file that is not a well-formed record."""
+
+
+def valid_entry(stage: str, key: str) -> bool:
+    return stage in STAGE_NAMES and KEY.fullmatch(key) is not None
+
+
+def _typed(data: dict[str, Any], name: str, types: tuple[type, ...], default: Any) -> Any:
+    value = data.get(name, default)
+    if value is default:
+        return value
+    if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
+        raise RecordError(f"field {name!r} is a {type(value).__name__}")
+    return value
+
+
+def _mapping(data: dict[str, Any], name: str, values: tuple[type, ...] | None = None) -> dict[str, Any]:
+    value = _typed(data, name, (dict,), {})
+    if values is not None:
+        for key, item in value.items():
+            if isinstance(item, bool) or not isinstance(item, values):
+                raise RecordError(f"field {name!r} holds a {type(item).__name__} at {key!r}")
+    return dict(value)
 
 
 @dataclass
@@ -34,12 +78,46 @@ class Record:
     tools: dict[str, str] = field(default_factory=dict)
     created: float = 0.0
     manifest: str = ""
+    # Set when the checkpoint came from a remote cache: the blob it was unpacked from.
+    origin: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_json(cls, text: str) -> Record:
-        data = json.loads(text)
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in known})
+    def parse(cls, text: str, stage: str, key: str) -> Record:
+        """A record read from `<stage>-<key>.json`; RecordError unless every field has its type
+        and the stage and key inside are those of the file's name."""
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise RecordError(f"not JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise RecordError(f"a JSON {type(data).__name__}, not an object")
+        if data.get("stage") != stage or data.get("key") != key:
+            raise RecordError("its stage and key are not those of its file name")
+        parent = _typed(data, "parent", (str,), None)
+        parent_stage = _typed(data, "parent_stage", (str,), None)
+        if (parent is None) != (parent_stage is None) or (
+            parent is not None and not valid_entry(parent_stage, parent)
+        ):
+            raise RecordError("its parent is not a stage and key")
+        created = _typed(data, "created", (int, float), 0.0)
+        return cls(
+            stage=stage,
+            key=key,
+            parent=parent,
+            parent_stage=parent_stage,
+            inputs=_mapping(data, "inputs"),
+            facts=_mapping(data, "facts"),
+            outputs=_mapping(data, "outputs", (str,)),
+            sizes=_mapping(data, "sizes", (int,)),
+            timings=_mapping(data, "timings", (int, float)),
+            tools=_mapping(data, "tools", (str,)),
+            created=float(created),
+            manifest=_typed(data, "manifest", (str,), ""),
+            origin=_mapping(data, "origin"),
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, sort_keys=True)
 
 
 def fsync_dir(path: Path) -> None:
@@ -58,10 +136,25 @@ def publish_file(tmp: Path, final: Path) -> None:
     fsync_dir(final.parent)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    publish_file(tmp, path)
+@contextlib.contextmanager
+def atomic_output(final: Path, mode: int = 0o644) -> Iterator[Path]:
+    """A path to write `final`'s content to: it takes `final`'s name (fsynced, renamed) only if
+    the block completes, so a crash or an error never leaves a half-written file there."""
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.partial")
+    tmp.unlink(missing_ok=True)
+    try:
+        yield tmp
+        if tmp.is_dir():
+            raise VzError(f"{tmp}: expected a file")
+        os.chmod(tmp, mode)
+        publish_file(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+    with atomic_output(path, mode) as tmp:
+        tmp.write_text(text)
 
 
 def output_signature(path: Path) -> str:
@@ -73,9 +166,55 @@ def output_signature(path: Path) -> str:
 def outputs_intact(record: Record) -> bool:
     for name, signature in record.outputs.items():
         path = Path(name)
-        if not path.exists() or output_signature(path) != signature:
+        try:
+            if output_signature(path) != signature:
+                return False
+        except OSError:
             return False
     return True
+
+
+def _regular(path: Path) -> bool:
+    """A regular file, not a symlink (the store never follows a link out of its folder)."""
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except OSError:
+        return False
+
+
+def _open_lock(path: Path) -> IO[str]:
+    # O_NOFOLLOW and no truncation: a planted symlink or file in locks/ is never written through.
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    return os.fdopen(fd, "r+")
+
+
+@dataclass
+class Entry:
+    """One record in the store, with what it costs on disk and when it was last used."""
+
+    record: Record
+    record_path: Path
+    checkpoint: Path | None
+
+    @property
+    def name(self) -> str:
+        return f"{self.record.stage}-{self.record.key}"
+
+    @property
+    def size(self) -> int:
+        if self.checkpoint is None:
+            return 0
+        try:
+            return self.checkpoint.lstat().st_blocks * 512
+        except OSError:
+            return 0
+
+    @property
+    def last_used(self) -> float:
+        try:
+            return self.record_path.lstat().st_mtime
+        except OSError:
+            return 0.0
 
 
 class Store:
@@ -87,6 +226,22 @@ class Store:
         self.stages = root / "stages"
         self.locks = root / "locks"
         self.runs = root / "runs"
+        self.warnings: list[str] = []
+        self._held: list[IO[str]] = []
+
+    def check_usable(self) -> None:
+        """A clear error when the cache folder cannot be one (a file, /dev/null ...)."""
+        for path in (self.root, self.stages, self.locks, self.runs):
+            if path.exists() and not path.is_dir():
+                raise VzError(f"the cache {self.root} cannot be used: {path} is not a folder")
+
+    def ensure(self) -> None:
+        self.check_usable()
+        try:
+            for d in (self.stages, self.locks, self.runs):
+                d.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise VzError(f"the cache {self.root} cannot be used: {exc.strerror} ({exc.filename})") from None
 
     def secret_key(self) -> bytes:
         """The key secrets are hashed with in this cache's stage keys: made on first use, 0600.
@@ -94,75 +249,215 @@ class Store:
         configured = os.environ.get("VZSTAGES_SECRET_KEY_FILE")
         path = Path(configured) if configured else self.root / "secret.key"
         if not configured and not path.exists():
+            self.check_usable()
             self.root.mkdir(parents=True, exist_ok=True)
             with contextlib.suppress(FileExistsError):
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
                 with os.fdopen(fd, "w") as f:
                     f.write(secrets.token_hex(32) + "\n")
         try:
-            key = path.read_text().strip()
+            with open(path, "rb") as f:
+                key = f.read(4096).decode().strip()
         except (OSError, UnicodeDecodeError) as exc:
             raise VzError(f"cannot read the cache's secret key {path}: {exc}") from None
         if len(key) < 32:
             raise VzError(f"the secret key {path} is too short (at least 32 characters)")
         return key.encode()
 
-    def ensure(self) -> None:
-        for d in (self.stages, self.locks, self.runs):
-            d.mkdir(parents=True, exist_ok=True)
-
+    # --- names ------------------------------------------------------------------------------
     def checkpoint(self, stage: str, key: str) -> Path:
+        self._check_name(stage, key)
         return self.stages / f"{stage}-{key}.qcow2"
 
     def record_path(self, stage: str, key: str) -> Path:
+        self._check_name(stage, key)
         return self.stages / f"{stage}-{key}.json"
 
     def temp_checkpoint(self, stage: str, key: str) -> Path:
         # Dot-prefixed and pid-tagged: never mistaken for a checkpoint, and a dead run's leftovers
         # are recognisable by the pid.
+        self._check_name(stage, key)
         return self.stages / f".{stage}-{key}.{run_id()}.qcow2"
 
-    def lookup(self, stage: str, key: str, *, disk: bool) -> Record | None:
+    @staticmethod
+    def _check_name(stage: str, key: str) -> None:
+        if not valid_entry(stage, key):
+            raise VzError(f"not a stage and key: {stage!r} {key!r}")
+
+    # --- reading ----------------------------------------------------------------------------
+    def _read(self, stage: str, key: str) -> Record:
         path = self.record_path(stage, key)
-        if not path.exists() or (disk and not self.checkpoint(stage, key).exists()):
+        if not _regular(path):
+            raise RecordError("not a regular file")
+        if path.lstat().st_size > MAX_RECORD_BYTES:
+            raise RecordError("too large to be a record")
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RecordError(str(exc)) from None
+        return Record.parse(text, stage, key)
+
+    def _warn(self, path: Path, problem: str) -> None:
+        message = f"warning: skipping {path}: {problem}"
+        if message not in self.warnings:
+            self.warnings.append(message)
+            log.warning("%s", message)
+
+    def lookup(self, stage: str, key: str, *, disk: bool) -> Record | None:
+        """The record of a complete entry (its checkpoint there too, for a disk stage), or None."""
+        if not valid_entry(stage, key):
+            return None
+        if disk and not _regular(self.checkpoint(stage, key)):
             return None
         try:
-            return Record.from_json(path.read_text())
-        except (ValueError, TypeError):
-            return None  # a damaged record is treated as a miss and rewritten
+            return self._read(stage, key)
+        except FileNotFoundError:
+            return None
+        except RecordError as exc:
+            if self.record_path(stage, key).exists() or self.record_path(stage, key).is_symlink():
+                self._warn(self.record_path(stage, key), str(exc))
+            return None
 
-    def records(self, stage: str | None = None) -> list[Record]:
-        pattern = f"{stage}-*.json" if stage else "*-*.json"
-        found: list[Record] = []
-        if not self.stages.exists():
+    def hit(self, stage: str, key: str, *, disk: bool, outputs: Sequence[Path], touch: bool) -> Record | None:
+        """THE definition of a cache hit, for the plan, the runner and doit's up-to-date check:
+        a well-formed record, its checkpoint and the checkpoints it is backed by all there, and
+        the workspace files it wrote unchanged. `touch` marks it used now (for gc's LRU order)."""
+        record = self.lookup(stage, key, disk=disk)
+        if record is None:
+            return None
+        if any(not p.exists() for p in outputs) or not outputs_intact(record):
+            return None
+        if disk and not self._chain_sound(record):
+            return None
+        if touch:
+            self.touch(stage, key)
+        return record
+
+    def _chain_sound(self, record: Record) -> bool:
+        """Every checkpoint of the chain there, each backed by exactly its parent's file (a
+        tampered header could make qemu open any host file as a backing file)."""
+        node: Record | None = record
+        for _ in range(len(STAGE_KINDS)):
+            assert node is not None
+            parent = None
+            if node.parent is not None and node.parent_stage is not None:
+                parent = self.lookup(node.parent_stage, node.parent, disk=True)
+                if parent is None:
+                    return False
+            checkpoint = self.checkpoint(node.stage, node.key)
+            expected = self.checkpoint(parent.stage, parent.key).name if parent else None
+            problem = qcow2.check_backing(checkpoint, expected)
+            if problem:
+                self._warn(checkpoint, problem)
+                return False
+            if parent is None:
+                return True
+            node = parent
+        return False
+
+    def entries(self) -> list[Entry]:
+        """Every well-formed record, by name; anything else in stages/ is skipped with a warning."""
+        found: list[Entry] = []
+        if not self.stages.is_dir():
             return found
-        for path in sorted(self.stages.glob(pattern)):
-            try:
-                record = Record.from_json(path.read_text())
-            except (ValueError, TypeError):
+        for path in sorted(self.stages.iterdir()):
+            match = ENTRY.fullmatch(path.name)
+            if path.name.startswith(".") or not match:
                 continue
-            if stage is None or record.stage == stage:
-                found.append(record)
+            if match["ext"] != "json":
+                continue
+            stage, key = match["stage"], match["key"]
+            if stage not in STAGE_NAMES:
+                self._warn(path, f"{stage!r} is not a stage")
+                continue
+            try:
+                record = self._read(stage, key)
+            except (RecordError, OSError) as exc:
+                self._warn(path, str(exc))
+                continue
+            checkpoint = self.checkpoint(stage, key)
+            if checkpoint.exists() and not _regular(checkpoint):
+                self._warn(checkpoint, "not a regular file")
+                continue
+            found.append(Entry(record, path, checkpoint if _regular(checkpoint) else None))
         return found
 
+    def records(self, stage: str | None = None) -> list[Record]:
+        return [e.record for e in self.entries() if stage is None or e.record.stage == stage]
+
+    # --- writing ----------------------------------------------------------------------------
     def save_record(self, record: Record) -> None:
-        write_atomic(
-            self.record_path(record.stage, record.key), json.dumps(asdict(record), indent=1, sort_keys=True)
-        )
+        # 0600: inputs hold keyed hashes of secrets, facts may name hosts.
+        write_atomic(self.record_path(record.stage, record.key), record.to_json(), mode=0o600)
 
     def touch(self, stage: str, key: str) -> None:
         """Mark a checkpoint used now, for least-recently-used collection: the record's mtime is
         its last use (atime would move on every read of the record under relatime)."""
         with contextlib.suppress(OSError):
-            os.utime(self.record_path(stage, key))
+            os.utime(self.record_path(stage, key), follow_symlinks=False)
 
+    def delete(self, entry: Entry) -> None:
+        """Remove an entry: the record first (without it the checkpoint is no longer an entry)."""
+        stage, key = entry.record.stage, entry.record.key
+        self.record_path(stage, key).unlink(missing_ok=True)
+        self.checkpoint(stage, key).unlink(missing_ok=True)
+        for suffix in (".lock", ".use"):
+            (self.locks / f"{stage}-{key}{suffix}").unlink(missing_ok=True)
+
+    def drop_descendants(self, key: str) -> list[str]:
+        """Delete every entry built on `key`: a stage rebuilt under a key it had before (its
+        record lost) gets a checkpoint with other bytes, and what was backed by the old one
+        would read garbage."""
+        all_entries = self.entries()
+        below = {key}
+        dropped: list[str] = []
+        for _ in range(len(STAGE_KINDS)):
+            layer = [e for e in all_entries if e.record.parent in below and e.record.key not in below]
+            if not layer:
+                break
+            for entry in layer:
+                self.delete(entry)
+                below.add(entry.record.key)
+                dropped.append(entry.name)
+        return dropped
+
+    # --- locks ------------------------------------------------------------------------------
     @contextlib.contextmanager
     def lock(self, stage: str, key: str) -> Iterator[None]:
         """One builder per key: a second build of the same stage waits, then finds it cached."""
+        self._check_name(stage, key)
         self.ensure()
-        with open(self.locks / f"{stage}-{key}.lock", "w") as f:
+        with _open_lock(self.locks / f"{stage}-{key}.lock") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             try:
                 yield
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
+
+    def hold(self, entries: Sequence[tuple[str, str]]) -> None:
+        """Mark these entries in use by this process until it exits: gc leaves them alone."""
+        self.ensure()
+        for stage, key in entries:
+            self._check_name(stage, key)
+            f = _open_lock(self.locks / f"{stage}-{key}.use")
+            fcntl.flock(f, fcntl.LOCK_SH)
+            self._held.append(f)
+
+    @contextlib.contextmanager
+    def unused(self, stage: str, key: str) -> Iterator[bool]:
+        """Whether no build holds this entry; while the block runs, none can start holding it."""
+        self._check_name(stage, key)
+        with _open_lock(self.locks / f"{stage}-{key}.use") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def age_of(record: Record) -> float:
+    return time.time() - record.created

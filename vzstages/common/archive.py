@@ -6,7 +6,9 @@ apt sources, else from debootstrap's own default (read from the debootstrap scri
 
 from __future__ import annotations
 
+import http.client
 import re
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -111,24 +113,53 @@ def has_security_suite(release: str) -> bool:
     return info is not None and info.version is not None
 
 
-def fetch_release(mirror: str, suite: str, timeout: float = 20) -> bytes:
-    """The suite's InRelease (or Release) file; a clear error if the mirror does not carry it."""
+# A suite's InRelease is a few hundred KiB; a mirror is never waited on for long.
+MAX_RELEASE_BYTES = 16 << 20
+RELEASE_DEADLINE = 30.0
+
+
+def fetch_release(mirror: str, suite: str, deadline: float = RELEASE_DEADLINE) -> bytes:
+    """The suite's InRelease (or Release) file; a clear error if the mirror does not carry it.
+
+    A mirror is untrusted: the whole fetch has a deadline and a size cap, and a server error or
+    a timeout means unreachable (the caller falls back to what it knew), not "no such release".
+    """
     last_error = ""
+    end = time.monotonic() + deadline
     for name in ("InRelease", "Release"):
         url = f"{mirror}/dists/{suite}/{name}"
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as response:
-                return bytes(response.read())
+            return _bounded_get(url, end)
         except urllib.error.HTTPError as exc:
+            if exc.code >= 500 or exc.code in (408, 429):
+                raise ArchiveUnreachable(f"the mirror {mirror} answered HTTP {exc.code} for {url}") from None
             last_error = f"{url}: HTTP {exc.code}"
-        except (urllib.error.URLError, OSError) as exc:
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             raise ArchiveUnreachable(
                 f"cannot reach the mirror {mirror}: {getattr(exc, 'reason', exc)}"
-            ) from exc
+            ) from None
     raise VzError(
         f"the mirror {mirror} does not carry release '{suite}' ({last_error}). "
         "An end-of-life release needs an archive mirror: set bootstrapper.mirror"
     )
+
+
+def _bounded_get(url: str, end: float) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    with urllib.request.urlopen(url, timeout=max(1.0, min(10.0, end - time.monotonic()))) as response:
+        while True:
+            if time.monotonic() > end:
+                raise ArchiveUnreachable(f"{url}: no complete answer within {RELEASE_DEADLINE:.0f}s")
+            chunk = response.read1(65536) if hasattr(response, "read1") else response.read(65536)
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > MAX_RELEASE_BYTES:
+                raise ArchiveUnreachable(
+                    f"{url}: larger than {MAX_RELEASE_BYTES >> 20} MiB, not a Release file"
+                )
+            chunks.append(chunk)
 
 
 class ArchiveUnreachable(VzError):

@@ -36,14 +36,24 @@ class StageReporter(ConsoleReporter):
         # (by another manifest sharing the cache, or a run doit did not record).
         (self.reused if task.values.get("cached") else self.ran).append(task.name)
 
+    def add_failure(self, task: Any, fail: Any) -> None:
+        # The stage action returns TaskFailed with one line of cause and the log's path; doit's
+        # own errors (TaskError) would carry a traceback, which goes to no one's console.
+        self.failures.append({"task": task, "exception": fail})
+        self.write(f"{task.name:<8} FAILED\n")
+
     def skip_uptodate(self, task: Any) -> None:
         self.uptodate.append(task.name)
         self.write(f"{task.name:<8} up to date\n")
 
     def complete_run(self) -> None:
-        super().complete_run()
         seconds = time.monotonic() - self.started
-        if self.failures:
+        for failure in self.failures:
+            message = str(getattr(failure["exception"], "message", failure["exception"])).rstrip()
+            self.write(f"error: {message}\n")
+        if self.runtime_errors:
+            self.write("error: " + "\n".join(self.runtime_errors) + "\n")
+        if self.failures or self.runtime_errors:
             return
         reused = len(self.uptodate) + len(self.reused)
         if not self.ran:

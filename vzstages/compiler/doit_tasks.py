@@ -9,7 +9,6 @@ from typing import Any
 
 import xxhash
 from doit.dependency import MD5Checker
-from doit.tools import config_changed
 
 from .explain import StageStatus, explain
 from .plan import CompiledStage, Plan
@@ -79,10 +78,21 @@ def stage_task(plan: Plan, status: StageStatus, action: StageAction) -> dict[str
         "file_dep": [str(parent)] if parent else [],
         "targets": [str(t) for t in plan.targets(stage)],
         "task_dep": [stage.parent.name] if stage.parent else [],
-        # A stage's key is in its checkpoint's name, but not in the name of the image a later
-        # stage writes; the key as config makes doit rerun a stage whenever its inputs change.
-        "uptodate": [config_changed(stage.key)],
+        "uptodate": [StageHit(plan, stage)],
     }
+
+
+class StageHit:
+    """doit's up-to-date check for a stage: the store's own definition of a hit (the record, the
+    chain, the outputs), which also marks the entry used, so a chain doit skips every day is
+    as recently used for `cache gc` as one that runs."""
+
+    def __init__(self, plan: Plan, stage: CompiledStage):
+        self.plan = plan
+        self.stage = stage
+
+    def __call__(self, task: Any, values: Any) -> bool:
+        return self.plan.hit(self.stage, touch=True) is not None
 
 
 def doit_tasks(plan: Plan, action: StageAction) -> Iterator[dict[str, Any]]:

@@ -75,17 +75,21 @@ def explain(plan: Plan) -> list[StageStatus]:
     statuses: list[StageStatus] = []
     parent_runs = False
     for stage in plan.stages:
-        record = plan.store.lookup(stage.name, stage.key, disk=stage.disk)
-        outputs_missing = [p for p in stage.outputs if not p.exists()]
-        if record and not outputs_missing and not outputs_intact(record):
-            outputs_missing = [p for p in stage.outputs if str(p) in record.outputs]
-        if record and not parent_runs and not outputs_missing:
-            age = time.time() - record.created
-            statuses.append(StageStatus(stage, True, [f"cached {human_age(age)} ago"], record))
+        hit = None if parent_runs else plan.hit(stage, touch=False)
+        if hit is not None:
+            age = time.time() - hit.created
+            statuses.append(StageStatus(stage, True, [f"cached {human_age(age)} ago"], hit))
             continue
+        record = plan.store.lookup(stage.name, stage.key, disk=stage.disk)
         reasons: list[str] = []
-        if record and outputs_missing:
-            reasons.append("output missing or overwritten: " + ", ".join(p.name for p in outputs_missing))
+        if record and not parent_runs:
+            outputs_missing = [p for p in stage.outputs if not p.exists()]
+            if not outputs_missing and not outputs_intact(record):
+                outputs_missing = [p for p in stage.outputs if str(p) in record.outputs]
+            if outputs_missing:
+                reasons.append("output missing or overwritten: " + ", ".join(p.name for p in outputs_missing))
+            else:
+                reasons.append("its checkpoint chain is incomplete or damaged (see the warnings)")
         elif parent_runs and stage.parent is not None:
             reasons.append(f"parent stage {stage.parent.name} runs")
         candidates = [r for r in plan.store.records(stage.name) if r.key != stage.key]

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import components
-from ..cache.store import Store
+from ..cache.store import Record, Store
 from ..common import groups
 from ..manifest import Manifest
 from ..model import graph
@@ -51,6 +51,10 @@ class Plan:
             if stage.name == name:
                 return stage
         raise KeyError(f"this plan has no stage {name!r} (stages: {', '.join(s.name for s in self.stages)})")
+
+    def hit(self, stage: CompiledStage, *, touch: bool) -> Record | None:
+        """The stage's record if it is a cache hit (Store.hit: the one definition of one)."""
+        return self.store.hit(stage.name, stage.key, disk=stage.disk, outputs=stage.outputs, touch=touch)
 
     def checkpoint(self, stage: CompiledStage) -> Path:
         return self.store.checkpoint(stage.name, stage.key)
