@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import ClassVar
@@ -11,6 +13,7 @@ from ..model.info import BuildInfo
 from ..model.phases import Phase
 from ..model.task import Task
 from ..model.view import ManifestView
+from ..runid import run_id
 from ..volume.disk import mount_point, unmount
 from . import archive
 from .package_cache import package_cache_lock
@@ -29,21 +32,50 @@ APT_OPTIONS = [
 ]
 
 
+BUILD_APT_DIR = "run/vzstages-apt"
+
+
 @contextlib.contextmanager
-def shared_package_cache(info: BuildInfo) -> Iterator[None]:
-    """Bind the host's .deb cache over the image's, so downloads are shared and stay out of the image."""
-    with package_cache_lock(info) as cache:
+def shared_package_cache(info: BuildInfo) -> Iterator[dict[str, str]]:
+    """Bind the host's .deb cache over the image's, so downloads are shared and stay out of the
+    image. Yields the environment apt runs with: settings for this build only (a proxy with its
+    password, see info.apt_config) come from a host file bound in for the command, so they
+    never reach a checkpoint."""
+    with package_cache_lock(info) as cache, contextlib.ExitStack() as stack:
         target = mount_point(info.target / "var/cache/apt/archives")
         info.host.run(["mount", "--bind", str(cache), str(target)])
-        try:
-            yield
-        finally:
-            unmount(info.host, target)
+        stack.callback(unmount, info.host, target)
+        env: dict[str, str] = {}
+        if info.apt_config:
+            env = stack.enter_context(_build_apt_config(info))
+        yield env
+
+
+@contextlib.contextmanager
+def _build_apt_config(info: BuildInfo) -> Iterator[dict[str, str]]:
+    # In this run's folder: 0700, and a dead run's folder is deleted by the next build's reaping.
+    folder = info.runs / run_id() / "apt-config"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)
+    conf = folder / "apt.conf"
+    fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("".join(f"{line}\n" for line in info.apt_config))
+    inside = info.target / BUILD_APT_DIR
+    target = mount_point(inside)
+    info.host.run(["mount", "--bind", str(folder), str(target)])
+    try:
+        yield {"APT_CONFIG": f"/{BUILD_APT_DIR}/apt.conf"}
+    finally:
+        unmount(info.host, target)
+        with contextlib.suppress(OSError):
+            inside.rmdir()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def apt_get(info: BuildInfo, args: Sequence[str]) -> None:
-    with shared_package_cache(info):
-        info.chroot(["apt-get", "-y", "-q", *APT_OPTIONS, *args])
+    with shared_package_cache(info) as env:
+        info.chroot(["apt-get", "-y", "-q", *APT_OPTIONS, *args], env=env)
 
 
 def apt_install(info: BuildInfo, packages: Sequence[str]) -> None:
@@ -151,8 +183,8 @@ class InstallPackages(Task):
         m = info.manifest
         if m.get("packages.install_standard"):
             apt_install(info, ["tasksel"])
-            with shared_package_cache(info):
-                info.chroot(["tasksel", "install", "standard"])
+            with shared_package_cache(info) as env:
+                info.chroot(["tasksel", "install", "standard"], env=env)
         names: list[str] = []
         debs: list[str] = []
         for item in m.get("packages.install") or []:

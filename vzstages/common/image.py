@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import ClassVar
 
+from ..cache.store import atomic_output
 from ..model.info import BuildInfo
 from ..model.phases import Phase
 from ..model.task import Task
@@ -30,12 +30,11 @@ def output_format(manifest: ManifestView, default: str) -> str:
 def convert(info: BuildInfo, fmt: str, target: Path) -> None:
     assert info.source_image is not None
     qemu_fmt, options, _ = FORMATS[fmt]
-    tmp = target.with_name(f".{target.name}.partial")
     info.say(f"converting to {fmt}: {target}")
-    info.host.run(
-        ["qemu-img", "convert", "-f", "qcow2", "-O", qemu_fmt, *options, str(info.source_image), str(tmp)]
-    )
-    os.replace(tmp, target)
+    with atomic_output(target) as tmp:
+        info.host.run(
+            ["qemu-img", "convert", "-f", "qcow2", "-O", qemu_fmt, *options, str(info.source_image), str(tmp)]
+        )
     info.facts["image"] = str(target)
     info.facts["image_key"] = info.key  # names the image's content, for publishing idempotently
 

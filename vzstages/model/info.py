@@ -32,6 +32,9 @@ class BuildInfo:
     # Facts later stages need (kernel version, UUIDs): saved in the checkpoint record and
     # restored on a cache hit, so a stage behaves the same whether its parents ran or not.
     facts: dict[str, Any] = field(default_factory=dict)
+    # apt settings for this build only, never written into the image (a proxy and its password):
+    # every apt run of the stage gets them (common/apt.py). Shared by the stage's tasks.
+    apt_config: list[str] = field(default_factory=list)
     tree: Tree | None = None  # the mounted image, in disk stages
     disk: AttachedDisk | None = None  # the exported disk and its loop devices, in disk stages
     source_image: Path | None = None  # the top checkpoint, in the image and publish stages

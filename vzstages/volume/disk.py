@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import signal
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -101,8 +102,9 @@ def stop_daemon(host: Host, raw: Path, pidfile: Path) -> None:
     # qemu-storage-daemon (7.2) does not unmount its FUSE export on SIGTERM: unmount first, then
     # stop it and wait, so the qcow2 is closed and consistent before anyone renames it.
     host.run(["umount", str(raw)], check=False)
-    pid = _read_pid(pidfile)
+    pid = _daemon_pid(pidfile, raw)
     if pid is None:
+        pidfile.unlink(missing_ok=True)
         return
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
@@ -116,11 +118,28 @@ def stop_daemon(host: Host, raw: Path, pidfile: Path) -> None:
     pidfile.unlink(missing_ok=True)
 
 
-def _read_pid(pidfile: Path) -> int | None:
+def _daemon_pid(pidfile: Path, raw: Path) -> int | None:
+    """The pid in a run's qsd.pid, if that process is still the daemon exporting `raw`.
+
+    After a reboot (or a long time) the number may belong to any process: it is signalled only
+    if its command line is qemu-storage-daemon's with this run's export on it. The pidfile is
+    read without following a symlink out of the run folder."""
     try:
-        return int(pidfile.read_text().strip())
+        fd = os.open(pidfile, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd) as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return None
+            pid = int(f.read(32).strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except (OSError, ValueError):
         return None
+    program = os.path.basename(cmdline[0]) if cmdline else b""
+    if program != b"qemu-storage-daemon" or not any(os.fsencode(str(raw)) in arg for arg in cmdline):
+        log.warning(
+            "%s names process %s, which is not this run's qemu-storage-daemon: left alone", pidfile, pid
+        )
+        return None
+    return pid
 
 
 def _alive(pid: int) -> bool:
@@ -209,8 +228,13 @@ def unmount(host: Host, target: Path) -> None:
 
 
 def kill_chroot_processes(root: Path) -> None:
-    """Stop processes left running inside the chroot (gpg-agent, dirmngr ...)."""
+    """Stop processes left running inside the chroot (gpg-agent, dirmngr ...). `root` is a run
+    folder's mountpoint; a symlink there (planted, or left by anything) is never followed."""
+    if root.is_symlink() or not root.is_dir():
+        return
     real_root = str(root.resolve())
+    if real_root == "/":
+        return
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +21,7 @@ from ..runid import is_alive, run_id
 from .disk import kill_chroot_processes, stop_daemon
 
 log = logging.getLogger("vzstages.volume")
+RUN_NAME = re.compile(r"\d+-\d+", re.ASCII)  # runid.run_id(): pid and start time
 
 
 @contextlib.contextmanager
@@ -55,18 +58,33 @@ def _loops_backed_by(prefix: Path) -> list[str]:
     return found
 
 
+def _real_dirs(folder: Path) -> list[Path]:
+    """The folders directly in `folder`, never a symlink to one."""
+    found = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            if entry.is_dir(follow_symlinks=False):
+                found.append(Path(entry.path))
+    return sorted(found)
+
+
+def _pidfiles(folder: Path) -> list[Path]:
+    """qsd.pid of each stage folder of a run (the layout run_folder makes: RUN/STAGE/qsd.pid)."""
+    return [d / "qsd.pid" for d in _real_dirs(folder) if (d / "qsd.pid").exists()]
+
+
 def leftovers(folder: Path) -> dict[str, list[str]]:
     """What is still attached under a run folder (used by reap and by tests)."""
     return {
         "mounts": [str(m) for m in _mounts_under(folder)],
         "loops": _loops_backed_by(folder),
-        "daemons": [str(p) for p in folder.rglob("qsd.pid")] if folder.exists() else [],
+        "daemons": [str(p) for p in _pidfiles(folder)],
     }
 
 
 def reap_folder(host: Host, folder: Path) -> None:
-    for root in folder.glob("*/root"):
-        kill_chroot_processes(root)
+    for stage_folder in _real_dirs(folder):
+        kill_chroot_processes(stage_folder / "root")
     # Deepest first, so /proc inside the tree goes before the tree; lazily if still busy.
     for mountpoint in sorted(_mounts_under(folder), key=lambda p: len(p.parts), reverse=True):
         if mountpoint.name == "disk.raw":
@@ -76,7 +94,7 @@ def reap_folder(host: Host, folder: Path) -> None:
             host.run(["umount", "--lazy", str(mountpoint)], check=False)
     for device in _loops_backed_by(folder):
         host.run(["losetup", "--detach", device], check=False)
-    for pidfile in folder.rglob("qsd.pid"):
+    for pidfile in _pidfiles(folder):
         stop_daemon(host, pidfile.parent / "disk.raw", pidfile)
     for raw in _mounts_under(folder):
         host.run(["umount", "--lazy", str(raw)], check=False)
@@ -87,16 +105,16 @@ def reap_folder(host: Host, folder: Path) -> None:
 def reap(host: Host, runs: Path, stages: Path) -> list[str]:
     """Clean up after dead runs; return a line for each one cleaned."""
     cleaned = []
-    if runs.exists():
-        for folder in sorted(runs.iterdir()):
-            if folder.is_dir() and not is_alive(folder.name):
+    if runs.is_dir():
+        for folder in _real_dirs(runs):
+            if RUN_NAME.fullmatch(folder.name) and not is_alive(folder.name):
                 log.info("cleaning up after dead run %s", folder.name)
                 reap_folder(host, folder)
                 cleaned.append(f"run {folder.name}")
-    if stages.exists():
+    if stages.is_dir():
         for tmp in stages.glob(".*.qcow2"):
             owner = tmp.name.rsplit(".", 2)[-2]
-            if not is_alive(owner):
+            if RUN_NAME.fullmatch(owner) and not tmp.is_symlink() and not is_alive(owner):
                 tmp.unlink(missing_ok=True)
                 cleaned.append(f"temporary overlay {tmp.name}")
     return cleaned

@@ -30,8 +30,21 @@ def selection_problems(text: str) -> list[str]:
     return problems
 
 
+def password_answers(text: str) -> list[str]:
+    """The values of `password` questions: secrets, though the rest of the text is not."""
+    found = []
+    for line in text.splitlines():
+        fields = line.split(None, 3)
+        if len(fields) == 4 and fields[2] == "password" and fields[3].strip():
+            found.append(fields[3].strip())
+    return found
+
+
 def validate(manifest: Manifest) -> list[Problem]:
-    return [Problem(("plugins", "debconf"), p) for p in selection_problems(manifest.get("plugins.debconf"))]
+    text = manifest.get("plugins.debconf")
+    # Kept out of stage keys, records, plans and logs like any secret (manifest.secret_text).
+    manifest.secret_text.update(password_answers(text))
+    return [Problem(("plugins", "debconf"), p) for p in selection_problems(text)]
 
 
 class SetDebconfSelections(Task):
@@ -43,8 +56,10 @@ class SetDebconfSelections(Task):
 
     @classmethod
     def run(cls, info: BuildInfo) -> None:
-        info.chroot(["debconf-set-selections", "--checkonly"], input=info.manifest.get("plugins.debconf"))
-        info.chroot(["debconf-set-selections"], input=info.manifest.get("plugins.debconf"))
+        text = info.manifest.get("plugins.debconf")
+        secret = bool(password_answers(text))
+        info.chroot(["debconf-set-selections", "--checkonly"], input=text, secret_input=secret)
+        info.chroot(["debconf-set-selections"], input=text, secret_input=secret)
 
 
 def resolve_tasks(taskset: TaskSet, manifest: Manifest) -> None:

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from ...cache.store import atomic_output
 from ...common.apt import AptUpdate
 from ...common.cleanup import CleanApt
 from ...common.image import ConvertImage
@@ -101,7 +101,6 @@ class ShrinkImage(Task):
         }.get(output.suffix)
         if options is None:
             return  # raw, vdi and vhd have no compressed form that hypervisors read
-        tmp = output.with_name(f".{output.name}.shrinking")
-        info.host.run(["qemu-img", "convert", *options, str(output), str(tmp)])
-        os.replace(tmp, output)
+        with atomic_output(output) as tmp:
+            info.host.run(["qemu-img", "convert", *options, str(output), str(tmp)])
         info.say(f"compressed {output.name}: {output.stat().st_blocks * 512 / 2**20:.0f} MiB")

@@ -4,7 +4,9 @@ import json
 import shutil
 import tarfile
 from pathlib import Path
+from xml.sax.saxutils import escape as xml_escape
 
+from ...cache.store import atomic_output
 from ...common.apt import AptInstall
 from ...common.image import ConvertImage
 from ...model.info import BuildInfo
@@ -69,11 +71,9 @@ class PackageBox(Task):
         try:
             cls.fill(info, folder)
             info.say(f"packing {box}")
-            partial = box.with_name(f".{box.name}.partial")
-            with tarfile.open(partial, "w", format=tarfile.GNU_FORMAT) as tar:
+            with atomic_output(box) as partial, tarfile.open(partial, "w", format=tarfile.GNU_FORMAT) as tar:
                 for path in sorted(folder.iterdir()):
                     tar.add(path, arcname=path.name, filter=_reproducible)
-            partial.replace(box)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         info.facts["vagrant_box"] = str(box)
@@ -92,8 +92,9 @@ class PackageBox(Task):
             ovf.format(
                 disk_file=disk.name,
                 capacity=info.layout.disk_size,
-                name=info.image_name,
-                release=info.manifest.get("system.release"),
+                # Text in an XML document: escaped, whatever the manifest's name holds.
+                name=xml_escape(info.image_name, {'"': "&quot;"}),
+                release=xml_escape(info.manifest.get("system.release")),
                 architecture=arch,
                 os_type=OS_TYPES.get(arch, "Debian_64"),
             )

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 
+from ...cache.store import atomic_output, write_atomic
 from ...model.info import BuildInfo
 from ...model.phases import Phase
 from ...model.task import Task
@@ -31,8 +31,8 @@ class ExportRootfs(Task):
     def run(cls, info: BuildInfo) -> None:
         assert info.source_image is not None
         tar, changes = (info.workspace / name for name in cls.outputs(info.manifest, info.image_name))
-        partial = tar.with_name(f".{tar.name}.partial")
         with (
+            atomic_output(tar) as partial,
             run_folder(info.runs, "docker-export") as folder,
             opened_readonly(info.host, info.source_image, info.layout, folder) as tree,
         ):
@@ -51,11 +51,10 @@ class ExportRootfs(Task):
                     ".",
                 ]
             )
-        os.replace(partial, tar)
         lines = [
             f"LABEL {key}={json.dumps(info.manifest.render(value))}"
             for key, value in sorted((info.manifest.get("provider.labels") or {}).items())
         ]
         lines += info.manifest.get("provider.dockerfile") or []
-        changes.write_text("".join(f"{line}\n" for line in lines))
+        write_atomic(changes, "".join(f"{line}\n" for line in lines))
         info.facts["image"] = str(tar)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from typing import ClassVar
 
+from ...cache.store import atomic_output
 from ...common import bootable
 from ...common.apt import AptInstall
 from ...common.image import convert
@@ -44,8 +44,7 @@ class PackDiskTarball(Task):
     @classmethod
     def run(cls, info: BuildInfo) -> None:
         target = info.workspace / cls.outputs(info.manifest, info.image_name)[0]
-        partial = target.with_name(f".{target.name}.partial")
-        with run_folder(info.runs, "gce-pack") as folder:
+        with atomic_output(target) as partial, run_folder(info.runs, "gce-pack") as folder:
             convert(info, "raw", folder / "disk.raw")
             # GCE reads GNU tar with sparse files: a 10 GiB disk.raw packs to what it holds.
             info.host.run(
@@ -62,5 +61,4 @@ class PackDiskTarball(Task):
                     "disk.raw",
                 ]
             )
-        os.replace(partial, target)
         info.facts["image"] = str(target)
