@@ -1,10 +1,21 @@
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import pytest
 
 from vzstages.compiler import code
+from vzstages.host import Host, Result
+from vzstages.manifest import Manifest, load_manifest
+from vzstages.model.info import BuildInfo
+from vzstages.model.task import Task
+from vzstages.model.view import ManifestView
+from vzstages.volume.disk import Tree
+
+from ..conftest import KVM_MANIFEST
 
 
 @pytest.fixture
@@ -26,3 +37,59 @@ def edit_source(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], Non
     yield edit
     monkeypatch.undo()
     code.clear_caches()
+
+
+class RecordingHost(Host):
+    """Runs nothing: records each command (chroot commands as the argv inside the chroot)."""
+
+    def __init__(self, outputs: dict[str, str] | None = None) -> None:
+        self.commands: list[list[str]] = []
+        self.inputs: list[str | None] = []
+        self.outputs = outputs or {}  # first argument -> what the command prints
+
+    def run(self, argv, *, input=None, env=None, check=True, secret_input=False):  # type: ignore[override]
+        self.commands.append(list(argv))
+        self.inputs.append(input)
+        return Result(list(argv), 0, self.outputs.get(argv[0], ""))
+
+    def chroot(self, root, argv, **kwargs):  # type: ignore[override]
+        return self.run(list(argv), **kwargs)
+
+
+@dataclass
+class FakeStage:
+    """A task's world without root: a folder as the mounted image, a recording host."""
+
+    manifest: Manifest
+    info: BuildInfo
+    host: RecordingHost
+    root: Path
+
+    def run(self, task: type[Task]) -> None:
+        task.run(replace(self.info, manifest=ManifestView(self.manifest, task.name(), task.reads)))
+
+
+@pytest.fixture
+def fake_stage(tmp_path: Path, write_manifest) -> Callable[..., FakeStage]:
+    def make(text: str = KVM_MANIFEST, stage: str = "system", facts: dict | None = None) -> FakeStage:
+        manifest = load_manifest(write_manifest(text, name="fake.yml"))
+        host = RecordingHost()
+        root = tmp_path / "root"
+        for folder in ("etc/apt/apt.conf.d", "etc/apt/sources.list.d", "tmp", "var/log", "boot"):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+        info = BuildInfo(
+            manifest=ManifestView(manifest, "<stage>", ()),
+            stage=stage,
+            key="0" * 32,
+            host=host,
+            layout=manifest.layout,
+            workspace=tmp_path / "build",
+            package_cache=tmp_path / "debs",
+            runs=tmp_path / "runs",
+            image_name=manifest.image_name,
+            facts=dict(facts or {}),
+        )
+        info.tree = Tree(host, root, contextlib.ExitStack(), bound=True)
+        return FakeStage(manifest, info, host, root)
+
+    return make

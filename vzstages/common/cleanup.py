@@ -62,6 +62,7 @@ class ClearLogsAndTemp(Task):
                 else:
                     log.write_bytes(b"")
         for tmp in ("tmp", "var/tmp"):
-            for entry in (info.target / tmp).iterdir():
+            folder = info.target / tmp
+            for entry in folder.iterdir() if folder.is_dir() else []:
                 entry.rmtree()
         (info.target / "root/.bash_history").unlink(missing_ok=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import re
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -298,9 +299,38 @@ def _base_checks(manifest: Manifest) -> list[Problem]:
         problems.append(Problem(exc.keypath, str(exc)))
 
     for index, item in enumerate(data.get("packages", {}).get("install", [])):
-        if item.endswith(".deb") and not manifest.relative_path(item).is_file():
-            problems.append(Problem(("packages", "install", index), f"local package {item} does not exist"))
-    for index, item in enumerate(data.get("packages", {}).get("trusted-keys", [])):
-        if not manifest.relative_path(item).is_file():
-            problems.append(Problem(("packages", "trusted-keys", index), f"key file {item} does not exist"))
+        if item.endswith(".deb"):
+            problems += input_file_problems(manifest, ("packages", "install", index), "local package")
+    for index, _ in enumerate(data.get("packages", {}).get("trusted-keys", [])):
+        where = ("packages", "trusted-keys", index)
+        problems += input_file_problems(manifest, where, "key file", max_bytes=MAX_KEY_BYTES)
+    if data.get("bootstrapper", {}).get("keyring"):
+        problems += input_file_problems(
+            manifest, ("bootstrapper", "keyring"), "keyring", max_bytes=MAX_KEY_BYTES
+        )
     return problems
+
+
+MAX_KEY_BYTES = 16 << 20
+
+
+def input_file_problems(
+    manifest: Manifest, where: KeyPath, what: str, max_bytes: int | None = None, folder_ok: bool = False
+) -> list[Problem]:
+    """A host file a manifest key names (relative to the manifest): it must be a regular file
+    (or a folder, where one is allowed) and not larger than `max_bytes`. A FIFO or a device
+    would hang or never end when read; a huge key file is a mistake."""
+    value = _at(manifest.data, where)
+    path = manifest.relative_path(str(value))
+    try:
+        st = path.stat()
+    except OSError as exc:
+        return [Problem(where, f"{what} {path}: {exc.strerror.lower() if exc.strerror else exc}")]
+    if stat.S_ISDIR(st.st_mode) and folder_ok:
+        return []
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        return [Problem(where, f"{what} {path} is {kind}")]
+    if max_bytes is not None and st.st_size > max_bytes:
+        return [Problem(where, f"{what} {path} is {st.st_size} bytes; at most {max_bytes} expected")]
+    return []

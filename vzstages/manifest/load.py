@@ -112,10 +112,10 @@ def read_text(path: Path) -> str:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise fail(f"cannot read manifest: {exc.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise fail("a manifest must be a regular file")
     with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise fail("a manifest must be a regular file")
         data = f.read(MAX_BYTES + 1)
     if len(data) > MAX_BYTES:
         raise fail(f"larger than {MAX_BYTES // 1024} KiB: not a manifest")
@@ -137,7 +137,10 @@ def read_text(path: Path) -> str:
 def load_document(path: Path) -> Document:
     text = read_text(path)
     # JSON is (for manifests) a subset of YAML, so one loader serves both with line numbers.
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as exc:  # the reader refuses control characters at once
+        raise ManifestError(str(path), [f"{path}: not valid YAML/JSON: {exc}"]) from None
     builder = _Builder(loader)
     try:
         node = loader.get_single_node()

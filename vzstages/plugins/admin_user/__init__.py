@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ...manifest import Manifest, Problem
+from ...manifest import Manifest, Problem, input_file_problems
 from ...model.taskset import TaskSet
 from .tasks import CreateAdminUser, InstallSudo
 
@@ -10,11 +10,14 @@ from .tasks import CreateAdminUser, InstallSudo
 def validate(manifest: Manifest) -> list[Problem]:
     pubkey = manifest.get("plugins.admin_user.pubkey")
     if pubkey:
+        where = ("plugins", "admin_user", "pubkey")
+        problems = input_file_problems(manifest, where, "public key", max_bytes=64 * 1024)
+        if problems:
+            return problems
         path = manifest.relative_path(pubkey)
-        if not path.is_file():
-            return [Problem(("plugins", "admin_user", "pubkey"), f"no such public key file: {path}")]
-        if not path.read_text(errors="replace").startswith(("ssh-", "ecdsa-", "sk-")):
-            return [Problem(("plugins", "admin_user", "pubkey"), f"{path} is not an SSH public key")]
+        with open(path, "rb") as f:
+            if not f.read(16).startswith((b"ssh-", b"ecdsa-", b"sk-")):
+                return [Problem(where, f"{path} is not an SSH public key")]
     if manifest.get("plugins.admin_user.username") == "root":
         return [Problem(("plugins", "admin_user", "username"), "use the root_password plugin for root")]
     return []

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
-from ...manifest import Manifest, Problem
+from ...manifest import Manifest, Problem, input_file_problems
 from ...model.taskset import TaskSet
 from .tasks import CopyFiles
 
@@ -22,10 +22,8 @@ def validate(manifest: Manifest) -> list[Problem]:
             problems.append(
                 Problem((*where, "src"), f"{item['src']}: a source path may not climb out with '..'")
             )
-        elif not manifest.relative_path(item["src"]).exists():
-            problems.append(
-                Problem((*where, "src"), f"no such file or folder: {manifest.relative_path(item['src'])}")
-            )
+        else:
+            problems += input_file_problems(manifest, (*where, "src"), "source", folder_ok=True)
         if ".." in PurePosixPath(item["dst"]).parts:
             problems.append(
                 Problem((*where, "dst"), f"{item['dst']}: the destination must stay inside the image")

@@ -1,0 +1,85 @@
+"""Tasks run against a folder standing in for the mounted image, with a host that records the
+commands instead of running them: what each task leaves in the tree is checked without root."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from vzstages.common import apt, cleanup, system
+from vzstages.plugins.apt_proxy import ConfigureAptProxy
+from vzstages.plugins.file_copy.tasks import CopyFiles
+
+from ..conftest import KVM_MANIFEST
+
+
+def test_apt_conf_d_settings_reach_the_image(fake_stage):
+    stage = fake_stage(
+        KVM_MANIFEST.replace(
+            "packages:\n",
+            "packages:\n  apt.conf.d:\n    10retries: 'Acquire::Retries \"3\";'\n"
+            "  preferences:\n    backports:\n"
+            "      - {package: '*', pin: 'release a=stable', pin-priority: 100}\n",
+        ),
+        stage="packages",
+    )
+    stage.run(apt.WriteAptSettings)
+    assert (stage.root / "etc/apt/apt.conf.d/10retries").read_text() == 'Acquire::Retries "3";\n'
+    assert "Pin-Priority: 100" in (stage.root / "etc/apt/preferences.d/backports").read_text()
+
+
+def test_hostname_and_hosts(fake_stage):
+    stage = fake_stage(KVM_MANIFEST.replace("hostname: alpha", "hostname: web.example.org"))
+    stage.run(system.SetHostname)
+    assert (stage.root / "etc/hostname").read_text() == "web.example.org\n"
+    assert "127.0.1.1\tweb.example.org web" in (stage.root / "etc/hosts").read_text()
+
+
+def test_cleanup_through_planted_links_never_touches_the_host(fake_stage, tmp_path):
+    stage = fake_stage(stage="cleanup")
+    host = tmp_path / "host"
+    (host / "etc").mkdir(parents=True)
+    (host / "etc/machine-id").write_text("the build host's id\n")
+    (host / "log").mkdir()
+    (host / "log/syslog").write_text("host log\n")
+    (stage.root / "etc").mkdir(exist_ok=True)
+    (stage.root / "etc/machine-id").symlink_to(host / "etc/machine-id")
+    (stage.root / "var/log/host").symlink_to(host / "log")
+    (stage.root / "tmp/escape").symlink_to(host)
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in host.rglob("*") if p.is_file()}
+    for task in (cleanup.MakeGeneric, cleanup.ClearLogsAndTemp):
+        stage.run(task)
+    after = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in host.rglob("*") if p.is_file()}
+    assert after == before
+    assert not (stage.root / "tmp/escape").is_symlink()  # the link itself went, not its target
+
+
+def test_file_copy_stages_through_the_image_and_copies_inside_the_chroot(fake_stage, tmp_path):
+    source = tmp_path / "motd"
+    source.write_text("hello\n")
+    stage = fake_stage(
+        KVM_MANIFEST + f"plugins:\n  file_copy:\n    files:\n      - {{src: {source}, dst: /etc/motd}}\n",
+        stage="user",
+    )
+    stage.run(CopyFiles)
+    assert [
+        "cp",
+        "-a",
+        "--no-target-directory",
+        "/tmp/vzstages-file-copy/0",
+        "/etc/motd",
+    ] in stage.host.commands
+    assert not (stage.root / "tmp/vzstages-file-copy").exists()  # staging removed after
+
+
+def test_apt_proxy_password_stays_out_of_the_image(fake_stage):
+    stage = fake_stage(
+        KVM_MANIFEST
+        + "plugins:\n  apt_proxy:\n    address: proxy.example.org\n    port: 3128\n"
+        + "    username: u\n    password: s3cret-proxy\n",
+        stage="packages",
+    )
+    stage.run(ConfigureAptProxy)
+    assert stage.info.apt_config == ['Acquire::http::Proxy "http://u:s3cret-proxy@proxy.example.org:3128";']
+    written = [p for p in Path(stage.root).rglob("*") if p.is_file()]
+    assert all(b"s3cret-proxy" not in p.read_bytes() for p in written)
