@@ -158,7 +158,7 @@ class Build:
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:
-            log.error("stage %s failed", stage.name, exc_info=True)
+            log.debug("stage %s failed", stage.name, exc_info=True)  # the log file, not the console
             where = f"\n  full log: {self.log_file}" if self.log_file else ""
             return TaskFailed(f"{stage.name} failed: {failure_summary(exc)}{where}")
         return {"cached": cached}

@@ -54,22 +54,23 @@ def test_cleanup_through_planted_links_never_touches_the_host(fake_stage, tmp_pa
     assert not (stage.root / "tmp/escape").is_symlink()  # the link itself went, not its target
 
 
-def test_file_copy_stages_through_the_image_and_copies_inside_the_chroot(fake_stage, tmp_path):
-    source = tmp_path / "motd"
-    source.write_text("hello\n")
+def test_file_copy_replaces_planted_links_and_keeps_its_own(fake_stage, tmp_path):
+    source = tmp_path / "tree"
+    (source / "etc").mkdir(parents=True)
+    (source / "etc/motd").write_text("hello\n")
+    (source / "etc/machine-id").symlink_to("/etc/machine-id")  # a link to itself, in the image
     stage = fake_stage(
-        KVM_MANIFEST + f"plugins:\n  file_copy:\n    files:\n      - {{src: {source}, dst: /etc/motd}}\n",
+        KVM_MANIFEST + f"plugins:\n  file_copy:\n    files:\n      - {{src: {source}, dst: /}}\n",
         stage="user",
     )
+    (stage.root / "etc").mkdir(exist_ok=True)
+    (stage.root / "etc/machine-id").write_text("image id\n")
+    (stage.root / "etc/motd").symlink_to(tmp_path / "host-motd")  # planted, pointing out
     stage.run(CopyFiles)
-    assert [
-        "cp",
-        "-a",
-        "--no-target-directory",
-        "/tmp/vzstages-file-copy/0",
-        "/etc/motd",
-    ] in stage.host.commands
-    assert not (stage.root / "tmp/vzstages-file-copy").exists()  # staging removed after
+    motd = stage.root / "etc/motd"
+    assert motd.read_text() == "hello\n" and not motd.is_symlink()
+    assert not (tmp_path / "host-motd").exists()
+    assert (stage.root / "etc/machine-id").readlink() == Path("/etc/machine-id")
 
 
 def test_apt_proxy_password_stays_out_of_the_image(fake_stage):

@@ -284,6 +284,10 @@ class ImagePath:
             os.close(fd)
 
     def mkdir(self, mode: int = 0o755, parents: bool = False, exist_ok: bool = False) -> None:
+        if not self.rel.name:  # the image root is always there
+            if exist_ok:
+                return
+            raise FileExistsError(errno.EEXIST, "the image root exists", "/")
         if parents and str(self.rel.parent) != "." and not self.parent.is_dir():
             self.parent.mkdir(mode, parents=True, exist_ok=True)
         fd, name = self._parent_fd()
@@ -366,15 +370,27 @@ class ImagePath:
                 os.fchmod(dst.fileno(), stat.S_IMODE(os.stat(source).st_mode) if mode is None else mode)
 
     def copy_tree_from(self, source: Path) -> None:
-        """Copy a host file or folder here: folders recursively, symlinks as symlinks, modes kept."""
+        """Copy a host file or folder here, as `cp -a` would, but resolved inside the image:
+        folders merge into folders, symlinks are copied as symlinks, modes are kept, and what
+        is in the way of a file or a link (a file, a link) is replaced, never written through."""
         st = source.lstat()
-        if stat.S_ISLNK(st.st_mode):
-            self.symlink_to(os.readlink(source))
-        elif stat.S_ISDIR(st.st_mode):
-            self.mkdir(stat.S_IMODE(st.st_mode), exist_ok=True)
+        if stat.S_ISDIR(st.st_mode):
+            if not self.is_dir():
+                if self.is_symlink() or self.exists():
+                    self.unlink()
+                self.mkdir(stat.S_IMODE(st.st_mode))
             for child in sorted(os.listdir(source)):
                 (self / child).copy_tree_from(source / child)
-            self.chmod(stat.S_IMODE(st.st_mode))
+            if self.rel.name:  # the image root keeps its own mode
+                self.chmod(stat.S_IMODE(st.st_mode))
+            return
+        if self.is_dir() and not self.is_symlink():
+            raise IsADirectoryError(errno.EISDIR, "a folder is in the way", self.image_path)
+        if self.is_symlink():
+            self.unlink()
+        if stat.S_ISLNK(st.st_mode):
+            self.unlink(missing_ok=True)
+            self.symlink_to(os.readlink(source))
         elif stat.S_ISREG(st.st_mode):
             self.copy_from(source)
         else:

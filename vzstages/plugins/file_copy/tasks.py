@@ -8,8 +8,6 @@ from ...model.phases import Phase
 from ...model.task import Task
 from ...model.view import ManifestView
 
-STAGING = "tmp/vzstages-file-copy"
-
 
 def apply_attributes(info: BuildInfo, path: str, item: dict[str, Any], recursive: bool) -> None:
     # Inside the chroot, so user and group names are the image's, not the build host's.
@@ -36,20 +34,13 @@ class CopyFiles(Task):
         for item in settings.get("mkdirs", []):
             info.chroot(["mkdir", "-p", item["dir"]])
             apply_attributes(info, item["dir"], item, recursive=False)
-        staging = info.target / STAGING
-        staging.rmtree()
-        staging.mkdir(mode=0o700, parents=True)
-        try:
-            for index, item in enumerate(settings["files"]):
-                # The source itself is followed if it is a symlink (its key hashes what it points
-                # to); symlinks below a copied folder are copied as symlinks.
-                source = info.manifest.relative_path(item["src"]).resolve()
-                (staging / str(index)).copy_tree_from(source)
-                # The copy into place runs inside the chroot: a symlink in the image's tree then
-                # resolves inside the image, never onto the build host.
-                info.chroot(["mkdir", "-p", str(Path(item["dst"]).parent)])
-                info.chroot(["cp", "-a", "--no-target-directory", f"/{STAGING}/{index}", item["dst"]])
-                apply_attributes(info, item["dst"], item, recursive=source.is_dir())
-                info.say(f"{item['src']} -> {item['dst']}")
-        finally:
-            staging.rmtree()
+        for item in settings["files"]:
+            # The source itself is followed if it is a symlink (its key hashes what it points
+            # to); symlinks below a copied folder are copied as symlinks. The copy resolves every
+            # path inside the image, so a symlink already there never leads it onto the host.
+            source = info.manifest.relative_path(item["src"]).resolve()
+            destination = info.target / item["dst"]
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            destination.copy_tree_from(source)
+            apply_attributes(info, item["dst"], item, recursive=source.is_dir())
+            info.say(f"{item['src']} -> {item['dst']}")
