@@ -1,26 +1,34 @@
-"""One build session: manifest -> plan -> doit tasks, shared by dodo.py and `vzstages build`."""
+"""One build session: manifests -> plans -> one doit task graph, shared by dodo.py and
+`vzstages build`. Several manifests compile into one graph: a stage two of them share (same key)
+is one task, built once, and doit's parallel runner (`-n N`) builds independent stages side by side.
+"""
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import yaml
 from doit.exceptions import TaskFailed
 
 from .cache.archive_state import ArchiveState
+from .cache.remote import Remote, RemoteConfig
 from .cache.store import Store
 from .compiler import doit_tasks
 from .compiler.explain import explain
 from .compiler.plan import CompiledStage, Plan, compile_plan
-from .errors import CommandError, VzError
+from .errors import CommandError, ManifestError, VzError
 from .host import Host, require_build_host, require_tools
 from .manifest import Manifest, load_manifest
 from .model.view import ManifestView
@@ -67,39 +75,57 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 class RedactSecrets(logging.Filter):
     """Secrets never reach a log line or the console, whatever printed them."""
 
-    def __init__(self, manifest: Manifest):
+    def __init__(self, manifests: Sequence[Manifest]):
         super().__init__()
-        self.manifest = manifest
+        self.secrets = frozenset(v for m in manifests for v in m.secret_values)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.manifest.secret_values:
-            record.msg = self.manifest.redact(record.getMessage())
-            record.args = ()
+        if self.secrets:
+            message = record.getMessage()
+            for secret in sorted(self.secrets, key=len, reverse=True):
+                message = message.replace(secret, "***")
+            record.msg, record.args = message, ()
         return True
 
 
 @dataclass
 class Build:
-    plan: Plan
+    plans: list[Plan]
     host: Host = field(default_factory=Host)
     log_file: Path | None = None
     up_to: Sequence[str] = ()  # `vzstages build M STAGE...`: only these stages and their parents
     _prepared: bool = False
+    _pushes: list[Future[bool]] = field(default_factory=list)
+    _pusher: ThreadPoolExecutor | None = None
+
+    @property
+    def plan(self) -> Plan:
+        """The plan, when the build has one manifest."""
+        return self.plans[0]
+
+    @property
+    def store(self) -> Store:
+        return self.plans[0].store
+
+    @property
+    def remote(self) -> Remote | None:
+        return self.plans[0].remote
 
     @property
     def doit_config(self) -> dict[str, Any]:
-        return doit_tasks.doit_config(self.plan.store.root)
+        return doit_tasks.doit_config(self.store.root)
 
     def required_tools(self) -> list[str]:
-        layout = self.plan.manifest.layout
         tools = set(BASE_TOOLS)
-        tools |= {
-            "mkswap" if p.filesystem == "swap" else f"mkfs.{p.filesystem}"
-            for p in layout.partitions
-            if p.filesystem
-        }
-        if layout.get("efi"):
-            tools |= {"mmd", "mcopy"}  # grub's EFI binary goes onto the unmounted ESP with mtools
+        for plan in self.plans:
+            layout = plan.manifest.layout
+            tools |= {
+                "mkswap" if p.filesystem == "swap" else f"mkfs.{p.filesystem}"
+                for p in layout.partitions
+                if p.filesystem
+            }
+            if layout.get("efi"):
+                tools |= {"mmd", "mcopy"}  # grub's EFI binary goes onto the unmounted ESP with mtools
         return sorted(tools)
 
     def prepare(self) -> None:
@@ -107,30 +133,32 @@ class Build:
         if self._prepared:
             return
         self.check()
-        redact = RedactSecrets(self.plan.manifest)
+        redact = RedactSecrets([p.manifest for p in self.plans])
         for handler in logging.getLogger("vzstages").handlers:
             handler.addFilter(redact)
-        # SIGTERM unwinds like Ctrl-C: mounts, loops and daemons are released on the way out.
-        signal.signal(signal.SIGTERM, _raise_interrupt)
-        workspace = self.plan.manifest.workspace
-        (workspace / "logs").mkdir(parents=True, exist_ok=True)
+        if threading.current_thread() is threading.main_thread():
+            # SIGTERM unwinds like Ctrl-C: mounts, loops and daemons are released on the way out.
+            signal.signal(signal.SIGTERM, _raise_interrupt)
+        first = self.plans[0].manifest
+        (first.workspace / "logs").mkdir(parents=True, exist_ok=True)
+        name = first.path.stem if len(self.plans) == 1 else "build"
         self.log_file = (
-            workspace
-            / "logs"
-            / f"{self.plan.manifest.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+            first.workspace / "logs" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
         )
         handler = logging.FileHandler(self.log_file)
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
         handler.addFilter(redact)
         logging.getLogger("vzstages").addHandler(handler)
         logging.getLogger("vzstages").setLevel(logging.DEBUG)
-        progress.info("building %s (log: %s)", self.plan.manifest.image_name, self.log_file)
-        store = self.plan.store
+        images = ", ".join(p.manifest.image_name for p in self.plans)
+        progress.info("building %s (log: %s)", images, self.log_file)
+        store = self.store
         store.ensure()
         for line in reap(self.host, store.runs, store.stages):
             progress.info("cleaned up after a dead build: %s", line)
         # gc leaves alone what this build reads or writes, for as long as it runs.
-        store.hold([(s.name, s.key) for s in self.plan.stages])
+        store.hold(sorted({(s.name, s.key) for p in self.plans for s in p.stages}))
+        atexit.register(self.finish)
         self._prepared = True
 
     def check(self) -> None:
@@ -139,32 +167,63 @@ class Build:
         stages that will run (all, or those `up_to` names and their parents)."""
         require_build_host()
         require_tools(self.required_tools())
-        self.plan.store.check_usable()
-        stages = self.plan.stages
-        if self.up_to:
-            stages = stages[: 1 + max(i for i, s in enumerate(stages) if s.name in self.up_to)]
-        for status in explain(self.plan):
-            if status.hit or status.stage not in stages:
-                continue
-            for task in status.stage.tasks:
-                task.preflight(ManifestView(self.plan.manifest, task.name(), task.reads))
+        self.store.check_usable()
+        for plan in self.plans:
+            stages = plan.stages
+            if self.up_to:
+                wanted = [i for i, s in enumerate(stages) if s.name in self.up_to]
+                stages = stages[: 1 + max(wanted)] if wanted else []
+            for status in explain(plan):
+                if not status.runs or status.stage not in stages:
+                    continue
+                for task in status.stage.tasks:
+                    task.preflight(ManifestView(plan.manifest, task.name(), task.reads))
 
-    def run_stage(self, stage: CompiledStage) -> dict[str, bool] | TaskFailed:
+    def run_stage(self, plan: Plan, stage: CompiledStage, display: str = "") -> dict[str, Any] | TaskFailed:
         """doit's action for a stage. A failure is one line with its cause and the log's path;
         the traceback goes to the log only."""
+        received = self.remote.counters.received if self.remote else 0
+        started = time.monotonic()
         try:
             self.prepare()
-            _, cached = run_stage(self.plan, stage, self.host)
+            record, status = run_stage(plan, stage, self.host, display or stage.name)
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:
             log.debug("stage %s failed", stage.name, exc_info=True)  # the log file, not the console
             where = f"\n  full log: {self.log_file}" if self.log_file else ""
-            return TaskFailed(f"{stage.name} failed: {failure_summary(exc)}{where}")
-        return {"cached": cached}
+            return TaskFailed(f"{display or stage.name} failed: {failure_summary(exc)}{where}")
+        if status == "built" and stage.disk:
+            self.push(stage)
+        pulled = (self.remote.counters.received - received) if self.remote else 0
+        return {
+            "status": status,
+            "seconds": round(time.monotonic() - started, 1),
+            "saved": record.timings.get("total", 0.0) if status != "built" else 0.0,
+            "pulled_bytes": pulled,
+        }
+
+    def push(self, stage: CompiledStage) -> None:
+        """Push a built stage to the remote cache, in the background while the next stage runs."""
+        remote = self.remote
+        if remote is None or not remote.config.can_write:
+            return
+        if self._pusher is None:
+            self._pusher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vzstages-push")
+        self._pushes.append(self._pusher.submit(remote.push, stage.name, stage.key))
+
+    def finish(self) -> None:
+        """Wait for the pushes still going, then say what crossed the network."""
+        if self._pusher is not None:
+            if self._pushes and not all(f.done() for f in self._pushes):
+                progress.info("waiting for pushes to the remote cache to finish")
+            self._pusher.shutdown(wait=True)
+            self._pusher = None
+        if self.remote is not None and (self.remote.counters.pulled or self.remote.counters.pushed):
+            progress.info("%s", self.remote.counters.summary())
 
     def tasks(self) -> Iterator[dict[str, Any]]:
-        return doit_tasks.doit_tasks(self.plan, self.run_stage)
+        return doit_tasks.doit_tasks(self.plans, self.run_stage)
 
 
 def failure_summary(exc: BaseException) -> str:
@@ -201,26 +260,87 @@ def find_manifest(name: str | Path) -> Path:
     return path
 
 
-def load_plan(
-    manifest: str | Path, cache_dir: str | Path = "cache", refresh: bool = False, publish: bool = True
-) -> Plan:
-    """Load, validate and compile, with the archive's state for the stages that download."""
+def expand_manifests(names: Sequence[str | Path]) -> list[Path]:
+    """Manifest arguments as paths: comma-separated lists (`doit manifest=a.yml,b.yml`) and
+    matrix files (a YAML mapping with `manifests:`, a list of paths relative to it) expanded."""
+    found: list[Path] = []
+    for name in names:
+        for part in str(name).split(","):
+            if not part.strip():
+                continue
+            path = find_manifest(part.strip())
+            matrix = _matrix(path)
+            found += matrix if matrix is not None else [path]
+    if not found:
+        raise VzError("no manifest given")
+    return found
+
+
+def _matrix(path: Path) -> list[Path] | None:
+    if not path.is_file() or path.stat().st_size > 1 << 20:
+        return None
+    try:
+        data = yaml.safe_load(path.read_bytes())
+    except (yaml.YAMLError, ValueError):
+        return None  # not a matrix; loading it as a manifest reports what is wrong
+    if not (isinstance(data, dict) and set(data) == {"manifests"}):
+        return None
+    entries = data["manifests"]
+    if not isinstance(entries, list) or not entries or not all(isinstance(e, str) for e in entries):
+        raise ManifestError(str(path), [f"{path}: manifests: expected a list of manifest paths"])
+    return [path.parent / e for e in entries]
+
+
+def load_plans(
+    manifests: Sequence[str | Path],
+    cache_dir: str | Path = "cache",
+    refresh: bool = False,
+    publish: bool = True,
+    remote: RemoteConfig | None = None,
+) -> list[Plan]:
+    """Load, validate and compile each manifest, with the archive's state for the stages that
+    download; all plans share one store (and one remote)."""
     setup_console_logging()
-    loaded = load_manifest(find_manifest(manifest))
-    for warning in loaded.warnings:
-        progress.warning("warning: %s", warning)
     store = Store(Path(cache_dir).resolve())
     store.check_usable()
     archive = ArchiveState(store.root / "archive", refresh=refresh)
-    return compile_plan(loaded, store, archive.suites, publish=publish)
+    shared = Remote(remote, store) if remote else None
+    plans = []
+    for path in expand_manifests(manifests):
+        loaded = load_manifest(path)
+        for warning in loaded.warnings:
+            progress.warning("warning: %s", warning)
+        plan = compile_plan(loaded, store, archive.suites, publish=publish)
+        plan.remote = shared
+        plans.append(plan)
+    return plans
+
+
+def load_plan(
+    manifest: str | Path,
+    cache_dir: str | Path = "cache",
+    refresh: bool = False,
+    publish: bool = True,
+    remote: RemoteConfig | None = None,
+) -> Plan:
+    [plan] = load_plans([manifest], cache_dir, refresh, publish, remote)
+    return plan
 
 
 def load_build(
-    manifest: str | Path, cache_dir: str | Path = "cache", refresh: bool = False, publish: bool = True
+    manifests: str | Path | Sequence[str | Path],
+    cache_dir: str | Path = "cache",
+    refresh: bool = False,
+    publish: bool = True,
+    remote: RemoteConfig | None = None,
 ) -> Build:
-    return Build(load_plan(manifest, cache_dir, refresh, publish))
+    names = [manifests] if isinstance(manifests, str | Path) else list(manifests)
+    return Build(load_plans(names, cache_dir, refresh, publish, remote))
 
 
 def report_and_exit(error: VzError) -> None:
-    print(f"error: {error}", file=sys.stderr)
+    if isinstance(error, ManifestError):
+        print("error: invalid manifest\n" + "\n".join(f"  {p}" for p in error.problems), file=sys.stderr)
+    else:
+        print(f"error: {error}", file=sys.stderr)
     raise SystemExit(2)

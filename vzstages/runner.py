@@ -24,16 +24,25 @@ progress = logging.getLogger("vzstages.progress")
 log = logging.getLogger("vzstages.runner")
 
 
-def run_stage(plan: Plan, stage: CompiledStage, host: Host) -> tuple[Record, bool]:
-    """Build the stage, or reuse it; return its record and whether it was reused."""
+def run_stage(plan: Plan, stage: CompiledStage, host: Host, display: str = "") -> tuple[Record, str]:
+    """Reuse the stage from the local store, else pull it from the remote cache, else build it.
+    Returns its record and which of those happened: "cached", "pulled" or "built". `display`
+    names the stage in progress lines (`kvm+gce:os` when several images share it)."""
+    display = display or stage.name
     store = plan.store
     store.ensure()
     with store.lock(stage.name, stage.key):
         record = plan.hit(stage, touch=True)
         if record is not None:
-            progress.info("%-8s cached (%s)", stage.name, stage.key[:12])
-            return record, True
-        progress.info("%-8s running %d tasks (%s)", stage.name, len(stage.tasks), stage.key[:12])
+            progress.info("%-8s cached (%s)", display, stage.key[:12])
+            return record, "cached"
+        if plan.remote is not None and stage.disk:
+            parent = (stage.parent.name, stage.parent.key) if stage.parent else None
+            if plan.remote.pull(stage.name, stage.key, parent):
+                record = plan.hit(stage, touch=True)
+                if record is not None:
+                    return record, "pulled"
+        progress.info("%-8s running %d tasks (%s)", display, len(stage.tasks), stage.key[:12])
         started = time.monotonic()
         info = BuildInfo(
             manifest=ManifestView(plan.manifest, "<stage>", ()),
@@ -70,8 +79,8 @@ def run_stage(plan: Plan, stage: CompiledStage, host: Host) -> tuple[Record, boo
             manifest=str(plan.manifest.path),
         )
         store.save_record(record)
-        progress.info("%-8s done in %.1fs", stage.name, timings["total"])
-        return record, False
+        progress.info("%-8s done in %.1fs", display, timings["total"])
+        return record, "built"
 
 
 def _parent_facts(plan: Plan, stage: CompiledStage) -> dict[str, Any]:

@@ -28,7 +28,7 @@ def plan_for(path: Path, cache: Path):
 
 def test_one_doit_task_per_stage_chained_by_checkpoints(tmp_path, write_manifest):
     plan = plan_for(write_manifest(), tmp_path / "cache")
-    tasks = list(doit_tasks(plan, lambda stage: {"cached": False}))
+    tasks = list(doit_tasks([plan], lambda plan, stage, display: {"status": "built"}))
     assert [t["basename"] for t in tasks] == ["volume", "os", "packages", "system", "cleanup", "image"]
     assert tasks[0]["file_dep"] == []
     for parent, child in itertools.pairwise(tasks[:-1]):
@@ -52,7 +52,7 @@ def run_doit(capfd, build: Build, *args: str) -> str:
 
 
 def test_doit_list_status_and_info_without_root(tmp_path, write_manifest, capfd):
-    build = Build(plan_for(write_manifest(), tmp_path / "cache"))
+    build = Build([plan_for(write_manifest(), tmp_path / "cache")])
     listing = run_doit(capfd, build, "list", "--status")
     lines = listing.splitlines()
     assert [line.split()[1] for line in lines] == ["volume", "os", "packages", "system", "cleanup", "image"]
@@ -107,11 +107,11 @@ def test_doit_asks_the_store_whether_a_stage_is_up_to_date(tmp_path, write_manif
     calls: list[str] = []
 
     class RecordingBuild(Build):
-        def run_stage(self, stage):  # type: ignore[override]
+        def run_stage(self, plan, stage, display=""):  # type: ignore[override]
             calls.append(stage.name)
             return {"cached": True}
 
-    build = RecordingBuild(plan)
+    build = RecordingBuild([plan])
     os.utime(store.record_path(stage.name, stage.key), (1, 1))
     log = tmp_path / "doit.out"
     run_doit(capfd, build, "run", "--output-file", str(log), "volume")
@@ -151,3 +151,31 @@ def test_xxhash_checker_detects_content_change_with_same_size(tmp_path):
     path.write_bytes(b"bbbb")
     os.utime(path, (1, 1))
     assert checker.check_modified(str(path), path.stat(), state)
+
+
+def test_several_manifests_share_their_common_stages_as_one_task(tmp_path, write_manifest):
+    one = write_manifest(name="one.yml")
+    two = write_manifest(KVM_MANIFEST.replace("hostname: alpha", "hostname: beta"), name="two.yml")
+    plans = [plan_for(one, tmp_path / "cache"), plan_for(two, tmp_path / "cache")]
+    tasks = list(doit_tasks(plans, lambda plan, stage, display: {"status": "built"}))
+    names = [f"{t['basename']}:{t['name']}" for t in tasks]
+    # volume, os and packages are the same stages: one task each, under the first manifest.
+    assert names == [
+        "one:volume", "one:os", "one:packages", "one:system", "one:cleanup", "one:image",
+        "two:system", "two:cleanup", "two:image",
+    ]  # fmt: skip
+    two_system = tasks[names.index("two:system")]
+    assert two_system["task_dep"] == ["one:packages"]
+    assert two_system["actions"][0][1][2] == "two:system"
+    assert tasks[names.index("one:packages")]["actions"][0][1][2] == "one+two:packages"
+
+
+def test_a_matrix_file_and_a_comma_list_name_several_manifests(tmp_path, write_manifest):
+    from vzstages.build import expand_manifests
+
+    one = write_manifest(name="one.yml")
+    two = write_manifest(name="two.yml")
+    matrix = tmp_path / "matrix.yml"
+    matrix.write_text("manifests: [one.yml, two.yml]\n")
+    assert expand_manifests([str(matrix)]) == [one, two]
+    assert expand_manifests([f"{one},{two}"]) == [one, two]

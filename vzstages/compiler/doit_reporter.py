@@ -1,5 +1,7 @@
-"""doit's console output for stages: the runner reports progress itself, so this reporter only
-says which stages were up to date, and sums up the run ("nothing to do" when nothing ran)."""
+"""doit's console output for stages: the runner reports progress itself, so this reporter says
+which stages were up to date, and sums up the run: what was built, pulled from the remote cache or
+reused, how long each stage took and the time the cache saved ("nothing to do" when nothing ran),
+and every image the run produced."""
 
 from __future__ import annotations
 
@@ -9,32 +11,46 @@ from typing import Any
 
 from doit.reporter import ConsoleReporter
 
+from ..units import human_size
+
 
 class StageReporter(ConsoleReporter):
     desc = "vzstages: one line per stage, and a summary"
 
     def __init__(self, outstream: Any, options: Any):
         super().__init__(outstream, options)
-        self.ran: list[str] = []
+        self.built: list[str] = []
+        self.pulled: list[str] = []
         self.reused: list[str] = []
-        self.uptodate: list[str] = []
+        self.took: dict[str, float] = {}
+        self.saved = 0.0
+        self.pulled_bytes = 0
         self.started = time.monotonic()
         self.results: list[Path] = []
+        self.images: list[Path] = []
 
     def initialize(self, tasks: Any, selected_tasks: Any) -> None:
         super().initialize(tasks, selected_tasks)
         self.started = time.monotonic()
-        publish = tasks.get("publish")
-        if publish is not None:
-            self.results = [Path(t) for t in publish.targets if t.endswith(".json")]
+        for name, task in tasks.items():
+            meta = task.meta or {}
+            if name.split(":")[-1] == "publish":
+                self.results += [Path(t) for t in task.targets if t.endswith(".json")]
+            self.images += [Path(p) for p in meta.get("images", [])]
 
     def execute_task(self, task: Any) -> None:
         pass  # the stage runner reports its own progress
 
     def add_success(self, task: Any) -> None:
-        # The stage action returns {"cached": True} when it found its checkpoint already built
-        # (by another manifest sharing the cache, or a run doit did not record).
-        (self.reused if task.values.get("cached") else self.ran).append(task.name)
+        values = task.values or {}
+        status = values.get("status", "built")
+        if status == "built":
+            self.built.append(task.name)
+            self.took[task.name] = float(values.get("seconds", 0.0))
+        else:
+            (self.pulled if status == "pulled" else self.reused).append(task.name)
+            self.saved += float(values.get("saved", 0.0))
+            self.pulled_bytes += int(values.get("pulled_bytes", 0))
 
     def add_failure(self, task: Any, fail: Any) -> None:
         # The stage action returns TaskFailed with one line of cause and the log's path; doit's
@@ -43,7 +59,8 @@ class StageReporter(ConsoleReporter):
         self.write(f"{task.name:<8} FAILED\n")
 
     def skip_uptodate(self, task: Any) -> None:
-        self.uptodate.append(task.name)
+        self.reused.append(task.name)
+        self.saved += float((task.meta or {}).get("seconds") or 0.0)
         self.write(f"{task.name:<8} up to date\n")
 
     def complete_run(self) -> None:
@@ -55,11 +72,27 @@ class StageReporter(ConsoleReporter):
             self.write("error: " + "\n".join(self.runtime_errors) + "\n")
         if self.failures or self.runtime_errors:
             return
-        reused = len(self.uptodate) + len(self.reused)
-        if not self.ran:
+        reused = len(self.reused)
+        if not self.built and not self.pulled:
             self.write(f"nothing to do: all {reused} stages are up to date ({seconds:.2f}s)\n")
         else:
-            self.write(f"built {', '.join(self.ran)} in {seconds:.1f}s; reused {reused} stages\n")
+            took = ", ".join(f"{name} {self.took[name]:.1f}s" for name in self.built)
+            parts = [
+                f"built {', '.join(self.built)} in {seconds:.1f}s"
+                if self.built
+                else f"done in {seconds:.1f}s"
+            ]
+            if self.pulled:
+                parts.append(f"pulled {', '.join(self.pulled)} ({human_size(self.pulled_bytes)})")
+            parts.append(f"reused {reused} stages")
+            self.write("; ".join(parts) + "\n")
+            if took:
+                self.write(f"stage times: {took}\n")
+        if self.saved >= 1:
+            self.write(f"the cache saved about {self.saved:.0f}s of building\n")
+        for image in self.images:
+            if image.exists():
+                self.write(f"image: {image}\n")
         # Last, one JSON line per published image (the AMI id...), for scripts: `| tail -1 | jq`.
         for result in self.results:
             if result.exists():

@@ -61,25 +61,19 @@ def stage_meta(status: StageStatus) -> dict[str, Any]:
         "will": status.label,
         "why": status.reasons,
         "tasks": [t.name() for t in status.stage.tasks],
+        # For the summary: what the cache saves when the stage is reused, and the images made.
+        "seconds": status.record.timings.get("total") if status.hit and status.record else None,
+        "images": [str(p) for p in status.stage.outputs if not p.name.endswith(".json")],
     }
 
 
-StageAction = Callable[[CompiledStage], dict[str, bool]]
+StageAction = Callable[[Plan, CompiledStage, str], Any]
+Node = tuple[str, str, tuple[str, ...]]  # a stage's name, key and workspace outputs
 
 
-def stage_task(plan: Plan, status: StageStatus, action: StageAction) -> dict[str, Any]:
-    stage = status.stage
-    parent = plan.top_checkpoint(stage.parent) if stage.parent else None
-    return {
-        "basename": stage.name,
-        "doc": f"{stage.kind.doc} ({len(stage.tasks)} tasks)",
-        "meta": stage_meta(status),
-        "actions": [(action, [stage])],
-        "file_dep": [str(parent)] if parent else [],
-        "targets": [str(t) for t in plan.targets(stage)],
-        "task_dep": [stage.parent.name] if stage.parent else [],
-        "uptodate": [StageHit(plan, stage)],
-    }
+def node(stage: CompiledStage) -> Node:
+    # Two image stages with one key but different output files (two names) are two tasks.
+    return stage.name, stage.key, tuple(str(p) for p in stage.outputs)
 
 
 class StageHit:
@@ -95,6 +89,56 @@ class StageHit:
         return self.plan.hit(self.stage, touch=True) is not None
 
 
-def doit_tasks(plan: Plan, action: StageAction) -> Iterator[dict[str, Any]]:
-    for status in explain(plan):
-        yield stage_task(plan, status, action)
+def plan_labels(plans: list[Plan]) -> list[str]:
+    """One short name per plan (the manifest's file name), made unique."""
+    labels: list[str] = []
+    for plan in plans:
+        label = plan.manifest.path.stem
+        while label in labels:
+            label += "'"
+        labels.append(label)
+    return labels
+
+
+def doit_tasks(plans: list[Plan], action: StageAction) -> Iterator[dict[str, Any]]:
+    """The stages as doit tasks. One manifest: a task per stage, named by the stage (`os`).
+    Several: a task per distinct stage, `IMAGE:STAGE` under the first manifest that has it, and
+    one group task per manifest (`IMAGE`) that builds its image."""
+    if len(plans) == 1:
+        for status in explain(plans[0]):
+            stage = status.stage
+            parent = [stage.parent.name] if stage.parent else []
+            yield {"basename": stage.name, **_task(plans[0], status, action, stage.name, parent)}
+        return
+    labels = plan_labels(plans)
+    sharing: dict[Node, list[str]] = {}
+    for plan, label in zip(plans, labels, strict=True):
+        for stage in plan.stages:
+            sharing.setdefault(node(stage), []).append(label)
+    emitted: set[Node] = set()
+    for plan, label in zip(plans, labels, strict=True):
+        for status in explain(plan):
+            stage = status.stage
+            here = node(stage)
+            if here in emitted:
+                continue
+            emitted.add(here)
+            parent = [f"{sharing[node(stage.parent)][0]}:{stage.parent.name}"] if stage.parent else []
+            display = f"{'+'.join(sharing[here])}:{stage.name}"
+            yield {"basename": label, "name": stage.name, **_task(plan, status, action, display, parent)}
+
+
+def _task(
+    plan: Plan, status: StageStatus, action: StageAction, display: str, parent_task: list[str]
+) -> dict[str, Any]:
+    stage = status.stage
+    parent = plan.top_checkpoint(stage.parent) if stage.parent else None
+    return {
+        "doc": f"{stage.kind.doc} ({len(stage.tasks)} tasks)",
+        "meta": stage_meta(status),
+        "actions": [(action, [plan, stage, display])],
+        "file_dep": [str(parent)] if parent else [],
+        "targets": [str(t) for t in plan.targets(stage)],
+        "task_dep": parent_task,
+        "uptodate": [StageHit(plan, stage)],
+    }

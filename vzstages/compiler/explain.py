@@ -7,20 +7,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..cache.store import Record, outputs_intact
-from ..units import human_age
+from ..units import human_age, human_size
 from .plan import CompiledStage, Plan
 
 
 @dataclass
 class StageStatus:
     stage: CompiledStage
-    hit: bool
+    hit: bool  # in the local store
     reasons: list[str] = field(default_factory=list)
     record: Record | None = None
+    pull: int | None = None  # bytes to pull when the remote cache has it
 
     @property
     def label(self) -> str:
-        return "cached" if self.hit else "run"
+        return "cached" if self.hit else "remote" if self.pull is not None else "run"
+
+    @property
+    def runs(self) -> bool:
+        return not self.hit and self.pull is None
 
 
 def _short(value: Any, limit: int = 60) -> str:
@@ -79,6 +84,11 @@ def explain(plan: Plan) -> list[StageStatus]:
         if hit is not None:
             age = time.time() - hit.created
             statuses.append(StageStatus(stage, True, [f"cached {human_age(age)} ago"], hit))
+            continue
+        remote = plan.remote.lookup(stage.name, stage.key) if plan.remote and stage.disk else None
+        if remote is not None and not parent_runs:
+            reason = f"in the remote cache: pull {human_size(remote.size)}"
+            statuses.append(StageStatus(stage, False, [reason], None, remote.size))
             continue
         record = plan.store.lookup(stage.name, stage.key, disk=stage.disk)
         reasons: list[str] = []

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import components
+from ..cache.remote import Remote
 from ..cache.store import Record, Store
 from ..common import groups
 from ..manifest import Manifest
@@ -45,6 +46,7 @@ class Plan:
     manifest: Manifest
     store: Store
     stages: list[CompiledStage]
+    remote: Remote | None = None  # a shared cache to pull stages from and push them to
 
     def stage(self, name: str) -> CompiledStage:
         for stage in self.stages:

@@ -22,6 +22,7 @@ from .disk import kill_chroot_processes, stop_daemon
 
 log = logging.getLogger("vzstages.volume")
 RUN_NAME = re.compile(r"\d+-\d+", re.ASCII)  # runid.run_id(): pid and start time
+TEMP_NAME = re.compile(r"\..+\.(?P<run>\d+-\d+)\.(qcow2|zst)", re.ASCII)
 
 
 @contextlib.contextmanager
@@ -112,9 +113,11 @@ def reap(host: Host, runs: Path, stages: Path) -> list[str]:
                 reap_folder(host, folder)
                 cleaned.append(f"run {folder.name}")
     if stages.is_dir():
-        for tmp in stages.glob(".*.qcow2"):
-            owner = tmp.name.rsplit(".", 2)[-2]
-            if RUN_NAME.fullmatch(owner) and not tmp.is_symlink() and not is_alive(owner):
+        # Temporary files of a run are named `.WHAT.<run id>.<ext>` (an overlay, a pushed blob).
+        for tmp in stages.glob(".*"):
+            match = TEMP_NAME.fullmatch(tmp.name)
+            owner = match["run"] if match else ""
+            if match and not tmp.is_symlink() and tmp.is_file() and not is_alive(owner):
                 tmp.unlink(missing_ok=True)
                 cleaned.append(f"temporary overlay {tmp.name}")
     return cleaned

@@ -1,0 +1,115 @@
+"""`vzstages cache ls|gc --remote-only` and `cache push|pull`: look after the remote cache and warm
+a cache by hand (a CI job that pushes what a laptop built, a runner that pulls before going
+offline)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import VzError
+from ..units import human_age, human_size
+from .remote import Remote, RemoteRecord
+from .store import KEY, STAGE_NAMES, Record, Store
+
+
+def list_lines(remote: Remote) -> list[str]:
+    entries = remote.entries()
+    now = time.time()
+    by_key = {record.key: record for record, _ in entries}
+    lines = [f"{'stage':<30}{'blob':>10}{'unpacked':>10}{'age':>7}  signed"]
+    children: dict[str | None, list[tuple[RemoteRecord, float]]] = {}
+    for record, modified in entries:
+        parent = record.parent if record.parent in by_key else None
+        children.setdefault(parent, []).append((record, modified))
+
+    def show(record: RemoteRecord, modified: float, depth: int) -> None:
+        label = "  " * depth + f"{record.stage}-{record.key[:12]}"
+        lines.append(
+            f"{label:<30}{human_size(record.size):>10}{human_size(record.raw_size):>10}"
+            f"{human_age(now - modified):>7}"
+        )
+        for child, when in sorted(children.get(record.key, []), key=lambda c: c[1]):
+            if depth < len(STAGE_NAMES):
+                show(child, when, depth + 1)
+
+    for record, modified in sorted(children.get(None, []), key=lambda c: c[1]):
+        show(record, modified, 0)
+    total = sum(r.size for r, _ in entries)
+    lines.append(f"{len(entries)} entries, {human_size(total)} in {remote.config.url}")
+    lines += remote.warnings
+    return lines
+
+
+def collect(remote: Remote, max_size: int | None, max_age: float | None, dry_run: bool = False) -> list[str]:
+    """As local gc: leaves first, oldest first, chains kept whole; a blob goes with the last
+    record that names it."""
+    remaining = remote.entries()
+    now = time.time()
+    deleted: list[str] = []
+    while True:
+        parents = {r.parent for r, _ in remaining if r.parent}
+        leaves = sorted((e for e in remaining if e[0].key not in parents), key=lambda e: e[1])
+        total = sum(r.size for r, _ in remaining)
+        victim = next((e for e in leaves if max_age is not None and now - e[1] > max_age), None)
+        if victim is None and max_size is not None and total > max_size and leaves:
+            victim = leaves[0]
+        if victim is None:
+            return deleted
+        remaining.remove(victim)
+        record = victim[0]
+        if not dry_run:
+            remote.delete(record, blob_in_use=any(r.sha256 == record.sha256 for r, _ in remaining))
+        deleted.append(f"{record.name} ({human_size(record.size)})")
+
+
+def _plans(targets: Sequence[str], cache: str) -> list[tuple[str, str]]:
+    from ..build import load_plans
+
+    return [(s.name, s.key) for plan in load_plans(targets, cache) for s in plan.stages if s.disk]
+
+
+def local_entries(store: Store, targets: Sequence[str], cache: str) -> list[Record]:
+    """What `cache push` sends: the disk entries of these manifests' plans, or every local one;
+    parents before children, so a pull never finds a child without its parent."""
+    wanted = set(_plans(targets, cache)) if targets else None
+    present = [r for r in store.records() if store.lookup(r.stage, r.key, disk=True) is not None]
+    records = [r for r in present if wanted is None or (r.stage, r.key) in wanted]
+    order = ["volume", "os", "packages", "system", "user", "cleanup"]
+    return sorted(records, key=lambda r: order.index(r.stage) if r.stage in order else len(order))
+
+
+def push(remote: Remote, records: Sequence[Record]) -> list[str]:
+    return [f"{r.stage}-{r.key}" for r in records if remote.push(r.stage, r.key)]
+
+
+def pull(remote: Remote, targets: Sequence[str], cache: str) -> list[str]:
+    """Pull entries (and their missing parents): STAGE-KEY, a key (or a prefix of one, as `cache
+    ls` shows it), or manifests (every disk stage of their plans)."""
+    wanted: list[tuple[str, str]] = []
+    manifests = [t for t in targets if Path(t).exists() or t.endswith((".yml", ".yaml", ".json"))]
+    if manifests:
+        wanted += _plans(manifests, cache)
+    for target in (t for t in targets if t not in manifests):
+        wanted += _resolve_key(remote, target)
+    before = len(remote.counters.pulled)
+    for stage, key in wanted:
+        if remote.store.lookup(stage, key, disk=True) is None:
+            record = remote.lookup(stage, key)
+            if record is None:
+                continue
+            parent = (record.parent_stage, record.parent) if record.parent and record.parent_stage else None
+            remote.pull(stage, key, parent, held=False)
+    return remote.counters.pulled[before:]
+
+
+def _resolve_key(remote: Remote, target: str) -> list[tuple[str, str]]:
+    stage, _, key = target.rpartition("-")
+    if stage in STAGE_NAMES and KEY.fullmatch(key):
+        return [(stage, key)]
+    prefix = target.split("-")[-1]
+    matches = [(r.stage, r.key) for r, _ in remote.entries() if r.key.startswith(prefix)]
+    if len(matches) != 1:
+        raise VzError(f"{target!r} names {len(matches)} remote entries; give more of the key")
+    return matches
