@@ -1,0 +1,295 @@
+"""The remote cache against a real S3 API on loopback (a moto server, real HTTP, real boto3): a
+chain pushed from one store and pulled into another is the same, bit for bit; anything tampered
+with, unsigned when signatures are required, cut short, or unreachable is a miss with a warning,
+never a hit and never a failed build."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import threading
+import uuid
+from pathlib import Path
+
+import boto3
+import pytest
+
+from vzstages.cache.remote import Remote, RemoteConfig, remote_config
+from vzstages.cache.store import Record, Store
+from vzstages.errors import VzError
+
+VOL, OSK, PKG = "a" * 32, "b" * 32, "c" * 32
+
+
+def qcow2(path: Path, backing: Path | None = None, data: bytes = b"") -> None:
+    argv = ["qemu-img", "create", "-q", "-f", "qcow2"]
+    argv += ["-F", "qcow2", "-b", backing.name, str(path)] if backing else [str(path), "64M"]
+    subprocess.run(argv, check=True)
+    if data:
+        source = path.with_suffix(".data")
+        source.write_bytes(data)
+        write = f"write -s {source} 0 {len(data)}"
+        subprocess.run(["qemu-io", "-c", write, str(path)], check=True, capture_output=True)
+        source.unlink()
+
+
+def local_chain(store: Store) -> None:
+    """volume -> os -> packages, real qcow2 files with a little data each."""
+    store.ensure()
+    chain = [("volume", VOL, None), ("os", OSK, ("volume", VOL)), ("packages", PKG, ("os", OSK))]
+    for stage, key, parent in chain:
+        backing = store.checkpoint(*parent) if parent else None
+        # Random data: it does not compress, so a transfer takes many packets to cut in the middle.
+        qcow2(store.checkpoint(stage, key), backing, data=b"x" * 4096 + os.urandom(256 * 1024))
+        record = Record(stage, key, parent[1] if parent else None, parent[0] if parent else None, {})
+        record.facts = {"stage": stage}
+        record.timings = {"total": 10.0}
+        store.save_record(record)
+
+
+@pytest.fixture
+def bucket(moto_endpoint: str) -> str:
+    name = f"vzstages-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1").create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def s3(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    return boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+
+
+def remote(store: Store, bucket: str, endpoint: str, **keys: Path) -> Remote:
+    return Remote(RemoteConfig(f"s3://{bucket}/team", endpoint_url=endpoint, **keys), store)
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_pushed_chain_pulls_into_another_store_bit_for_bit(tmp_path, s3, bucket, moto_endpoint):
+    a, b = Store(tmp_path / "a"), Store(tmp_path / "b")
+    local_chain(a)
+    pusher = remote(a, bucket, moto_endpoint)
+    assert [pusher.push(s, k) for s, k in (("volume", VOL), ("os", OSK), ("packages", PKG))] == [True] * 3
+    assert not pusher.push("os", OSK)  # already there: nothing sent again
+    assert pusher.counters.sent > 0
+    puller = remote(b, bucket, moto_endpoint)
+    b.ensure()
+    assert puller.pull("packages", PKG, ("os", OSK), held=False)  # pulls os and volume first
+    for stage, key in (("volume", VOL), ("os", OSK), ("packages", PKG)):
+        assert digest(b.checkpoint(stage, key)) == digest(a.checkpoint(stage, key))
+        record = b.lookup(stage, key, disk=True)
+        assert record is not None and record.facts == {"stage": stage}
+        assert record.origin["remote"] == f"s3://{bucket}/team"
+    assert b.hit("packages", PKG, disk=True, outputs=[], touch=False) is not None
+    assert puller.counters.pulled == [f"volume-{VOL}", f"os-{OSK}", f"packages-{PKG}"]
+    assert not list(b.stages.glob(".*"))  # no temporary file left
+    assert puller.warnings == []
+
+
+def test_checkpoints_travel_compressed(tmp_path, s3, bucket, moto_endpoint):
+    a = Store(tmp_path / "a")
+    local_chain(a)
+    pusher = remote(a, bucket, moto_endpoint)
+    assert pusher.push("volume", VOL)
+    record = pusher.lookup("volume", VOL)
+    assert record is not None and record.size < record.raw_size
+
+
+def tamper(s3, bucket: str, key: str, change) -> None:
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    s3.put_object(Bucket=bucket, Key=key, Body=change(body))
+
+
+def pushed(tmp_path: Path, bucket: str, endpoint: str, **keys: Path) -> tuple[Store, Remote]:
+    a = Store(tmp_path / "a")
+    local_chain(a)
+    pusher = remote(a, bucket, endpoint, **keys)
+    for stage, key in (("volume", VOL), ("os", OSK), ("packages", PKG)):
+        assert pusher.push(stage, key)
+    b = Store(tmp_path / "b")
+    b.ensure()
+    return b, pusher
+
+
+def flip_byte(body: bytes) -> bytes:
+    return body[:100] + bytes([body[100] ^ 1]) + body[101:]
+
+
+def test_a_flipped_byte_in_a_blob_is_a_miss(tmp_path, s3, bucket, moto_endpoint):
+    b, pusher = pushed(tmp_path, bucket, moto_endpoint)
+    sha = pusher.lookup("volume", VOL).sha256  # type: ignore[union-attr]
+    tamper(s3, bucket, f"team/blobs/{sha}", flip_byte)
+    puller = remote(b, bucket, moto_endpoint)
+    assert not puller.pull("os", OSK, ("volume", VOL), held=False)
+    assert b.lookup("volume", VOL, disk=True) is None and b.lookup("os", OSK, disk=True) is None
+    assert any("does not match its digest" in w or "not zstd" in w for w in puller.warnings), puller.warnings
+    assert not list(b.stages.glob(".*"))
+
+
+def test_a_record_naming_the_wrong_parent_is_a_miss(tmp_path, s3, bucket, moto_endpoint):
+    b, _ = pushed(tmp_path, bucket, moto_endpoint)
+
+    def other_parent(body: bytes) -> bytes:
+        document = json.loads(body)
+        document["parent"] = document["record"]["parent"] = "d" * 32
+        return json.dumps(document).encode()
+
+    tamper(s3, bucket, f"team/records/os-{OSK}.json", other_parent)
+    puller = remote(b, bucket, moto_endpoint)
+    assert not puller.pull("os", OSK, ("volume", VOL), held=False)
+    assert b.lookup("os", OSK, disk=True) is None
+
+
+def test_a_missing_parent_blob_is_a_miss(tmp_path, s3, bucket, moto_endpoint):
+    b, pusher = pushed(tmp_path, bucket, moto_endpoint)
+    s3.delete_object(Bucket=bucket, Key=f"team/blobs/{pusher.lookup('volume', VOL).sha256}")  # type: ignore[union-attr]
+    puller = remote(b, bucket, moto_endpoint)
+    assert not puller.pull("os", OSK, ("volume", VOL), held=False)
+    assert b.lookup("os", OSK, disk=True) is None
+
+
+def keypair(folder: Path, name: str) -> tuple[Path, Path]:
+    private = folder / name
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(private)], check=True)
+    return private, Path(f"{private}.pub")
+
+
+@pytest.mark.parametrize("signer", ["nobody", "untrusted", "trusted"])
+def test_with_trusted_keys_only_a_trusted_signature_is_a_hit(tmp_path, s3, bucket, moto_endpoint, signer):
+    trusted_private, trusted_public = keypair(tmp_path, "ci")
+    other_private, _ = keypair(tmp_path, "laptop")
+    keys = {"trusted": trusted_private, "untrusted": other_private}
+    signing = {"signing_key": keys[signer]} if signer in keys else {}
+    b, _ = pushed(tmp_path, bucket, moto_endpoint, **signing)
+    puller = remote(b, bucket, moto_endpoint, trusted_keys=trusted_public)
+    assert puller.pull("volume", VOL, None, held=False) == (signer == "trusted")
+    if signer != "trusted":
+        assert any("not signed" in w or "not trusted" in w for w in puller.warnings), puller.warnings
+
+
+def test_a_signature_over_other_content_is_a_miss(tmp_path, s3, bucket, moto_endpoint):
+    private, public = keypair(tmp_path, "ci")
+    b, _ = pushed(tmp_path, bucket, moto_endpoint, signing_key=private)
+
+    def more_facts(body: bytes) -> bytes:
+        document = json.loads(body)
+        document["record"]["facts"]["kernel_version"] = "evil"
+        return json.dumps(document).encode()
+
+    tamper(s3, bucket, f"team/records/volume-{VOL}.json", more_facts)
+    puller = remote(b, bucket, moto_endpoint, trusted_keys=public)
+    assert not puller.pull("volume", VOL, None, held=False)
+    assert any("does not match" in w for w in puller.warnings)
+
+
+def test_an_unreachable_remote_is_a_warning_and_a_miss(tmp_path, s3):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # nothing listens here once the probe closes
+    store = Store(tmp_path / "b")
+    store.ensure()
+    gone = remote(store, "bucket", f"http://127.0.0.1:{port}")
+    assert gone.lookup("os", OSK) is None
+    assert not gone.pull("os", OSK, None, held=False)
+    assert any("building locally" in w for w in gone.warnings)
+
+
+class CuttingProxy:
+    """A TCP proxy to the moto server that drops every connection once `limit` bytes have
+    crossed it in the given direction: the remote going away in the middle of a transfer."""
+
+    def __init__(self, target: str, limit: int, direction: str):
+        host, port = target.removeprefix("http://").split(":")
+        self.target = (host, int(port))
+        self.limit = limit
+        self.direction = direction  # "download" or "upload"
+        self.moved = 0
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(16)
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            threading.Thread(target=self.pipe, args=(client, upstream, "upload"), daemon=True).start()
+            threading.Thread(target=self.pipe, args=(upstream, client, "download"), daemon=True).start()
+
+    def pipe(self, source: socket.socket, sink: socket.socket, direction: str) -> None:
+        try:
+            while data := source.recv(65536):
+                if direction == self.direction:
+                    self.moved += len(data)
+                    if self.moved > self.limit:
+                        break
+                sink.sendall(data)
+        except OSError:
+            pass
+        for s in (source, sink):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+
+def test_the_remote_going_away_mid_pull_leaves_no_hit(tmp_path, s3, bucket, moto_endpoint):
+    b, _ = pushed(tmp_path, bucket, moto_endpoint)
+    proxy = CuttingProxy(moto_endpoint, limit=300_000, direction="download")
+    puller = remote(b, bucket, proxy.url)
+    assert not puller.pull("packages", PKG, ("os", OSK), held=False)
+    assert puller.warnings
+    for stage, key in (("volume", VOL), ("os", OSK), ("packages", PKG)):
+        entry = b.lookup(stage, key, disk=True)
+        # Whatever arrived whole is a complete, checked entry; nothing half-written is.
+        assert entry is None or b.hit(stage, key, disk=True, outputs=[], touch=False) is not None
+    assert b.lookup("packages", PKG, disk=True) is None
+    assert not list(b.stages.glob(".*"))
+
+
+def test_the_remote_going_away_mid_push_leaves_nothing_to_pull(tmp_path, s3, bucket, moto_endpoint):
+    a = Store(tmp_path / "a")
+    local_chain(a)
+    proxy = CuttingProxy(moto_endpoint, limit=100_000, direction="upload")
+    pusher = remote(a, bucket, proxy.url)
+    assert not pusher.push("volume", VOL)
+    assert pusher.warnings
+    listing = s3.list_objects_v2(Bucket=bucket, Prefix="team/records/")
+    assert listing.get("KeyCount", 0) == 0  # no record: nothing a pull could take for a hit
+    assert remote(Store(tmp_path / "b"), bucket, moto_endpoint).lookup("volume", VOL) is None
+
+
+def test_remote_gc_keeps_chains_whole(tmp_path, s3, bucket, moto_endpoint):
+    from vzstages.cache import remote_manage
+
+    pushed(tmp_path, bucket, moto_endpoint)
+    fresh = remote(Store(tmp_path / "c"), bucket, moto_endpoint)
+    deleted = remote_manage.collect(fresh, max_size=1, max_age=None)
+    assert [d.split(" ")[0] for d in deleted] == [f"packages-{PKG}", f"os-{OSK}", f"volume-{VOL}"]
+    assert s3.list_objects_v2(Bucket=bucket, Prefix="team/").get("KeyCount", 0) == 0
+
+
+def test_remote_configuration_errors_are_clear(tmp_path, monkeypatch):
+    monkeypatch.delenv("VZSTAGES_REMOTE", raising=False)
+    assert remote_config() is None
+    assert remote_config("s3://bucket/x", "off") is None
+    for url, mode in (("http://bucket", None), ("s3://bucket", "sometimes")):
+        with pytest.raises(VzError):
+            remote_config(url, mode)
+    (tmp_path / "not-a-key").write_text("hello")
+    with pytest.raises(VzError, match="signing key"):
+        remote_config("s3://bucket", signing_key=str(tmp_path / "not-a-key"))
+    with pytest.raises(VzError, match="trusted keys"):
+        remote_config("s3://bucket", trusted_keys=str(tmp_path / "not-a-key"))
