@@ -328,10 +328,22 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """argparse, except that `cache push --remote URL a.yml` works: a `*` positional (targets) is
+    filled before the options after it are seen, so words left over after them are its too."""
+    top = parser()
+    args, extras = top.parse_known_args(argv)
+    if extras and hasattr(args, "targets") and not any(e.startswith("-") for e in extras):
+        args.targets = [*args.targets, *extras]
+    elif extras:
+        top.error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `vzstages plan M | head` is not an error
     try:
-        args = parser().parse_args(argv)
+        args = parse(argv)
     except KeyboardInterrupt:
         return 130
     try:

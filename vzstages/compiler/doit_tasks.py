@@ -117,6 +117,11 @@ def doit_tasks(plans: list[Plan], action: StageAction) -> Iterator[dict[str, Any
             sharing.setdefault(node(stage), []).append(label)
     emitted: set[Node] = set()
     for plan, label in zip(plans, labels, strict=True):
+        yield {
+            "basename": label,
+            "name": None,
+            "doc": f"build {plan.manifest.image_name} ({plan.manifest.path})",
+        }
         for status in explain(plan):
             stage = status.stage
             here = node(stage)
