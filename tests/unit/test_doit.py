@@ -157,7 +157,13 @@ def test_several_manifests_share_their_common_stages_as_one_task(tmp_path, write
     one = write_manifest(name="one.yml")
     two = write_manifest(KVM_MANIFEST.replace("hostname: alpha", "hostname: beta"), name="two.yml")
     plans = [plan_for(one, tmp_path / "cache"), plan_for(two, tmp_path / "cache")]
-    tasks = list(doit_tasks(plans, lambda plan, stage, display: {"status": "built"}))
+    everything = list(doit_tasks(plans, lambda plan, stage, display: {"status": "built"}))
+    groups = [t for t in everything if t["name"] is None]
+    assert [(g["basename"], g["doc"].split(" (")[0]) for g in groups] == [
+        ("one", "build test-bookworm-" + plans[0].manifest.render("{%Y}")),
+        ("two", "build test-bookworm-" + plans[0].manifest.render("{%Y}")),
+    ]
+    tasks = [t for t in everything if t["name"] is not None]
     names = [f"{t['basename']}:{t['name']}" for t in tasks]
     # volume, os and packages are the same stages: one task each, under the first manifest.
     assert names == [
