@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 from doit.exceptions import TaskFailed
 
+from . import console
 from .cache.archive_state import ArchiveState
 from .cache.remote import Remote, RemoteConfig
 from .cache.store import Store
@@ -56,16 +57,7 @@ BASE_TOOLS = [
 
 
 def setup_console_logging(verbose: bool = False) -> None:
-    root = logging.getLogger("vzstages")
-    if any(getattr(h, "_vzstages_console", False) for h in root.handlers):
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    handler.setLevel(logging.DEBUG if verbose else logging.INFO)
-    handler.addFilter(lambda r: verbose or r.name == "vzstages.progress" or r.levelno >= logging.WARNING)
-    handler._vzstages_console = True  # type: ignore[attr-defined]
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
+    console.setup(verbose)
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:

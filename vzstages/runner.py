@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import runtime
-from .cache.store import Record, output_signature, publish_file
+from .cache.store import Record, Store, output_signature, publish_file
 from .compiler.plan import CompiledStage, Plan
 from .host import Host
 from .model.info import BuildInfo
@@ -42,7 +42,16 @@ def run_stage(plan: Plan, stage: CompiledStage, host: Host, display: str = "") -
                 record = plan.hit(stage, touch=True)
                 if record is not None:
                     return record, "pulled"
-        progress.info("%-8s running %d tasks (%s)", display, len(stage.tasks), stage.key[:12])
+        expected = last_duration(store, stage.name)
+        about = f", about {expected:.0f}s last time" if expected else ""
+        progress.info(
+            "%-8s running %d tasks (%s%s)",
+            display,
+            len(stage.tasks),
+            stage.key[:12],
+            about,
+            extra={"stage": (display, "start", expected)},
+        )
         started = time.monotonic()
         info = BuildInfo(
             manifest=ManifestView(plan.manifest, "<stage>", ()),
@@ -79,8 +88,16 @@ def run_stage(plan: Plan, stage: CompiledStage, host: Host, display: str = "") -
             manifest=str(plan.manifest.path),
         )
         store.save_record(record)
-        progress.info("%-8s done in %.1fs", display, timings["total"])
+        progress.info(
+            "%-8s done in %.1fs", display, timings["total"], extra={"stage": (display, "end", None)}
+        )
         return record, "built"
+
+
+def last_duration(store: Store, stage: str) -> float | None:
+    """How long the newest build of a stage of this name took (any key): what to expect."""
+    timed = [r for r in store.records(stage) if r.timings.get("total")]
+    return max(timed, key=lambda r: r.created).timings["total"] if timed else None
 
 
 def _parent_facts(plan: Plan, stage: CompiledStage) -> dict[str, Any]:

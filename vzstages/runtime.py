@@ -67,18 +67,35 @@ def run_disk_stage(
             tree.trim(info.layout)
 
 
+def batches(tasks: Sequence[type[Task]]) -> list[list[type[Task]]]:
+    """The tasks in order, those of one batch kind that follow each other grouped."""
+    grouped: list[list[type[Task]]] = []
+    for task in tasks:
+        if grouped and task.batch is not None and grouped[-1][-1].batch == task.batch:
+            grouped[-1].append(task)
+        else:
+            grouped.append([task])
+    return grouped
+
+
 def run_tasks(
     tasks: Sequence[type[Task]], manifest: Manifest, info: BuildInfo, timings: dict[str, float]
 ) -> None:
     done: list[type[Task]] = []
     try:
-        for task in tasks:
+        for batch in batches(tasks):
             started = time.monotonic()
-            progress.info("  %s: %s", info.stage, task.description or task.name())
-            log.info("task %s", task.name())
-            task.run(replace(info, manifest=ManifestView(manifest, task.name(), task.reads)))
-            timings[task.name()] = round(time.monotonic() - started, 3)
-            done.append(task)
+            for task in batch:
+                progress.info("  %s: %s", info.stage, task.description or task.name())
+                log.info("task %s", task.name())
+            runs = [(t, replace(info, manifest=ManifestView(manifest, t.name(), t.reads))) for t in batch]
+            if len(batch) == 1:
+                batch[0].run(runs[0][1])
+            else:
+                batch[0].run_batch(runs)
+            for task in batch:
+                timings[task.name()] = round((time.monotonic() - started) / len(batch), 3)
+            done += batch
     except BaseException:
         for task in reversed(done):
             try:

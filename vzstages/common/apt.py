@@ -165,10 +165,50 @@ class AptUpdate(Task):
         apt_get(info, ["dist-upgrade"])
 
 
-class InstallPackages(Task):
-    description = "Installing the manifest's packages"
+class AptInstall(Task):
+    """Installs packages in the packages stage; subclasses name them (`packages`, or
+    `packages_for` when they depend on the manifest). Those that follow each other in the stage
+    are installed in one apt run: one dependency resolution, one dpkg run, one round of triggers."""
+
     phase = Phase.PACKAGE_INSTALLATION
+    predecessors: ClassVar[Sequence[type[Task]]] = ()
+    archive_suites = APT_SUITES
+    batch = "apt-install"
+    packages: ClassVar[Sequence[str]] = ()
+
+    @classmethod
+    def packages_for(cls, manifest: ManifestView) -> Sequence[str]:
+        return cls.packages
+
+    @classmethod
+    def run(cls, info: BuildInfo) -> None:
+        apt_install(info, cls.packages_for(info.manifest))
+
+    @classmethod
+    def run_batch(cls, runs: Sequence[tuple[type[Task], BuildInfo]]) -> None:
+        wanted: list[str] = []
+        for task, info in runs:
+            assert issubclass(task, AptInstall)
+            wanted += [p for p in task.packages_for(info.manifest) if p not in wanted]
+        apt_install(runs[0][1], wanted)
+
+
+class InstallPackages(AptInstall):
+    description = "Installing the manifest's packages"
     predecessors = (AptUpdate,)
+    successors = (AptInstall,)  # the manifest's own packages first (an edge binds subclasses too)
+    reads = ("packages.install",)
+
+    @classmethod
+    def packages_for(cls, manifest: ManifestView) -> Sequence[str]:
+        # name/target-release goes to apt as is: apt reads "pkg/suite" as "from that suite".
+        return [p for p in manifest.get("packages.install") or [] if not p.endswith(".deb")]
+
+
+class InstallLocalPackages(Task):
+    description = "Installing the standard task and the manifest's local .deb files"
+    phase = Phase.PACKAGE_INSTALLATION
+    predecessors = (InstallPackages,)
     reads = ("packages.install", "packages.install_standard")
     archive_suites = APT_SUITES
 
@@ -185,12 +225,7 @@ class InstallPackages(Task):
             apt_install(info, ["tasksel"])
             with shared_package_cache(info) as env:
                 info.chroot(["tasksel", "install", "standard"], env=env)
-        names: list[str] = []
-        debs: list[str] = []
-        for item in m.get("packages.install") or []:
-            (debs if item.endswith(".deb") else names).append(item)
-        # name/target-release goes to apt as is: apt reads "pkg/suite" as "from that suite".
-        apt_install(info, names)
+        debs = [p for p in m.get("packages.install") or [] if p.endswith(".deb")]
         if debs:
             staging = info.target / "tmp/vzstages-debs"
             staging.mkdir(parents=True, exist_ok=True)
@@ -198,16 +233,3 @@ class InstallPackages(Task):
                 (staging / Path(deb).name).copy_from(m.relative_path(deb))
             apt_install(info, [f"/tmp/vzstages-debs/{Path(d).name}" for d in debs])
             staging.rmtree()
-
-
-class AptInstall(Task):
-    """Installs a fixed list of packages in the packages stage; subclasses name them."""
-
-    phase = Phase.PACKAGE_INSTALLATION
-    predecessors: ClassVar[Sequence[type[Task]]] = (InstallPackages,)
-    archive_suites = APT_SUITES
-    packages: ClassVar[Sequence[str]] = ()
-
-    @classmethod
-    def run(cls, info: BuildInfo) -> None:
-        apt_install(info, cls.packages)

@@ -9,6 +9,7 @@ from ..manifest.releases import lookup
 from ..model.info import BuildInfo
 from ..model.phases import Phase
 from ..model.task import Task
+from ..model.view import ManifestView
 from .apt import APT_SUITES, AptInstall, apt_install
 from .system import InstallSystemPackages
 
@@ -29,20 +30,28 @@ WantedBy=multi-user.target
 """
 
 
-class InstallBootPackages(Task):
+class InstallBootPackages(AptInstall):
     description = "Installing init, udev and network support"
-    phase = Phase.PACKAGE_INSTALLATION
     predecessors = (InstallSystemPackages,)
     reads = ("system.release",)
-    archive_suites = APT_SUITES
 
     @classmethod
-    def run(cls, info: BuildInfo) -> None:
-        release = lookup(info.manifest.get("system.release"))
+    def packages_for(cls, manifest: ManifestView) -> Sequence[str]:
+        release = lookup(manifest.get("system.release"))
         # ifupdown's DHCP client: isc-dhcp-client up to bookworm, dhcpcd from trixie on.
         old = release is not None and release.version is not None and release.version <= 12
         dhcp = "isc-dhcp-client" if old else "dhcpcd-base"
-        apt_install(info, ["systemd-sysv", "udev", "kmod", "iproute2", "ifupdown", dhcp])
+        return ["systemd-sysv", "udev", "kmod", "iproute2", "ifupdown", dhcp]
+
+
+class InstallInitramfsTools(AptInstall):
+    description = "Installing initramfs-tools"
+    predecessors = (InstallSystemPackages,)
+    # Before the kernel, not with it: set up in the same run as the kernel, initramfs-tools
+    # activates its own trigger and the initramfs is built twice. zstd: initramfs-tools compresses
+    # with it, and without it falls back to gzip, which takes seconds where zstd takes a moment
+    # (minutes under emulation).
+    packages = ("initramfs-tools", "zstd")
 
 
 class WriteInitramfsModules(Task):
@@ -71,7 +80,7 @@ class WriteInitramfsModules(Task):
 class InstallKernel(Task):
     description = "Installing the kernel"
     phase = Phase.PACKAGE_INSTALLATION
-    predecessors = (InstallBootPackages, WriteInitramfsModules)
+    predecessors = (InstallBootPackages, InstallInitramfsTools, WriteInitramfsModules)
     reads = ("system.architecture",)
     archive_suites = APT_SUITES
     # Providers with a leaner kernel for their platform (cloud) override this.
@@ -83,10 +92,6 @@ class InstallKernel(Task):
 
     @classmethod
     def run(cls, info: BuildInfo) -> None:
-        # initramfs-tools first, on its own: set up in the same run as the kernel, it activates its
-        # own trigger and the initramfs is generated twice (once by the kernel's hook, once by the
-        # trigger). Installed before, the kernel's hook defers to the trigger and it is built once.
-        apt_install(info, ["initramfs-tools"])
         apt_install(info, [cls.packages[info.manifest.get("system.architecture")]])
         versions = sorted(p.name.removeprefix("vmlinuz-") for p in (info.target / "boot").glob("vmlinuz-*"))
         if not versions:

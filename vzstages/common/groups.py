@@ -37,12 +37,16 @@ def resolve_tasks(taskset: TaskSet, manifest: Manifest) -> None:
         cleanup.MakeGeneric,
         cleanup.ClearLogsAndTemp,
     )
+    install = manifest.get("packages.install") or []
+    if manifest.get("packages.install_standard") or any(p.endswith(".deb") for p in install):
+        taskset.add(apt.InstallLocalPackages)
 
 
 def add_boot_tasks(taskset: TaskSet, manifest: Manifest) -> None:
     """Kernel, fstab, network, SSH and the bootloader: for providers whose images boot."""
     taskset.add(
         bootable.InstallBootPackages,
+        bootable.InstallInitramfsTools,
         bootable.InstallSshServer,
         bootable.RegenerateSshHostKeys,
         system.ConfigureNetwork,

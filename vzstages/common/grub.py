@@ -11,10 +11,13 @@ path of the EFI system partition.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ..model.info import BuildInfo
 from ..model.phases import Phase
 from ..model.task import Task
-from .apt import APT_SUITES, AptInstall, apt_install
+from ..model.view import ManifestView
+from .apt import AptInstall
 from .bootable import InstallKernel, boot_paths, kernel_cmdline
 from .system import InstallSystemPackages
 
@@ -110,20 +113,17 @@ class InstallGrub(Task):
         write_grub_cfg(info, serial)
 
 
-class InstallGrubEfiPackages(Task):
+class InstallGrubEfiPackages(AptInstall):
     description = "Installing grub for UEFI"
-    phase = Phase.PACKAGE_INSTALLATION
     predecessors = (InstallSystemPackages,)
     successors = (InstallKernel,)
     reads = ("system.architecture",)
-    archive_suites = APT_SUITES
 
     @classmethod
-    def run(cls, info: BuildInfo) -> None:
+    def packages_for(cls, manifest: ManifestView) -> Sequence[str]:
         # The -bin package only: grub-efi-*'s maintainer scripts would run grub-install against
         # the build host's firmware. dosfstools lets the machine fsck its EFI system partition.
-        arch = info.manifest.get("system.architecture")
-        apt_install(info, [f"grub-efi-{arch}-bin", "grub2-common", "dosfstools"])
+        return [f"grub-efi-{manifest.get('system.architecture')}-bin", "grub2-common", "dosfstools"]
 
 
 class InstallGrubEfi(Task):

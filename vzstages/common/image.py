@@ -33,7 +33,18 @@ def convert(info: BuildInfo, fmt: str, target: Path) -> None:
     info.say(f"converting to {fmt}: {target}")
     with atomic_output(target) as tmp:
         info.host.run(
-            ["qemu-img", "convert", "-f", "qcow2", "-O", qemu_fmt, *options, str(info.source_image), str(tmp)]
+            [
+                "qemu-img",
+                "convert",
+                "-p",
+                "-f",
+                "qcow2",
+                "-O",
+                qemu_fmt,
+                *options,
+                str(info.source_image),
+                str(tmp),
+            ]
         )
     info.facts["image"] = str(target)
     info.facts["image_key"] = info.key  # names the image's content, for publishing idempotently

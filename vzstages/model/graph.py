@@ -22,9 +22,9 @@ def edges(tasks: Iterable[type[Task]]) -> set[tuple[type[Task], type[Task]]]:
     found = set()
     for task in present:
         for p in task.predecessors:
-            found |= {(m, task) for m in matching(p)}
+            found |= {(m, task) for m in matching(p) if m is not task}
         for s in task.successors:
-            found |= {(task, m) for m in matching(s)}
+            found |= {(task, m) for m in matching(s) if m is not task}
     return found
 
 

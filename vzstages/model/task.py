@@ -30,6 +30,9 @@ class Task:
     # The suites the task downloads from, as suffixes of the release ("" for the release itself,
     # "-updates", "-security"): its stage key then includes their state (cache/archive_state.py).
     archive_suites: ClassVar[Sequence[str]] = ()
+    # Tasks of one batch kind that follow each other in a stage run as one (run_batch): packages
+    # that several tasks install are installed in one apt run. The order is the graph's.
+    batch: ClassVar[str | None] = None
 
     @classmethod
     def name(cls) -> str:
@@ -53,6 +56,12 @@ class Task:
     @classmethod
     def run(cls, info: BuildInfo) -> None:
         raise NotImplementedError(cls.name())
+
+    @classmethod
+    def run_batch(cls, runs: Sequence[tuple[type[Task], BuildInfo]]) -> None:
+        """Run consecutive tasks of this class's `batch` kind together; each with its own info."""
+        for task, info in runs:
+            task.run(info)
 
     @classmethod
     def rollback(cls, info: BuildInfo) -> None:

@@ -1,24 +1,22 @@
 from __future__ import annotations
 
-from ...common.apt import APT_SUITES, InstallPackages, apt_install
+from collections.abc import Sequence
+
+from ...common.apt import AptInstall
 from ...model.info import BuildInfo
 from ...model.phases import Phase
 from ...model.task import Task
+from ...model.view import ManifestView
 
 
-class InstallGrowpart(Task):
+class InstallGrowpart(AptInstall):
     description = "Installing growpart"
-    phase = Phase.PACKAGE_INSTALLATION
-    predecessors = (InstallPackages,)
     reads = ("volume.partitions.root.filesystem",)
-    archive_suites = APT_SUITES
 
     @classmethod
-    def run(cls, info: BuildInfo) -> None:
-        packages = ["cloud-guest-utils", "fdisk"]
-        if info.manifest.get("volume.partitions.root.filesystem") == "xfs":
-            packages.append("xfsprogs")
-        apt_install(info, packages)
+    def packages_for(cls, manifest: ManifestView) -> Sequence[str]:
+        xfs = manifest.get("volume.partitions.root.filesystem") == "xfs"
+        return ["cloud-guest-utils", "fdisk", *(["xfsprogs"] if xfs else [])]
 
 
 class InstallExpandRoot(Task):

@@ -1,0 +1,45 @@
+"""The console: plain progress lines always; on a terminal, a status line with each running
+stage's elapsed and expected time and the last line its command printed."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+from vzstages.console import ConsoleHandler
+
+
+def records(handler: ConsoleHandler) -> None:
+    progress, host = logging.getLogger("vzstages.progress"), logging.getLogger("vzstages.host")
+    for logger in (progress, host):
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+        logger.propagate = False
+    try:
+        progress.info("os       running 3 tasks", extra={"stage": ("os", "start", 30.0)})
+        host.debug("  I: Unpacking libc6...")
+        host.info("$ debootstrap ...")  # a command line: not a progress line
+        handler._clear()
+        handler._draw()
+        progress.info("os       done in 20.0s", extra={"stage": ("os", "end", None)})
+    finally:
+        for logger in (progress, host):
+            logger.removeHandler(handler)
+            logger.propagate = True
+
+
+def test_a_terminal_gets_a_live_status_line():
+    stream = io.StringIO()
+    handler = ConsoleHandler(stream, live=True)
+    records(handler)
+    out = stream.getvalue()
+    assert "os       running 3 tasks\n" in out and "os       done in 20.0s\n" in out
+    assert "os 0s of ~30s  I: Unpacking libc6..." in out
+    assert "$ debootstrap" not in out
+    assert handler.running == {}
+
+
+def test_a_log_gets_plain_lines_only():
+    stream = io.StringIO()
+    records(ConsoleHandler(stream, live=False))
+    assert stream.getvalue() == "os       running 3 tasks\nos       done in 20.0s\n"
