@@ -129,7 +129,11 @@ def qemu_command(
         raise VzError(f"{binary} is missing (apt-get install {package})")
     if architecture != "amd64" and disk_interface in ("ide", "sata"):
         raise VzError(f"QEMU's {architecture} machine has no {disk_interface} disks; use virtio or nvme")
-    fmt = "qcow2" if image.suffix == ".qcow2" else {"vdi": "vdi", "vmdk": "vmdk"}.get(image.suffix[1:], "raw")
+    fmt = (
+        "qcow2"
+        if image.suffix == ".qcow2"
+        else {"vdi": "vdi", "vmdk": "vmdk", "vhd": "vpc"}.get(image.suffix[1:], "raw")
+    )
     drive = f"file={image},format={fmt},if=none,id=disk0,snapshot={'on' if snapshot else 'off'}"
     device = {
         "virtio": ["-device", "virtio-blk-pci,drive=disk0"],

@@ -95,3 +95,16 @@ def test_uefi_needs_gpt():
     with pytest.raises(LayoutError, match="UEFI images need a gpt partition table, not msdos") as caught:
         compute_layout({"type": "msdos", "root": {"filesystem": "ext4", "size": "1GiB"}}, "grub", "uefi")
     assert caught.value.keypath == ("volume", "partitions", "type")
+
+
+def test_hybrid_has_a_bios_boot_and_an_efi_system_partition_before_root():
+    layout = compute_layout({"type": "gpt", "root": {"size": "2GiB", "filesystem": "ext4"}}, "grub", "hybrid")
+    assert [(p.name, p.number) for p in layout.partitions] == [("bios_boot", 1), ("efi", 2), ("root", 3)]
+    assert layout.boot.number == 3
+    with pytest.raises(LayoutError, match="Hybrid BIOS\\+UEFI images need a gpt"):
+        compute_layout({"type": "msdos", "root": {"size": "2GiB", "filesystem": "ext4"}}, "grub", "hybrid")
+
+
+def test_extlinux_boots_an_unpartitioned_volume_from_its_filesystem():
+    layout = compute_layout({"type": "none", "root": {"size": "2GiB", "filesystem": "ext4"}}, "extlinux")
+    assert [(p.name, p.start) for p in layout.partitions] == [("root", 0)]

@@ -131,7 +131,9 @@ def kernel_cmdline(info: BuildInfo) -> str:
         consoles = ["console=tty0", "console=ttyS0,115200n8"]
     else:
         consoles = ["console=tty0"]
-    return f"root=UUID={root_uuid} ro net.ifnames=0 biosdevname=0 {' '.join(consoles)}"
+    # A provider's own arguments (Azure's rootdelay) come as a fact from its packages stage.
+    extra = [str(a) for a in info.facts.get("kernel_args", [])]
+    return f"root=UUID={root_uuid} ro net.ifnames=0 biosdevname=0 {' '.join([*consoles, *extra])}"
 
 
 def boot_paths(info: BuildInfo) -> tuple[str, str]:

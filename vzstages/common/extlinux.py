@@ -35,6 +35,11 @@ class InstallExtlinux(Task):
             f"{serial}DEFAULT debian\nTIMEOUT 10\nPROMPT 0\n\n"
             f"LABEL debian\n  LINUX {kernel}\n  INITRD {initrd}\n  APPEND {cmdline}\n"
         )
+        if layout.table == "none":
+            # The filesystem starts at the disk's first sector, and extlinux --install wrote its
+            # boot sector there (ext2/3/4 leave their first KiB to a boot loader): the BIOS loads
+            # it as it would an MBR, as bootstrap-vz's unpartitioned EC2 images booted.
+            return
         disk = info.disk.whole_device()
         # The partition table marks the boot partition (bootable / LegacyBIOSBootable) already.
         mbr = "gptmbr.bin" if layout.table == "gpt" else "mbr.bin"

@@ -53,9 +53,9 @@ def add_boot_tasks(taskset: TaskSet, manifest: Manifest) -> None:
         system.WriteFstab,
     )
     bootloader = manifest.get("system.bootloader")
-    if bootloader == "grub" and manifest.firmware == "uefi":
+    if bootloader == "grub" and manifest.firmware in ("uefi", "hybrid"):
         taskset.add(grub.InstallGrubEfiPackages, grub.InstallGrubEfi)
-    elif bootloader == "grub":
+    if bootloader == "grub" and manifest.firmware in ("bios", "hybrid"):
         taskset.add(grub.InstallGrubPackages, grub.InstallGrub)
     elif bootloader == "extlinux":
         taskset.add(extlinux.InstallExtlinuxPackages, extlinux.InstallExtlinux)

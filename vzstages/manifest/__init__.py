@@ -263,21 +263,28 @@ def _base_checks(manifest: Manifest) -> list[Problem]:
         problems.append(
             Problem(("system", "bootloader"), "pvgrub (Xen paravirtual boot) is retired; use grub")
         )
-    if bootloader in ("grub", "extlinux") and partitions["type"] == "none":
+    if bootloader == "grub" and partitions["type"] == "none":
         problems.append(
             Problem(
                 ("volume", "partitions", "type"),
-                f"{bootloader} cannot boot an unpartitioned volume; use msdos or gpt",
+                "grub cannot boot an unpartitioned volume (its core image needs the gap after a "
+                "partition table); use msdos or gpt, or extlinux, which boots from the filesystem",
             )
         )
     firmware, architecture = manifest.firmware, data["system"]["architecture"]
     if firmware == "bios" and architecture == "arm64":
         problems.append(Problem(("system", "firmware"), "arm64 machines boot only with UEFI; use uefi"))
-    if firmware == "uefi" and architecture == "i386":
+    if firmware in ("uefi", "hybrid") and architecture == "i386":
         problems.append(
             Problem(("system", "firmware"), "UEFI images are built for amd64 and arm64; use bios")
         )
-    if firmware == "uefi" and bootloader not in ("grub", "none"):
+    if firmware == "hybrid" and architecture != "amd64":
+        problems.append(
+            Problem(
+                ("system", "firmware"), "hybrid BIOS+UEFI images are amd64 (arm64 has only UEFI): use uefi"
+            )
+        )
+    if firmware in ("uefi", "hybrid") and bootloader not in ("grub", "none"):
         problems.append(
             Problem(("system", "bootloader"), f"UEFI images boot with grub, not {bootloader}; use grub")
         )

@@ -68,7 +68,7 @@ class Layout:
     disk_size: int
     partitions: tuple[Partition, ...]
     bootloader: str = "none"
-    firmware: str = "bios"  # bios or uefi
+    firmware: str = "bios"  # bios, uefi or hybrid (both, from one gpt disk)
 
     def get(self, name: str) -> Partition | None:
         return next((p for p in self.partitions if p.name == name), None)
@@ -130,12 +130,15 @@ def compute_layout(partitions: dict[str, Any], bootloader: str, firmware: str = 
     table = partitions["type"]
     base = ("volume", "partitions")
     specs: list[tuple[str, dict[str, Any]]] = []
-    if bootloader == "grub" and firmware == "uefi":
-        if table != "gpt":
-            raise LayoutError((*base, "type"), f"UEFI images need a gpt partition table, not {table}")
-        specs.append(("efi", {}))
-    elif table == "gpt" and bootloader == "grub":
+    if bootloader == "grub" and firmware in ("uefi", "hybrid") and table != "gpt":
+        kind = "UEFI" if firmware == "uefi" else "Hybrid BIOS+UEFI"
+        raise LayoutError((*base, "type"), f"{kind} images need a gpt partition table, not {table}")
+    # Debian's cloud images boot both ways: a BIOS boot partition for grub's core image, then an
+    # EFI system partition.
+    if table == "gpt" and bootloader == "grub" and firmware in ("bios", "hybrid"):
         specs.append(("bios_boot", {}))
+    if bootloader == "grub" and firmware in ("uefi", "hybrid"):
+        specs.append(("efi", {}))
     names = [k for k in partitions if k not in ("type", "root")]
     # boot first, then swap, then the extra mounts in manifest order; root last so it can grow.
     names.sort(key=lambda n: {"boot": 0, "swap": 1}.get(n, 2))

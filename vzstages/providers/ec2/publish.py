@@ -79,7 +79,8 @@ class RegisterImage(Task):
             name=image_name,
             description=description(manifest),
             architecture=manifest.get("system.architecture"),
-            boot_mode={"bios": "legacy-bios", "uefi": "uefi"}[manifest.firmware],
+            # A hybrid image boots either way: EC2 then picks per instance type (uefi-preferred).
+            boot_mode={"bios": "legacy-bios", "uefi": "uefi", "hybrid": "uefi-preferred"}[manifest.firmware],
             ena=True,  # the cloud kernel has the ENA driver and the initramfs loads it
             sriov=manifest.get("provider.enhanced_networking") == "simple",
             tags=rendered_tags(manifest),
