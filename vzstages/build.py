@@ -118,6 +118,8 @@ class Build:
             }
             if layout.get("efi"):
                 tools |= {"mmd", "mcopy"}  # grub's EFI binary goes onto the unmounted ESP with mtools
+            if layout.lvm is not None:
+                tools |= {"pvcreate", "vgcreate", "lvcreate", "lvs"}
         return sorted(tools)
 
     def prepare(self) -> None:

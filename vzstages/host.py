@@ -37,6 +37,13 @@ TOOL_PACKAGES: dict[str, str] = {
     "mkswap": "util-linux",
     "chroot": "coreutils",
     "tar": "tar",
+    "pvcreate": "lvm2",
+    "vgcreate": "lvm2",
+    "lvcreate": "lvm2",
+    "lvs": "lvm2",
+    "mmd": "mtools",
+    "mcopy": "mtools",
+    "mmdebstrap": "mmdebstrap",
     "zerofree": "zerofree",
 }
 

@@ -108,3 +108,19 @@ def test_hybrid_has_a_bios_boot_and_an_efi_system_partition_before_root():
 def test_extlinux_boots_an_unpartitioned_volume_from_its_filesystem():
     layout = compute_layout({"type": "none", "root": {"size": "2GiB", "filesystem": "ext4"}}, "extlinux")
     assert [(p.name, p.start) for p in layout.partitions] == [("root", 0)]
+
+
+def test_root_on_lvm_is_a_linear_volume_inside_its_partition():
+    from vzstages.volume.layout import Lvm
+
+    layout = compute_layout(
+        {"type": "gpt", "root": {"size": "2GiB", "filesystem": "ext4"}}, "grub", "bios", Lvm("vg0", "root")
+    )
+    names = [(p.name, p.number, p.filesystem, p.logical) for p in layout.partitions]
+    assert names == [("bios_boot", 1, None, False), ("lvm", 2, "lvm", False), ("root", None, "ext4", True)]
+    pv, root = layout.partitions[1], layout.root
+    assert root.start == pv.start + MiB and root.size == 2047 * MiB // (4 * MiB) * 4 * MiB
+    assert "E6D6D379" in layout.sfdisk_script() and layout.sfdisk_script().count("start=") == 2
+    assert layout.lvm is not None and layout.lvm.device == "/dev/mapper/vg0-root"
+    assert Lvm("my-vg", "root").device == "/dev/mapper/my--vg-root"
+    assert [p.name for p in layout.build_mounts()] == ["root"]

@@ -119,7 +119,9 @@ class RegenerateSshHostKeys(Task):
 
 def kernel_cmdline(info: BuildInfo) -> str:
     """Root by UUID, classic interface names (eth0), and the consoles the manifest asks for."""
-    root_uuid = info.facts["uuids"]["root"]
+    # Root on LVM by its device-mapper name: that is what makes the initramfs activate the VG.
+    lvm = info.layout.lvm
+    root = lvm.device if lvm is not None else f"UUID={info.facts['uuids']['root']}"
     serial = info.manifest.get("provider.console", "serial") == "serial"
     if serial and info.manifest.get("system.architecture") == "arm64":
         # EC2's Graviton has a 16550 UART (ttyS0), QEMU's virt machine and other arm64 clouds a
@@ -133,7 +135,7 @@ def kernel_cmdline(info: BuildInfo) -> str:
         consoles = ["console=tty0"]
     # A provider's own arguments (Azure's rootdelay) come as a fact from its packages stage.
     extra = [str(a) for a in info.facts.get("kernel_args", [])]
-    return f"root=UUID={root_uuid} ro net.ifnames=0 biosdevname=0 {' '.join([*consoles, *extra])}"
+    return f"root={root} ro net.ifnames=0 biosdevname=0 {' '.join([*consoles, *extra])}"
 
 
 def boot_paths(info: BuildInfo) -> tuple[str, str]:

@@ -37,6 +37,8 @@ def resolve_tasks(taskset: TaskSet, manifest: Manifest) -> None:
         cleanup.MakeGeneric,
         cleanup.ClearLogsAndTemp,
     )
+    if manifest.layout.lvm is not None:
+        taskset.add(partitions.InstallLvm)
     install = manifest.get("packages.install") or []
     if manifest.get("packages.install_standard") or any(p.endswith(".deb") for p in install):
         taskset.add(apt.InstallLocalPackages)

@@ -76,8 +76,6 @@ class InstallGrub(Task):
     @classmethod
     def run(cls, info: BuildInfo) -> None:
         assert info.disk is not None
-        layout = info.layout
-        table = "gpt" if layout.table == "gpt" else "msdos"
         serial = "console=ttyS0" in kernel_cmdline(info)
         write_grub_defaults(info, serial)
 
@@ -98,8 +96,9 @@ class InstallGrub(Task):
                 "-o",
                 "/boot/grub/i386-pc/core.img",
                 "-p",
-                f"(hd0,{table}{layout.boot.number}){grub_directory(info)}",
+                f"({boot_device(info)}){grub_directory(info)}",
                 *GRUB_MODULES,
+                *lvm_modules(info),
             ]
         )
         info.chroot(
@@ -167,6 +166,7 @@ class InstallGrubEfi(Task):
                 "-p",
                 grub_directory(info),
                 *EFI_MODULES,
+                *lvm_modules(info),
             ]
         )
         # The EFI system partition is not mounted during the build (see Layout.build_mounts).
@@ -175,6 +175,19 @@ class InstallGrubEfi(Task):
         built = (info.target / binary).host_path()
         info.host.run(["mcopy", "-i", device, str(built), f"::EFI/BOOT/{loader}"])
         write_grub_cfg(info, serial=False)
+
+
+def boot_device(info: BuildInfo) -> str:
+    """The boot filesystem's device as grub names it: a partition of the first disk, or the
+    logical volume when /boot is on LVM."""
+    layout = info.layout
+    if layout.boot.logical and layout.lvm is not None:
+        return "lvm/" + layout.lvm.device.removeprefix("/dev/mapper/")
+    return f"hd0,{'gpt' if layout.table == 'gpt' else 'msdos'}{layout.boot.number}"
+
+
+def lvm_modules(info: BuildInfo) -> list[str]:
+    return ["lvm"] if info.layout.lvm is not None else []
 
 
 def grub_directory(info: BuildInfo) -> str:
@@ -209,7 +222,7 @@ def write_grub_cfg(info: BuildInfo, serial: bool) -> None:
     (info.target / "boot/grub/grub.cfg").write_text(
         "# Written by vzstages at build time; update-grub regenerates it inside the machine.\n"
         f"set default=0\nset timeout=1\n{terminal}"
-        f"insmod part_{table}\ninsmod ext2\ninsmod xfs\n"
+        f"insmod part_{table}\n{'insmod lvm' + chr(10) if layout.lvm else ''}insmod ext2\ninsmod xfs\n"
         f"search --no-floppy --fs-uuid --set=root {info.facts['uuids'][layout.boot.name]}\n"
         "menuentry 'Debian GNU/Linux' {\n"
         f"\tlinux {kernel} {kernel_cmdline(info)}\n\tinitrd {initrd}\n}}\n"

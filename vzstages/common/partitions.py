@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import uuid
 
+from ..errors import VzError
 from ..model.info import BuildInfo
 from ..model.phases import Phase
 from ..model.task import Task
 from ..volume.layout import Partition
+from .apt import AptInstall
 
 # Filesystem UUIDs are derived from the stage key, so the same inputs give the same image.
 UUID_NAMESPACE = uuid.UUID("5b1f6a0e-6d2b-4f4e-9a51-7a2a6b7f0c11")
@@ -20,11 +22,30 @@ MKFS_ARGS = {
     "vfat": ["mkfs.vfat", "-F", "32"],
 }
 # The layout depends on these (the firmware picks a BIOS boot or an EFI system partition).
-LAYOUT_KEYS = ("volume.partitions", "system.bootloader", "system.firmware", "system.architecture")
+LAYOUT_KEYS = (
+    "volume.partitions",
+    "volume.backing",
+    "volume.volumegroup",
+    "volume.logicalvolume",
+    "system.bootloader",
+    "system.firmware",
+    "system.architecture",
+)
+# LVM run against one loop device only: no device-mapper (activation off), no host devices
+# scanned, no backups in the host's /etc/lvm.
+LVM_CONFIG = (
+    "global {{ activation = 0 }} backup {{ backup = 0 archive = 0 }} "
+    'devices {{ filter = [ "a|^{device}$|", "r|.*|" ] scan_lvs = 0 obtain_device_list_from_udev = 0 }}'
+)
 
 
 def partition_uuid(key: str, part: Partition) -> str:
     return str(uuid.uuid5(UUID_NAMESPACE, f"{key}:{part.name}"))
+
+
+class InstallLvm(AptInstall):
+    description = "Installing LVM (the initramfs activates the root volume group)"
+    packages = ("lvm2",)
 
 
 class PartitionDisk(Task):
@@ -56,6 +77,9 @@ class FormatPartitions(Task):
             if part.filesystem is None:
                 continue  # the BIOS boot partition holds grub's core image, not a filesystem
             device = info.disk.partition_device(part)
+            if part.filesystem == "lvm":
+                create_volume_group(info, device)
+                continue
             fs_uuid = partition_uuid(info.key, part)
             if part.filesystem == "swap":
                 info.host.run(["mkswap", "-U", fs_uuid, "-L", part.label, device])
@@ -70,3 +94,27 @@ class FormatPartitions(Task):
                 info.host.run([*MKFS_ARGS[part.filesystem], "-U", fs_uuid, "-L", part.label[:16], device])
             uuids[part.name] = fs_uuid
         info.facts["uuids"] = uuids
+
+
+def create_volume_group(info: BuildInfo, device: str) -> None:
+    """The volume group on its partition and root's logical volume filling it, written without
+    device-mapper (build hosts and CI containers have none): LVM's metadata is plain data, and a
+    linear LV is a range of the partition that the layout has already placed."""
+    lvm = info.layout.lvm
+    assert lvm is not None
+    config = ["--config", LVM_CONFIG.format(device=device)]
+    info.host.run(["pvcreate", *config, "-qq", "-y", "--dataalignment", "1m", device])
+    info.host.run(["vgcreate", *config, "-qq", "--physicalextentsize", "4m", lvm.volume_group, device])
+    create = ["lvcreate", *config, "-qq", "--activate", "n", "--zero", "n", "-l", "100%FREE"]
+    info.host.run([*create, "-n", lvm.logical_volume, lvm.volume_group])
+    columns = ["-o", "seg_start_pe,seg_size_pe,vg_extent_size,pe_start"]
+    report = ["lvs", *config, "--noheadings", "--nosuffix", "--units", "b", "--segments", *columns]
+    segments = info.host.run([*report, f"{lvm.volume_group}/{lvm.logical_volume}"]).output.split()
+    start_pe, size_pe, extent, pe_start = (int(float(x)) for x in segments[:4])
+    root = info.layout.root
+    part = next(p for p in info.layout.partitions if p.filesystem == "lvm")
+    if (part.start + pe_start + start_pe * extent, size_pe * extent) != (root.start, root.size):
+        raise VzError(
+            f"LVM placed {lvm.volume_group}/{lvm.logical_volume} at {pe_start + start_pe * extent} "
+            f"({size_pe * extent} bytes) in its partition, not where the layout expects it"
+        )

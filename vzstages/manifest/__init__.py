@@ -18,7 +18,7 @@ from typing import Any
 
 from .. import components
 from ..errors import ManifestError
-from ..volume.layout import Layout, LayoutError, compute_layout
+from ..volume.layout import Layout, LayoutError, Lvm, compute_layout
 from . import keypath, releases
 from .layers import base_schema, merge, schema_problems, secret_paths, template_paths
 from .load import Document, KeyPath, load_document
@@ -139,7 +139,11 @@ class Manifest:
     @property
     def layout(self) -> Layout:
         system = self.data["system"]
-        return compute_layout(self.data["volume"]["partitions"], system["bootloader"], self.firmware)
+        volume = self.data["volume"]
+        lvm = None
+        if volume.get("backing") == "lvm":
+            lvm = Lvm(volume.get("volumegroup", "vg0"), volume.get("logicalvolume", "root"))
+        return compute_layout(volume["partitions"], system["bootloader"], self.firmware, lvm)
 
 
 def load_manifest(path: str | Path, build_time: datetime | None = None) -> Manifest:
@@ -291,6 +295,22 @@ def _base_checks(manifest: Manifest) -> list[Problem]:
     if bootloader == "extlinux" and partitions.get("boot", partitions["root"])["filesystem"] == "xfs":
         problems.append(
             Problem(("volume", "partitions"), "extlinux cannot boot from xfs; use ext4 for /boot")
+        )
+    volume = data["volume"]
+    if volume.get("backing") != "lvm":
+        for key in ("volumegroup", "logicalvolume"):
+            if key in volume:
+                problems.append(Problem(("volume", key), "only means something with backing: lvm"))
+    elif bootloader == "extlinux" and "boot" not in partitions:
+        problems.append(
+            Problem(("volume", "partitions"), "extlinux cannot read LVM: give /boot a partition of its own")
+        )
+    elif "expand_root" in (data.get("plugins") or {}):
+        problems.append(
+            Problem(
+                ("plugins", "expand_root"),
+                "growing a root on LVM at boot is not supported; size the LV up front",
+            )
         )
     for name, spec in partitions.items():
         if isinstance(spec, dict) and "format_command" in spec:

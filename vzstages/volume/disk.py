@@ -57,7 +57,7 @@ class AttachedDisk:
     def partition_device(self, part: Partition) -> str:
         """A loop device over one partition (the whole disk for an unpartitioned volume)."""
         if part.name not in self.loops:
-            size = part.size if part.number is not None else None
+            size = part.size if part.number is not None or part.logical else None
             self._attach(part.name, part.start, size)
         return self.loops[part.name]
 

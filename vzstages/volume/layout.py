@@ -16,8 +16,14 @@ GPT_BIOS_BOOT = "21686148-6449-6E6F-744E-656564454649"
 GPT_EFI_SYSTEM = "C12A7328-F80D-11D2-BA4B-00A0C93EC93B"
 GPT_LINUX = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
 GPT_SWAP = "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F"
+GPT_LVM = "E6D6D379-F507-44C2-A23C-238F2A3DF928"
 MBR_LINUX = "83"
 MBR_SWAP = "82"
+MBR_LVM = "8e"
+# Where LVM puts a PV's first extent and how large extents are, given `pvcreate --dataalignment
+# 1m` and `vgcreate --physicalextentsize 4m`: the root LV's place in its partition follows.
+LVM_DATA_OFFSET = MiB
+LVM_EXTENT = 4 * MiB
 
 BIOS_BOOT_SIZE = MiB
 # As Debian's own cloud images: room for a few EFI binaries, and large enough for FAT32.
@@ -50,10 +56,13 @@ class Partition:
     filesystem: str | None  # ext2/3/4, xfs; vfat (EFI system); "swap"; None for BIOS boot
     mountopts: tuple[str, ...] = ()
     mode: str | None = None
+    # A logical volume inside the LVM partition: not in the partition table, but a contiguous
+    # range of the disk all the same (a linear LV), attached at its offset like a partition.
+    logical: bool = False
 
     @property
     def mountpoint(self) -> str | None:
-        if self.filesystem in (None, "swap"):
+        if self.filesystem in (None, "swap", "lvm"):
             return None
         return {"root": "/", "efi": "/boot/efi"}.get(self.name, "/" + self.name)
 
@@ -69,6 +78,7 @@ class Layout:
     partitions: tuple[Partition, ...]
     bootloader: str = "none"
     firmware: str = "bios"  # bios, uefi or hybrid (both, from one gpt disk)
+    lvm: Lvm | None = None  # root on a logical volume (volume.backing: lvm)
 
     def get(self, name: str) -> Partition | None:
         return next((p for p in self.partitions if p.name == name), None)
@@ -104,7 +114,7 @@ class Layout:
     def sfdisk_script(self) -> str:
         lines = [f"label: {'dos' if self.table == 'msdos' else 'gpt'}", "unit: sectors"]
         boot_flag = self.boot.name
-        for p in self.partitions:
+        for p in (p for p in self.partitions if not p.logical):
             fields = [f"start={p.start // 512}", f"size={p.size // 512}", f"type={self._type(p)}"]
             if self.table == "gpt":
                 fields.append(f"name={p.label}")
@@ -117,16 +127,33 @@ class Layout:
 
     def _type(self, p: Partition) -> str:
         if self.table == "gpt":
-            return {None: GPT_BIOS_BOOT, "swap": GPT_SWAP, "vfat": GPT_EFI_SYSTEM}.get(
+            return {None: GPT_BIOS_BOOT, "swap": GPT_SWAP, "vfat": GPT_EFI_SYSTEM, "lvm": GPT_LVM}.get(
                 p.filesystem, GPT_LINUX
             )
-        return MBR_SWAP if p.filesystem == "swap" else MBR_LINUX
+        return {"swap": MBR_SWAP, "lvm": MBR_LVM}.get(p.filesystem or "", MBR_LINUX)
 
 
-def compute_layout(partitions: dict[str, Any], bootloader: str, firmware: str = "bios") -> Layout:
+@dataclass(frozen=True)
+class Lvm:
+    """Root on a logical volume: the volume group on one partition, one linear LV filling it."""
+
+    volume_group: str
+    logical_volume: str
+
+    @property
+    def device(self) -> str:
+        """The root device as the booted system's initramfs names it."""
+        vg, lv = (name.replace("-", "--") for name in (self.volume_group, self.logical_volume))
+        return f"/dev/mapper/{vg}-{lv}"
+
+
+def compute_layout(
+    partitions: dict[str, Any], bootloader: str, firmware: str = "bios", lvm: Lvm | None = None
+) -> Layout:
     """Lay out the manifest's `volume.partitions`; raise LayoutError naming the faulty key.
     grub gets the partition its firmware boots it from: a BIOS boot partition on gpt (an msdos
-    disk keeps core.img in the gap before the first partition), or an EFI system partition."""
+    disk keeps core.img in the gap before the first partition), or an EFI system partition.
+    With `lvm`, root's partition holds the volume group, and root is its one logical volume."""
     table = partitions["type"]
     base = ("volume", "partitions")
     specs: list[tuple[str, dict[str, Any]]] = []
@@ -150,6 +177,10 @@ def compute_layout(partitions: dict[str, Any], bootloader: str, firmware: str = 
             extra = specs[0][0]
             raise LayoutError(
                 (*base, extra), f"an unpartitioned volume (type: none) holds only root, not '{extra}'"
+            )
+        if lvm is not None:
+            raise LayoutError(
+                (*base, "type"), "root on LVM needs a partition for the volume group: use msdos or gpt"
             )
         root = partitions["root"]
         size = _checked_size(root, (*base, "root"))
@@ -181,7 +212,20 @@ def compute_layout(partitions: dict[str, Any], bootloader: str, firmware: str = 
         offset += size
     disk_size = offset + (MiB if table == "gpt" else 0)
     _check_disk_size(disk_size, table)
-    return Layout(table, disk_size, tuple(laid_out), bootloader, firmware)
+    if lvm is not None:
+        laid_out[-1:] = _on_lvm(laid_out[-1])
+    return Layout(table, disk_size, tuple(laid_out), bootloader, firmware, lvm)
+
+
+def _on_lvm(root: Partition) -> list[Partition]:
+    """Root's partition becomes the LVM physical volume, and root its logical volume: linear,
+    from the first extent, as many whole extents as the partition holds after LVM's header."""
+    pv = Partition("lvm", root.number, root.start, root.size, "lvm")
+    size = (root.size - LVM_DATA_OFFSET) // LVM_EXTENT * LVM_EXTENT
+    lv = Partition(
+        "root", None, root.start + LVM_DATA_OFFSET, size, root.filesystem, root.mountopts, root.mode, True
+    )
+    return [pv, lv]
 
 
 def _check_disk_size(size: int, table: str) -> None:
