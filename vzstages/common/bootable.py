@@ -54,6 +54,11 @@ class InstallInitramfsTools(AptInstall):
     packages = ("initramfs-tools", "zstd")
 
 
+class InstallLvm(AptInstall):
+    description = "Installing LVM (the initramfs activates the root volume group)"
+    packages = ("lvm2",)
+
+
 class WriteInitramfsModules(Task):
     """Providers subclass this with their module list, before the kernel builds the initramfs."""
 

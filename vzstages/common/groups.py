@@ -38,7 +38,7 @@ def resolve_tasks(taskset: TaskSet, manifest: Manifest) -> None:
         cleanup.ClearLogsAndTemp,
     )
     if manifest.layout.lvm is not None:
-        taskset.add(partitions.InstallLvm)
+        taskset.add(bootable.InstallLvm)
     install = manifest.get("packages.install") or []
     if manifest.get("packages.install_standard") or any(p.endswith(".deb") for p in install):
         taskset.add(apt.InstallLocalPackages)

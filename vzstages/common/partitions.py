@@ -9,7 +9,6 @@ from ..model.info import BuildInfo
 from ..model.phases import Phase
 from ..model.task import Task
 from ..volume.layout import Partition
-from .apt import AptInstall
 
 # Filesystem UUIDs are derived from the stage key, so the same inputs give the same image.
 UUID_NAMESPACE = uuid.UUID("5b1f6a0e-6d2b-4f4e-9a51-7a2a6b7f0c11")
@@ -41,11 +40,6 @@ LVM_CONFIG = (
 
 def partition_uuid(key: str, part: Partition) -> str:
     return str(uuid.uuid5(UUID_NAMESPACE, f"{key}:{part.name}"))
-
-
-class InstallLvm(AptInstall):
-    description = "Installing LVM (the initramfs activates the root volume group)"
-    packages = ("lvm2",)
 
 
 class PartitionDisk(Task):
