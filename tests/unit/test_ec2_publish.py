@@ -177,3 +177,84 @@ def test_arm64_manifest_builds_uefi_grub_and_registers_an_arm64_uefi_ami() -> No
         ManifestView(manifest, register.name(), register.reads), "img"
     ).register_arguments("snap-1", "k")
     assert args["Architecture"] == "arm64" and args["BootMode"] == "uefi"
+
+
+def test_ec2_publish_copies_publicly_and_ec2_launch_runs_it(
+    tmp_path: Path, write_manifest, moto_endpoint: str
+):
+    """The publish stage with both plugins, against moto: copies in two more regions (found, not
+    copied again, on a rerun), public launch and volume permissions, the region map in S3 and
+    in the result, and an instance whose address lands where print_public_ip says."""
+    import json
+
+    import boto3
+
+    from vzstages.host import Host
+    from vzstages.model.info import BuildInfo
+    from vzstages.runtime import run_tasks
+
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name=REGION, aws_access_key_id="testing",
+                      aws_secret_access_key="testing")  # fmt: skip
+    s3.create_bucket(Bucket="amis", CreateBucketConfiguration={"LocationConstraint": REGION})
+    path = write_manifest(
+        f"""\
+        name: debian-publish-test
+        provider:
+          name: ec2
+          region: {REGION}
+          endpoint_url: {moto_endpoint}
+          credentials: {{access-key: testing, secret-key: testing}}
+        system: {{release: bookworm, architecture: amd64, bootloader: grub, hostname: h}}
+        volume: {{backing: ebs, partitions: {{type: gpt, root: {{filesystem: ext4, size: 2GiB}}}}}}
+        plugins:
+          ec2_publish:
+            {{regions: [us-east-1, ap-south-1], public: true, manifest_url: 's3://amis/debian.json'}}
+          ec2_launch:
+            {{instance_type: t3.micro, print_public_ip: ip.txt, tags: {{Name: 'test-{{system.release}}'}}}}
+        """
+    )
+    manifest = load_manifest(path)
+    plan = compile_plan(manifest, Store(tmp_path / "cache"), secret_key=TEST_KEY)
+    stage = plan.stage("publish")
+    workspace = tmp_path / "build"
+    workspace.mkdir()
+    image = sparse_image(workspace / "debian-publish-test.raw", aws.GIB, {0: b"boot"})
+
+    def publish() -> BuildInfo:
+        info = BuildInfo(
+            manifest=ManifestView(manifest, "<stage>", ()),
+            stage="publish",
+            key=stage.key,
+            host=Host(),
+            layout=manifest.layout,
+            workspace=workspace,
+            package_cache=tmp_path / "debs",
+            runs=tmp_path / "runs",
+            image_name=manifest.image_name,
+            facts={"image": str(image), "image_key": "imagekey"},
+        )
+        run_tasks(stage.tasks, manifest, info, {})
+        return info
+
+    first = publish()
+    amis = first.facts["amis"]
+    assert sorted(amis) == ["ap-south-1", REGION, "us-east-1"]
+    for region, ami in amis.items():
+        ec2 = aws.Connection(region, moto_endpoint, **KEYS).client("ec2")
+        image_info = ec2.describe_images(ImageIds=[ami])["Images"][0]
+        assert image_info["State"] == "available"
+        launch = ec2.describe_image_attribute(ImageId=ami, Attribute="launchPermission")["LaunchPermissions"]
+        assert {"Group": "all"} in launch, (region, launch)
+    result = json.loads((workspace / "debian-publish-test.ami.json").read_text())
+    assert result["amis"] == amis and result["instance_id"].startswith("i-")
+    assert json.loads(s3.get_object(Bucket="amis", Key="debian.json")["Body"].read()) == amis
+    assert (path.parent / "ip.txt").read_text().strip() == result["address"]
+    home = aws.Connection(REGION, moto_endpoint, **KEYS).client("ec2")
+    instance = home.describe_instances(InstanceIds=[result["instance_id"]])["Reservations"][0]["Instances"][0]
+    assert {"Key": "Name", "Value": "test-bookworm"} in instance["Tags"]
+
+    again = publish()  # a republish finds every copy
+    assert again.facts["amis"] == amis
+    for region in ("us-east-1", "ap-south-1"):
+        ec2 = aws.Connection(region, moto_endpoint, **KEYS).client("ec2")
+        assert len(ec2.describe_images(Owners=["self"])["Images"]) == 1

@@ -6,6 +6,8 @@ Debian marks its Python as externally managed (PEP 668); packages go in with
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from ...common.apt import AptInstall
 from ...manifest import Manifest
 from ...model.info import BuildInfo
@@ -23,10 +25,11 @@ class PipInstall(Task):
     description = "Installing Python packages with pip"
     phase = Phase.USER_MODIFICATION
     reads = ("plugins.pip_install.packages",)
+    settings_key: ClassVar[str] = "plugins.pip_install.packages"
 
     @classmethod
     def run(cls, info: BuildInfo) -> None:
-        packages = info.manifest.get("plugins.pip_install.packages")
+        packages = info.manifest.get(cls.settings_key)
         info.chroot(
             ["python3", "-m", "pip", "install", "--no-cache-dir", "--break-system-packages", *packages]
         )

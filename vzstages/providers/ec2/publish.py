@@ -99,6 +99,7 @@ class RegisterImage(Task):
             say=info.say,
         )
         info.facts["image_id"] = image_id
+        info.facts["region"] = conn.region
         result = {
             "provider": "ec2",
             "region": conn.region,
@@ -107,3 +108,12 @@ class RegisterImage(Task):
             "name": info.image_name,
         }
         write_atomic(info.workspace / cls.outputs(manifest, info.image_name)[0], json.dumps(result) + "\n")
+
+
+def add_to_result(info: BuildInfo, **fields: object) -> None:
+    """More of the publish stage's result (copies, an instance) in NAME.ami.json, which the
+    build prints as its last line."""
+    path = info.workspace / f"{info.image_name}.ami.json"
+    result = json.loads(path.read_text())
+    result.update(fields)
+    write_atomic(path, json.dumps(result) + "\n")

@@ -1,0 +1,17 @@
+"""ansible: apply a playbook to the image, with `ansible-playbook` on the build host and Ansible's
+chroot connection (Debian's `ansible` package carries community.general, which has it). The
+playbook and every file in its folder (roles, templates, vars) are inputs of the user stage."""
+
+from __future__ import annotations
+
+from ...manifest import Manifest, Problem, input_file_problems
+from ...model.taskset import TaskSet
+from .tasks import InstallPython, RunPlaybook
+
+
+def validate(manifest: Manifest) -> list[Problem]:
+    return input_file_problems(manifest, ("plugins", "ansible", "playbook"), "playbook", max_bytes=1 << 20)
+
+
+def resolve_tasks(taskset: TaskSet, manifest: Manifest) -> None:
+    taskset.add(InstallPython, RunPlaybook)
