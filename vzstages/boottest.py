@@ -175,14 +175,21 @@ def boot(
     until: list[re.Pattern[str]] | None = None,
     architecture: str = "amd64",
     firmware: str = "bios",
+    cdrom: Path | None = None,
 ) -> BootReport:
-    """Boot `image` and gather the facts; the VM is always stopped before this returns."""
+    """Boot `image` and gather the facts; the VM is always stopped before this returns.
+    `cdrom`: an ISO in the machine's CD-ROM drive (OpenNebula's context, cloud-init's NoCloud)."""
     if not image.exists():
         raise VzError(f"no such image: {image}")
     with tempfile.TemporaryDirectory(prefix="vzstages-boot-") as scratch:
         machine = machine_arguments(architecture, firmware, Path(scratch) / "efivars.fd")
         port = free_port()
         command = qemu_command(image, port, disk_interface, snapshot, memory, machine, architecture)
+        if cdrom is not None:
+            command += [
+                "-drive",
+                f"file={cdrom},media=cdrom,readonly=on,if={'ide' if architecture == 'amd64' else 'virtio'}",
+            ]
         return _boot(command, port, hostname, timeout, console_log, until)
 
 

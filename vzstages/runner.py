@@ -19,6 +19,7 @@ from .compiler.plan import CompiledStage, Plan
 from .host import Host
 from .model.info import BuildInfo
 from .model.view import ManifestView
+from .volume.runs import tmpfs_folder
 
 progress = logging.getLogger("vzstages.progress")
 log = logging.getLogger("vzstages.runner")
@@ -115,9 +116,35 @@ def _build_disk_stage(plan: Plan, stage: CompiledStage, info: BuildInfo, timings
     store = plan.store
     tmp = store.temp_checkpoint(stage.name, stage.key)
     parent = plan.top_checkpoint(stage.parent) if stage.parent else None
-    runtime.create_overlay(info.host, tmp, parent, info.layout.disk_size)
+    first = stage.parent is None
+    # tmpfs_workspace: the stage writes its overlay in memory, and the finished checkpoint is
+    # copied into the cache (the same bytes, so no key depends on where it was built).
+    tmpfs = plan.manifest.get("plugins.tmpfs_workspace")
     try:
-        runtime.run_disk_stage(stage.tasks, plan.manifest, info, tmp, timings, first=stage.parent is None)
+        if tmpfs is None:
+            runtime.create_overlay(info.host, tmp, parent, info.layout.disk_size)
+            runtime.run_disk_stage(stage.tasks, plan.manifest, info, tmp, timings, first=first)
+        else:
+            with tmpfs_folder(info.host, store.runs, stage.name, tmpfs.get("size")) as folder:
+                work = folder / tmp.name
+                runtime.create_overlay(info.host, work, parent, info.layout.disk_size, absolute=True)
+                runtime.run_disk_stage(stage.tasks, plan.manifest, info, work, timings, first=first)
+                info.host.run(["cp", "--sparse=always", str(work), str(tmp)])
+                if parent is not None:  # backed by the parent's name again, as in the cache
+                    info.host.run(
+                        [
+                            "qemu-img",
+                            "rebase",
+                            "-u",
+                            "-f",
+                            "qcow2",
+                            "-F",
+                            "qcow2",
+                            "-b",
+                            parent.name,
+                            str(tmp),
+                        ]
+                    )
         for name in store.drop_descendants(stage.key):
             log.warning("dropped %s: it was built on an earlier checkpoint of this name", name)
         publish_file(tmp, plan.checkpoint(stage))

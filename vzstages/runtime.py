@@ -31,13 +31,15 @@ progress = logging.getLogger("vzstages.progress")
 log = logging.getLogger("vzstages.runner")
 
 
-def create_overlay(host: Host, overlay: Path, parent: Path | None, size: int) -> None:
-    """A new qcow2 for the stage: empty, or on top of its parent's checkpoint."""
+def create_overlay(host: Host, overlay: Path, parent: Path | None, size: int, absolute: bool = False) -> None:
+    """A new qcow2 for the stage: empty, or on top of its parent's checkpoint. The backing file
+    is named relative to the overlay (the cache folder can move as a whole) unless the overlay
+    is elsewhere (`absolute`, tmpfs_workspace)."""
     if parent is None:
         host.run(["qemu-img", "create", "-q", "-f", "qcow2", str(overlay), str(size)])
     else:
-        # A backing file name relative to the overlay: the cache folder can move as a whole.
-        host.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", parent.name, str(overlay)])
+        backing = str(parent.resolve()) if absolute else parent.name
+        host.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", backing, str(overlay)])
 
 
 def run_disk_stage(

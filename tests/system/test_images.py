@@ -100,7 +100,7 @@ def test_amd64_uefi_builds_and_boots_with_ovmf(cache, workspace, tmp_path):
     assert "Mounted boot-efi.mount - /boot/efi" in report.console
 
 
-def test_trixie_msdos_extlinux_builds_and_boots(cache, workspace, tmp_path):
+def test_trixie_unpartitioned_extlinux_builds_and_boots(cache, workspace, tmp_path):
     manifest = with_workspace(REPO / "manifests/kvm-trixie-extlinux.yml", workspace, tmp_path / "trixie.yml")
     vzstages("build", str(manifest), cache=cache)
     image = workspace / "debian-trixie-amd64-extlinux.qcow2"

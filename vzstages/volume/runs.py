@@ -41,6 +41,20 @@ def run_folder(runs: Path, name: str) -> Iterator[Path]:
             folder.parent.rmdir()
 
 
+@contextlib.contextmanager
+def tmpfs_folder(host: Host, runs: Path, name: str, size: str | None) -> Iterator[Path]:
+    """A tmpfs of the run's own (half of memory unless `size` says), unmounted on the way out."""
+    with run_folder(runs, f"{name}-tmpfs") as folder:
+        options = f"mode=0700,size={size}" if size else "mode=0700"
+        host.run(["mount", "-t", "tmpfs", "-o", options, "vzstages", str(folder)])
+        try:
+            yield folder
+        finally:
+            host.run(["umount", str(folder)], check=False)
+            if folder in _mounts_under(folder):
+                host.run(["umount", "--lazy", str(folder)], check=False)
+
+
 def _mounts_under(prefix: Path) -> list[Path]:
     found = []
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
