@@ -60,7 +60,9 @@ def test_a_second_machine_pulls_every_stage_and_gets_the_same_image(cache, works
     cache_b, workspace_b = tmp_path / "cache-b", tmp_path / "build-b"
     manifest_b = with_workspace(REPO / "manifests/kvm.yml", workspace_b, tmp_path / "b.yml")
     plan = vzstages("plan", *remote, str(manifest_b), cache=cache_b)
-    assert plan.stdout.count(" remote ") == 5 and "pull " in plan.stdout, plan.stdout
+    will = dict(re.findall(r"^  (\w+) +(cached|remote|run) ", plan.stdout, re.MULTILINE))
+    assert will == {s: "remote" for s in ("volume", "os", "packages", "system", "cleanup")} | {"image": "run"}
+    assert "in the remote cache: pull " in plan.stdout, plan.stdout
     out = vzstages("build", *remote, str(manifest_b), cache=cache_b)
     log = out.stdout + out.stderr
     for stage in ("volume", "os", "packages", "system", "cleanup"):
