@@ -52,7 +52,7 @@ BASE_TOOLS = [
     "mount",
     "umount",
     "chroot",
-    "debootstrap",
+    "mmdebstrap",
 ]
 
 

@@ -162,7 +162,7 @@ def tool_versions(host: Host) -> dict[str, str]:
     versions = {}
     for tool, argv in (
         ("qemu-img", ["qemu-img", "--version"]),
-        ("debootstrap", ["dpkg-query", "-W", "-f", "${Version}", "debootstrap"]),
+        ("mmdebstrap", ["dpkg-query", "-W", "-f", "${Version}", "mmdebstrap"]),
     ):
         result = host.run(argv, check=False)
         versions[tool] = (

@@ -20,7 +20,7 @@ from vzstages.common.archive import choose_mirror
 from ..conftest import REPO
 
 TOOLS = [
-    "debootstrap",
+    "mmdebstrap",
     "qemu-img",
     "qemu-storage-daemon",
     "qemu-system-x86_64",

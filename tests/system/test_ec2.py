@@ -83,7 +83,7 @@ def test_editing_expand_root_or_cloud_init_reuses_os_and_packages(ec2_image, cac
     assert will["os"] == will["packages"] == "cached", plan
     assert will["system"] == "run" and "manifest key plugins.expand_root" in plan, plan
     out = vzstages("build", "--no-publish", str(edited), cache=cache)
-    assert "debootstrap" not in out.stderr
+    assert "mmdebstrap" not in out.stderr
     assert "built system, cleanup, image" in out.stdout, out.stdout
 
 

@@ -68,7 +68,7 @@ def test_a_second_machine_pulls_every_stage_and_gets_the_same_image(cache, works
     for stage in ("volume", "os", "packages", "system", "cleanup"):
         assert f"{stage:<8} pulled" in log, log
         assert f"{stage:<8} running" not in log, log
-    assert "debootstrap" not in log
+    assert "mmdebstrap" not in log
     assert "pulled volume, os, packages, system, cleanup" in out.stdout, out.stdout
     image_b = workspace_b / "debian-bookworm-amd64-kvm.qcow2"
     assert sha256(image_b) == digest_a

@@ -80,7 +80,7 @@ def test_dodo_py_lists_stages(tmp_path, write_manifest):
         "cleanup",
         "image",
     ]
-    assert "install the base system (debootstrap)" in out.stdout
+    assert "install the base system (mmdebstrap)" in out.stdout
 
 
 def test_dodo_py_reports_invalid_manifest_cleanly(tmp_path, write_manifest):

@@ -1,4 +1,5 @@
-"""The os stage: debootstrap, and the settings that keep the build fast and the chroot quiet."""
+"""The os stage: the base system (mmdebstrap), and the settings that keep the build fast and the
+chroot quiet."""
 
 from __future__ import annotations
 
@@ -54,8 +55,25 @@ POLICY_RC_D = "usr/sbin/policy-rc.d"
 DPKG_UNSAFE_IO = "etc/dpkg/dpkg.cfg.d/vzstages-unsafe-io"
 
 
-class Debootstrap(Task):
-    description = "Installing the base system with debootstrap"
+# bootstrap-vz's variants (debootstrap's) as mmdebstrap names them: no variant meant
+# debootstrap's default (required and important packages); fakechroot was a way not to need root,
+# which a build here has.
+VARIANTS = {
+    None: "debootstrap",
+    "standard": "debootstrap",
+    "minbase": "minbase",
+    "buildd": "buildd",
+    "fakechroot": "minbase",
+}
+MMDEBSTRAP_HOOKS = Path("/usr/share/mmdebstrap/hooks")
+
+
+class Bootstrap(Task):
+    """The base system, with mmdebstrap: apt resolves and fetches it (through the shared package
+    cache), dpkg installs it in one run, under eatmydata (mmdebstrap's own hook, removed before
+    it finishes). The checkpoint is a plain minbase (or the variant asked for)."""
+
+    description = "Installing the base system with mmdebstrap"
     phase = Phase.OS_INSTALLATION
     reads = (
         "system.release",
@@ -64,10 +82,9 @@ class Debootstrap(Task):
         "packages.mirror",
         "bootstrapper.variant",
         "bootstrapper.include_packages",
-        "bootstrapper.exclude_packages",
         "bootstrapper.keyring",
     )
-    archive_suites = ("",)  # debootstrap reads the release only
+    archive_suites = ("",)  # the base system comes from the release only
 
     @classmethod
     def input_files(cls, manifest: ManifestView) -> dict[str, Path]:
@@ -87,20 +104,27 @@ class Debootstrap(Task):
         mirror = archive.choose_mirror(m.get("bootstrapper.mirror") or m.get("packages.mirror"))
         archive.fetch_release(mirror, release)  # a clear error for a release the mirror lacks
         info.facts["architecture"] = arch
-        argv = ["debootstrap", f"--arch={arch}"]
-        variant = m.get("bootstrapper.variant")
-        if variant and variant != "standard":
-            argv.append(f"--variant={variant}")
+        archives = '"$1/var/cache/apt/archives"'
+        argv = [
+            "mmdebstrap",
+            "--mode=root",
+            f"--variant={VARIANTS[m.get('bootstrapper.variant')]}",
+            f"--architectures={arch}",
+            "--skip=check/empty",  # the mounted filesystem's empty lost+found is fine
+        ]
+        if (MMDEBSTRAP_HOOKS / "eatmydata").is_dir():
+            argv.append(f"--hook-dir={MMDEBSTRAP_HOOKS / 'eatmydata'}")
         if m.get("bootstrapper.include_packages"):
             argv.append("--include=" + ",".join(m.get("bootstrapper.include_packages")))
-        if m.get("bootstrapper.exclude_packages"):
-            argv.append("--exclude=" + ",".join(m.get("bootstrapper.exclude_packages")))
         if m.get("bootstrapper.keyring"):
             argv.append(f"--keyring={m.relative_path(m.get('bootstrapper.keyring'))}")
-        info.say(f"debootstrap {release} {arch} from {mirror}")
+        info.say(f"mmdebstrap {release} {arch} from {mirror}")
         with package_cache_lock(info) as cache:
-            info.host.run([*argv, f"--cache-dir={cache}", release, str(info.image_root), mirror])
-        # debootstrap copies the build host's resolver and name; the image must not carry them.
+            # Downloads go to the host's shared package cache, bound in for the run only.
+            hooks = [f"--setup-hook=mkdir -p {archives} && mount --bind {cache} {archives}"]
+            hooks.append(f"--customize-hook=umount {archives}")
+            info.host.run([*argv, *hooks, release, str(info.image_root), mirror])
+        # The build host's resolver and name must not stay in the image.
         for leaked in ("etc/resolv.conf", "etc/hostname"):
             (info.target / leaked).unlink(missing_ok=True)
         info.facts["release"] = release
@@ -109,7 +133,7 @@ class Debootstrap(Task):
 class PrepareChroot(Task):
     description = "Keeping services from starting and dpkg from syncing during the build"
     phase = Phase.OS_INSTALLATION
-    predecessors = (Debootstrap,)
+    predecessors = (Bootstrap,)
 
     @classmethod
     def run(cls, info: BuildInfo) -> None:
@@ -123,7 +147,7 @@ class PrepareChroot(Task):
 class SetMountModes(Task):
     description = "Setting the modes of mounted partitions"
     phase = Phase.OS_INSTALLATION
-    predecessors = (Debootstrap,)
+    predecessors = (Bootstrap,)
     reads = ("volume.partitions",)
 
     @classmethod

@@ -21,7 +21,7 @@ def resolve_tasks(taskset: TaskSet, manifest: Manifest) -> None:
     taskset.add(
         partitions.PartitionDisk,
         partitions.FormatPartitions,
-        bootstrap.Debootstrap,
+        bootstrap.Bootstrap,
         bootstrap.PrepareChroot,
         bootstrap.SetMountModes,
         apt.WriteAptSources,

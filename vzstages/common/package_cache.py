@@ -1,4 +1,4 @@
-"""The host-side .deb cache that debootstrap and apt share across builds."""
+"""The host-side .deb cache that mmdebstrap and apt share across builds."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from ..model.info import BuildInfo
 
 
 def package_cache(info: BuildInfo) -> Path:
-    """The host-side .deb cache shared by every build (debootstrap's and apt's)."""
+    """The host-side .deb cache shared by every build (mmdebstrap's and apt's)."""
     path = info.package_cache / info.facts.get("architecture", "all")
     (path / "partial").mkdir(parents=True, exist_ok=True)
     return path
@@ -20,7 +20,7 @@ def package_cache(info: BuildInfo) -> Path:
 @contextlib.contextmanager
 def package_cache_lock(info: BuildInfo) -> Iterator[Path]:
     """One writer at a time in a shared package cache: concurrent builds (of any manifests) would
-    otherwise collide on apt's archive lock or on debootstrap's downloads. Yields the cache."""
+    otherwise collide on apt's archive lock or on mmdebstrap's downloads. Yields the cache."""
     cache = package_cache(info)
     with open(cache.parent / f"{cache.name}.lock", "w") as lock:
         try:

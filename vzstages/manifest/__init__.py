@@ -296,6 +296,15 @@ def _base_checks(manifest: Manifest) -> list[Problem]:
         problems.append(
             Problem(("volume", "partitions"), "extlinux cannot boot from xfs; use ext4 for /boot")
         )
+    if data.get("bootstrapper", {}).get("exclude_packages"):
+        problems.append(
+            Problem(
+                ("bootstrapper", "exclude_packages"),
+                "the base system is installed with mmdebstrap, which installs what its variant needs "
+                "and no less; remove packages afterwards with the commands plugin "
+                "(chroot {root} apt-get purge ...)",
+            )
+        )
     volume = data["volume"]
     if volume.get("backing") != "lvm":
         for key in ("volumegroup", "logicalvolume"):

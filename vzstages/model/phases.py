@@ -44,7 +44,7 @@ STAGE_KINDS: tuple[StageKind, ...] = (
         True,
         "create the disk, partition and format it",
     ),
-    StageKind("os", (Phase.OS_INSTALLATION,), True, "install the base system (debootstrap)"),
+    StageKind("os", (Phase.OS_INSTALLATION,), True, "install the base system (mmdebstrap)"),
     StageKind(
         "packages", (Phase.PACKAGE_INSTALLATION,), True, "configure apt and install packages and kernel"
     ),

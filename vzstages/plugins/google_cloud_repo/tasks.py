@@ -60,7 +60,10 @@ class AddGoogleRepository(Task):
 
     @classmethod
     def input_files(cls, manifest: ManifestView) -> dict[str, Path]:
-        return {"google cloud keyring": repository(manifest).keyring}
+        try:
+            return {"google cloud keyring": repository(manifest).keyring}
+        except VzError:
+            return {}  # no repository to build with: preflight stops the build, saying why
 
     @classmethod
     def preflight(cls, manifest: ManifestView) -> None:

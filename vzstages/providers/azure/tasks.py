@@ -24,7 +24,8 @@ class WriteInitramfsModules(bootable.WriteInitramfsModules):
     @classmethod
     def modules(cls, info: BuildInfo) -> list[str]:
         info.facts["kernel_args"] = KERNEL_ARGS
-        return ["hv_vmbus", "hv_storvsc", "hv_netvsc", "hv_utils", "sd_mod"]
+        # And virtio's disks, for QEMU (the build's boot test).
+        return ["hv_vmbus", "hv_storvsc", "hv_netvsc", "hv_utils", *bootable.VIRTIO_DISKS]
 
 
 class InstallKernel(bootable.InstallKernel):

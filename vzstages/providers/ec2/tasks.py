@@ -14,9 +14,10 @@ class WriteInitramfsModules(bootable.WriteInitramfsModules):
     @classmethod
     def modules(cls, info: BuildInfo) -> list[str]:
         # Nitro instances: NVMe disks and the ENA network adapter; Xen ones (amd64 only): xen-blkfront.
+        # And virtio's disks, for QEMU (the build's boot test).
         if info.manifest.get("system.architecture") == "arm64":
-            return ["nvme", "ena"]
-        return ["nvme", "ena", "xen-blkfront", "xen-netfront"]
+            return ["nvme", "ena", *bootable.VIRTIO_DISKS]
+        return ["nvme", "ena", "xen-blkfront", "xen-netfront", *bootable.VIRTIO_DISKS]
 
 
 class InstallKernel(bootable.InstallKernel):

@@ -18,7 +18,7 @@ from ...volume.runs import run_folder
 class WriteInitramfsModules(bootable.WriteInitramfsModules):
     @classmethod
     def modules(cls, info: BuildInfo) -> list[str]:
-        return ["virtio_pci", "virtio_scsi", "sd_mod", "virtio_net", "gve", "nvme"]
+        return [*bootable.VIRTIO_DISKS, "virtio_net", "gve", "nvme"]
 
 
 class InstallKernel(bootable.InstallKernel):

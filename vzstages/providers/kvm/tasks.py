@@ -11,7 +11,10 @@ class WriteInitramfsModules(bootable.WriteInitramfsModules):
 
     @classmethod
     def modules(cls, info: BuildInfo) -> list[str]:
-        return list(info.manifest.get("provider.virtio") or ["virtio_pci", "virtio_blk", "virtio_net"])
+        # The manifest's virtio drivers, and always the PCI transport and the disk drivers: a
+        # bootstrap-vz list such as [virtio_blk] alone would leave the disk without its bus.
+        chosen = info.manifest.get("provider.virtio") or ["virtio_net"]
+        return list(dict.fromkeys([*bootable.VIRTIO_DISKS, *chosen]))
 
 
 class ConvertImage(image.ConvertImage):

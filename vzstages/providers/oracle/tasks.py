@@ -17,7 +17,7 @@ class WriteInitramfsModules(bootable.WriteInitramfsModules):
     @classmethod
     def modules(cls, info: BuildInfo) -> list[str]:
         # Paravirtualized launch mode: the boot volume and the VNIC are virtio devices.
-        return ["virtio_pci", "virtio_scsi", "virtio_blk", "sd_mod", "virtio_net"]
+        return [*bootable.VIRTIO_DISKS, "virtio_net"]
 
 
 class InstallKernel(bootable.InstallKernel):

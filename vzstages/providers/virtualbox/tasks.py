@@ -9,7 +9,8 @@ from ...model.info import BuildInfo
 class WriteInitramfsModules(bootable.WriteInitramfsModules):
     @classmethod
     def modules(cls, info: BuildInfo) -> list[str]:
-        return ["ahci", "sd_mod", "e1000"]
+        # VirtualBox's SATA (AHCI) and IDE controllers, its e1000 network card, and virtio's disks.
+        return ["ahci", "ata_piix", "sd_mod", "e1000", *bootable.VIRTIO_DISKS]
 
 
 class ConvertImage(image.ConvertImage):
