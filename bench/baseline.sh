@@ -60,7 +60,7 @@ printf 'UUID=%s / ext4 defaults 0 1\n' "$uuid" >"$root/etc/fstab"
 printf 'auto lo\niface lo inet loopback\nallow-hotplug eth0\niface eth0 inet dhcp\n' >"$root/etc/network/interfaces"
 kernel=$(ls "$root"/boot/vmlinuz-* | sed 's|.*/vmlinuz-||' | tail -1)
 mkdir -p "$root/boot/grub/i386-pc"
-cp "$root"/usr/lib/grub/i386-pc/*.mod "$root"/usr/lib/grub/i386-pc/*.lst "$root/boot/grub/i386-pc/"
+cp "$root"/usr/lib/grub/i386-pc/*.mod "$root"/usr/lib/grub/i386-pc/*.lst "$root"/usr/lib/grub/i386-pc/*.img "$root/boot/grub/i386-pc/"
 chroot "$root" grub-mkimage -O i386-pc -o /boot/grub/i386-pc/core.img -p '(hd0,gpt2)/boot/grub' \
 	biosdisk part_gpt ext2 search_fs_uuid normal linux serial terminal
 chroot "$root" /usr/lib/grub/i386-pc/grub-bios-setup --directory=/boot/grub/i386-pc --skip-fs-probe "$disk"

@@ -54,11 +54,11 @@ def ensure_installed(packages: list[str]) -> None:
 
 
 class Bench:
-    def __init__(self, work: Path, mirror: str):
+    def __init__(self, work: Path, mirror: str, debs: Path | None = None):
         self.work = work
         self.mirror = mirror
-        self.debs = work / "debs"  # the package cache every warm build shares
-        self.debs.mkdir(parents=True)
+        self.debs = debs or work / "debs"  # the package cache every warm build shares
+        self.debs.mkdir(parents=True, exist_ok=True)
         self.log = work / "bench.log"
 
     def baseline(self, tool: str = "debootstrap", debs: Path | None = None) -> float:
@@ -101,6 +101,9 @@ def main() -> int:
     )
     parser.add_argument("--rounds", type=int, default=1, help="warm builds of each tool (median shown)")
     parser.add_argument("--only", default="", help="comma-separated subset of the tools")
+    parser.add_argument(
+        "--debs", help="an existing package cache to use for the warm builds (default: a new one)"
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench/peers.py builds images: run it as root", file=sys.stderr)
@@ -108,7 +111,7 @@ def main() -> int:
     ensure_installed(["debootstrap", "mmdebstrap"])
     only = set(filter(None, args.only.split(",")))
     work = Path(tempfile.mkdtemp(prefix="vzstages-peers-", dir="/var/tmp"))
-    bench = Bench(work, choose_mirror(None))
+    bench = Bench(work, choose_mirror(None), Path(args.debs) if args.debs else None)
     results: dict[str, list[float]] = {}
     try:
         # Fill the shared package cache once: every warm figure below downloads nothing.

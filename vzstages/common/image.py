@@ -32,20 +32,9 @@ def convert(info: BuildInfo, fmt: str, target: Path) -> None:
     qemu_fmt, options, _ = FORMATS[fmt]
     info.say(f"converting to {fmt}: {target}")
     with atomic_output(target) as tmp:
-        info.host.run(
-            [
-                "qemu-img",
-                "convert",
-                "-p",
-                "-f",
-                "qcow2",
-                "-O",
-                qemu_fmt,
-                *options,
-                str(info.source_image),
-                str(tmp),
-            ]
-        )
+        # -p: progress lines for the console's status; -W: writes out of order, in parallel.
+        convert = ["qemu-img", "convert", "-p", "-W", "-f", "qcow2", "-O", qemu_fmt, *options]
+        info.host.run([*convert, str(info.source_image), str(tmp)])
     info.facts["image"] = str(target)
     info.facts["image_key"] = info.key  # names the image's content, for publishing idempotently
 
