@@ -133,6 +133,9 @@ class Build:
         if threading.current_thread() is threading.main_thread():
             # SIGTERM unwinds like Ctrl-C: mounts, loops and daemons are released on the way out.
             signal.signal(signal.SIGTERM, _raise_interrupt)
+            # A console that goes away (the CI runner's log pipe, `| tee` killed) must not kill
+            # the build halfway through its cleanup: a write to it fails, and the log file goes on.
+            signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         first = self.plans[0].manifest
         (first.workspace / "logs").mkdir(parents=True, exist_ok=True)
         name = first.path.stem if len(self.plans) == 1 else "build"

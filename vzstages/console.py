@@ -59,16 +59,29 @@ class ConsoleHandler(logging.StreamHandler[TextIO]):
         if not (self.verbose or record.name == "vzstages.progress" or record.levelno >= logging.WARNING):
             return
         with self.lock_line:
-            self._clear()
-            super().emit(record)
-            self._draw()
+            try:
+                self._clear()
+                super().emit(record)
+                self._draw()
+            except OSError:
+                self._lost()
 
     def _tick(self) -> None:
-        while True:
+        while self.live:
             time.sleep(1)
             with self.lock_line:
-                self._clear()
-                self._draw()
+                try:
+                    self._clear()
+                    self._draw()
+                except OSError:
+                    self._lost()
+
+    def _lost(self) -> None:
+        # The console went away (a closed pipe, a hung-up terminal): the build goes on, and
+        # cleans up, with its log file as the only record.
+        self.live = False
+        self.shown = False
+        self.setLevel(logging.CRITICAL + 1)
 
     def _clear(self) -> None:
         if self.shown:

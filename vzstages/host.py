@@ -10,8 +10,10 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +92,9 @@ class Host:
                 env=full_env,
                 text=True,
                 errors="replace",
+                # A group of its own: on Ctrl-C or SIGTERM the build stops the command and all it
+                # started (mmdebstrap's apt, a maintainer script's children) before it unmounts.
+                start_new_session=True,
             )
         except OSError as exc:
             raise CommandError(argv, 127, f"cannot run {argv[0]}: {exc.strerror}") from None
@@ -97,13 +102,18 @@ class Host:
             threading.Thread(target=_feed, args=(proc, input), daemon=True).start()
         lines: list[str] = []
         assert proc.stdout is not None
-        with proc.stdout:
-            # Each line reaches the build log as it comes: a ten-minute emulated debootstrap is
-            # followed live with `tail -f`, not written out when it ends.
-            for line in proc.stdout:
-                lines.append(line)
-                log.debug("  %s", line.rstrip("\n"))
-        returncode = proc.wait()
+        try:
+            with proc.stdout:
+                # Each line reaches the build log as it comes: a ten-minute emulated debootstrap
+                # is followed live with `tail -f`, not written out when it ends.
+                for line in proc.stdout:
+                    lines.append(line)
+                    log.debug("  %s", line.rstrip("\n"))
+            returncode = proc.wait()
+        except BaseException:
+            log.warning("interrupted: stopping %s (pid %s)", argv[0], proc.pid)
+            stop_process_group(proc)
+            raise
         output = "".join(lines)
         if check and returncode != 0:
             raise CommandError(argv, returncode, output)
@@ -128,6 +138,22 @@ class Host:
             check=check,
             secret_input=secret_input,
         )
+
+
+def stop_process_group(proc: subprocess.Popen[str], grace: float = 20.0) -> None:
+    """SIGTERM to the command's process group, time to clean up after itself (mmdebstrap
+    unmounts what it mounted), then SIGKILL to whatever is left of the group."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+        deadline = time.monotonic() + wait
+        while proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if proc.poll() is not None:
+            # The leader is gone; its group may not be (a daemonized grandchild).
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            return
 
 
 def _feed(proc: subprocess.Popen[str], text: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,38 @@ def test_sigterm_mid_stage_unwinds_and_the_next_run_resumes(cache, workspace, tm
     for stage in done_before:
         assert f"{stage:<8} up to date" in rerun.stdout or f"{stage:<8} cached" in rerun.stderr
     nothing_left(cache)
+
+
+def test_sigterm_during_a_command_with_the_console_gone_stops_it_and_unwinds(cache, workspace, tmp_path):
+    """The CI runner's log collector dies, then the job is cancelled while mmdebstrap runs: the
+    build must neither die of SIGPIPE halfway through its cleanup nor unmount under mmdebstrap."""
+    manifest = with_workspace(
+        REPO / "manifests/kvm.yml",
+        workspace,
+        tmp_path / "term-os.yml",
+        edit={"  variant: minbase\n": "  variant: minbase\n  include_packages: [file]\n"},
+    )
+    proc = start_build(manifest, cache)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and not _bootstrap_running(cache):
+        time.sleep(0.2)
+    assert _bootstrap_running(cache), "the os stage never started mmdebstrap"
+    assert proc.stdout is not None
+    proc.stdout.close()  # the console is gone: every write the build makes now fails
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=120)
+    assert proc.returncode != 0
+    assert not _bootstrap_running(cache), "mmdebstrap outlived the build"
+    nothing_left(cache)
+    assert completed(manifest, cache) == ["volume"]
+
+
+def _bootstrap_running(cache: Path) -> bool:
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(b"mmdebstrap" in a for a in argv[:2]) and any(str(cache).encode() in a for a in argv):
+            return True
+    return False

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import signal
 import stat
 import time
@@ -30,6 +31,7 @@ from .layout import Layout, Partition
 log = logging.getLogger("vzstages.volume")
 
 BIND_MOUNTS = ("proc", "sys", "dev", "dev/pts")
+_OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")  # how /proc/self/mountinfo writes a space, a newline
 
 
 @dataclass
@@ -217,6 +219,9 @@ def mounted(host: Host, disk: AttachedDisk, root: Path) -> Iterator[Tree]:
             target = root if part.name == "root" else mount_point(ImagePath(root) / (part.mountpoint or "/"))
             host.run(["mount", "-t", part.filesystem or "auto", disk.partition_device(part), str(target)])
             stack.callback(unmount, host, target)
+            if part.name == "root":
+                # Unwound before the root itself: what an interrupted command mounted in the tree.
+                stack.callback(unmount_strays, host, root)
         yield Tree(host, root, stack)
 
 
@@ -227,6 +232,25 @@ def unmount(host: Host, target: Path) -> None:
         # the rest of the teardown can go on, and say so.
         log.warning("umount %s failed (%s); detaching it lazily", target, result.output.strip())
         host.run(["umount", "--lazy", str(target)], check=False)
+
+
+def mounts_under(prefix: Path) -> list[Path]:
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        mountpoint = _OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), line.split()[4])
+        if mountpoint == str(prefix) or mountpoint.startswith(str(prefix) + "/"):
+            found.append(Path(mountpoint))
+    return found
+
+
+def unmount_strays(host: Host, root: Path) -> None:
+    """Unmount, deepest first, what is still mounted below the tree once its own binds are gone:
+    the mounts of a command that was stopped before it could undo them (mmdebstrap's /proc, /dev)."""
+    kill_chroot_processes(root)
+    below = [m for m in mounts_under(root) if m != root]
+    for mountpoint in sorted(below, key=lambda p: len(p.parts), reverse=True):
+        log.warning("unmounting %s, left mounted by an interrupted command", mountpoint)
+        unmount(host, mountpoint)
 
 
 def kill_chroot_processes(root: Path) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..host import Host
 from ..runid import is_alive, run_id
-from .disk import kill_chroot_processes, stop_daemon
+from .disk import kill_chroot_processes, mounts_under, stop_daemon
 
 log = logging.getLogger("vzstages.volume")
 RUN_NAME = re.compile(r"\d+-\d+", re.ASCII)  # runid.run_id(): pid and start time
@@ -32,7 +32,7 @@ def run_folder(runs: Path, name: str) -> Iterator[Path]:
     try:
         yield folder
     finally:
-        if _mounts_under(folder):
+        if mounts_under(folder):
             # Never delete through a mount: that would delete the image's (or the host's) files.
             log.error("%s still has mounts; leaving it for the next run to clean up", folder)
         else:
@@ -51,17 +51,8 @@ def tmpfs_folder(host: Host, runs: Path, name: str, size: str | None) -> Iterato
             yield folder
         finally:
             host.run(["umount", str(folder)], check=False)
-            if folder in _mounts_under(folder):
+            if folder in mounts_under(folder):
                 host.run(["umount", "--lazy", str(folder)], check=False)
-
-
-def _mounts_under(prefix: Path) -> list[Path]:
-    found = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        mountpoint = line.split()[4].replace("\\040", " ")
-        if mountpoint == str(prefix) or mountpoint.startswith(str(prefix) + "/"):
-            found.append(Path(mountpoint))
-    return found
 
 
 def _loops_backed_by(prefix: Path) -> list[str]:
@@ -91,7 +82,7 @@ def _pidfiles(folder: Path) -> list[Path]:
 def leftovers(folder: Path) -> dict[str, list[str]]:
     """What is still attached under a run folder (used by reap and by tests)."""
     return {
-        "mounts": [str(m) for m in _mounts_under(folder)],
+        "mounts": [str(m) for m in mounts_under(folder)],
         "loops": _loops_backed_by(folder),
         "daemons": [str(p) for p in _pidfiles(folder)],
     }
@@ -101,19 +92,19 @@ def reap_folder(host: Host, folder: Path) -> None:
     for stage_folder in _real_dirs(folder):
         kill_chroot_processes(stage_folder / "root")
     # Deepest first, so /proc inside the tree goes before the tree; lazily if still busy.
-    for mountpoint in sorted(_mounts_under(folder), key=lambda p: len(p.parts), reverse=True):
+    for mountpoint in sorted(mounts_under(folder), key=lambda p: len(p.parts), reverse=True):
         if mountpoint.name == "disk.raw":
             continue  # the FUSE export goes after its loops, with its daemon
         host.run(["umount", str(mountpoint)], check=False)
-        if mountpoint in _mounts_under(folder):
+        if mountpoint in mounts_under(folder):
             host.run(["umount", "--lazy", str(mountpoint)], check=False)
     for device in _loops_backed_by(folder):
         host.run(["losetup", "--detach", device], check=False)
     for pidfile in _pidfiles(folder):
         stop_daemon(host, pidfile.parent / "disk.raw", pidfile)
-    for raw in _mounts_under(folder):
+    for raw in mounts_under(folder):
         host.run(["umount", "--lazy", str(raw)], check=False)
-    if not _mounts_under(folder):
+    if not mounts_under(folder):
         shutil.rmtree(folder, ignore_errors=True)
 
 
