@@ -9,7 +9,7 @@
 # mmdebstrap run (the "mmdebstrap and a short shell pipeline" peer).
 set -eu
 out=$1 mirror=$2 debs=$3 tool=${4:-debootstrap}
-packages="ca-certificates,less,locales,tzdata,systemd-sysv,udev,kmod,iproute2,ifupdown,isc-dhcp-client,openssh-server,grub-pc-bin,grub2-common,initramfs-tools,zstd,linux-image-amd64"
+packages=$(cat "$(dirname "$0")/packages")
 work=$(mktemp -d /var/tmp/baseline.XXXXXX)
 root=$work/root
 raw=$work/disk.raw
@@ -31,7 +31,6 @@ part=$(losetup --find --show --offset $((4096 * 512)) --sizelimit $((4194304 * 5
 disk=$(losetup --find --show "$raw")
 loops="$part $disk"
 mkfs.ext4 -q -F "$part"
-uuid=$(blkid -s UUID -o value "$part")
 mkdir -p "$root"
 mount "$part" "$root"
 
@@ -53,28 +52,10 @@ else
 fi
 mountpoint -q "$root/proc" || for m in proc sys dev dev/pts; do mount --bind "/$m" "$root/$m"; done
 
-echo "en_US.UTF-8 UTF-8" >"$root/etc/locale.gen"
-chroot "$root" locale-gen
-echo baseline >"$root/etc/hostname"
-printf 'UUID=%s / ext4 defaults 0 1\n' "$uuid" >"$root/etc/fstab"
-printf 'auto lo\niface lo inet loopback\nallow-hotplug eth0\niface eth0 inet dhcp\n' >"$root/etc/network/interfaces"
-kernel=$(ls "$root"/boot/vmlinuz-* | sed 's|.*/vmlinuz-||' | tail -1)
-mkdir -p "$root/boot/grub/i386-pc"
-cp "$root"/usr/lib/grub/i386-pc/*.mod "$root"/usr/lib/grub/i386-pc/*.lst "$root"/usr/lib/grub/i386-pc/*.img "$root/boot/grub/i386-pc/"
-chroot "$root" grub-mkimage -O i386-pc -o /boot/grub/i386-pc/core.img -p '(hd0,gpt2)/boot/grub' \
-	biosdisk part_gpt ext2 search_fs_uuid normal linux serial terminal
-chroot "$root" /usr/lib/grub/i386-pc/grub-bios-setup --directory=/boot/grub/i386-pc --skip-fs-probe "$disk"
-cat >"$root/boot/grub/grub.cfg" <<EOF
-serial --unit=0 --speed=115200
-terminal_input console serial
-terminal_output console serial
-set timeout=1
-search --no-floppy --fs-uuid --set=root $uuid
-menuentry Debian {
-	linux /boot/vmlinuz-$kernel root=UUID=$uuid ro net.ifnames=0 console=tty0 console=ttyS0,115200n8
-	initrd /boot/initrd.img-$kernel
-}
-EOF
+cp "$(dirname "$0")/common-prepare.sh" "$root/tmp/prepare"
+chroot "$root" /tmp/prepare
+rm "$root/tmp/prepare"
+sh "$(dirname "$0")/install-grub.sh" "$root" "$disk" "$part"
 rm -f "$root/etc/resolv.conf" "$root"/etc/ssh/ssh_host_*
 chroot "$root" apt-get clean
 for m in dev/pts dev sys proc ""; do umount "$root/$m"; done

@@ -1,21 +1,27 @@
 #!/usr/bin/env python3
 """vzstages against the peers, in one run on this machine: the same bookworm amd64 bootable image
-(kernel, systemd, sshd, DHCP, grub, qcow2) from manifests/kvm.yml, built by
+(bench/packages: kernel, systemd, sshd, DHCP, grub; a 2 GiB ext4 root on gpt; qcow2) that
+manifests/kvm.yml describes, built by
 
     baseline     a hand-written debootstrap + apt script (bench/baseline.sh)
-    mmdebstrap   one mmdebstrap run with every package, and the same shell steps around it
-    mkosi        mkosi 14 (Debian's), GPT ext4 with a BIOS boot partition, grub by hand
-    debos        debos --disable-fakemachine, rootfs and disk image in two recipes
+    mmdebstrap   the same script with one mmdebstrap run for the base system and every package
+    mkosi        mkosi 14 (Debian's): bench/mkosi/, grub by its finalize script
+    debos        debos --disable-fakemachine: bench/debos/rootfs.yaml, then bench/debos/disk.yaml
     vzstages     a cold build (empty checkpoint cache)
 
-each with the packages already downloaded (warm), then vzstages and mkosi again with an empty
-package cache (cold downloads). Prints each time and vzstages' ratios to the others, then the
-iteration loop: a rerun with nothing changed and one after a hostname change.
+Every tool gets the same packages, the same mirror (the build host's), and the same boot setup
+(bench/common-prepare.sh, bench/install-grub.sh).
 
-    bench/peers.py [--rounds N] [--only baseline,vzstages,...]
+Warm: the packages are already downloaded. The .deb cache is shared by baseline, mmdebstrap and
+vzstages, and copied for mkosi (mkosi 14 runs debootstrap without a cache, so its base system is
+downloaded every time); debos has no package cache at all. Cold: an empty package cache, for
+vzstages, mkosi and the baseline. Then vzstages' iteration loop: a rerun with nothing changed,
+and one after a hostname change.
 
-Needs root, like any build; peers missing from the machine are installed from Debian first
-(apt-get install mkosi debos mmdebstrap), and one that cannot run here is reported with why.
+    bench/peers.py [--rounds N] [--only baseline,mkosi,vzstages,...] [--debs DIR] [--boot]
+
+--boot boots each image once under QEMU and says whether it reached sshd. Needs root, like any
+build; peers missing from the machine are installed from Debian first.
 """
 
 from __future__ import annotations
@@ -32,14 +38,22 @@ from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "bench"
 sys.path.insert(0, str(REPO))
 
+from vzstages.boottest import boot  # noqa: E402
 from vzstages.common.archive import choose_mirror  # noqa: E402
+
+TOOLS = ["baseline", "mmdebstrap", "mkosi", "debos", "vzstages"]
+COLD_TOOLS = ["vzstages", "mkosi", "baseline"]  # debos keeps no package cache: warm is cold
+PEER_PACKAGES = ["debootstrap", "mmdebstrap", "mkosi", "systemd-container", "debos", "parted"]
 
 
 def run(argv: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> float:
     started = time.monotonic()
     with open(log, "a") as out:
+        out.write(f"\n$ {' '.join(argv)}\n")
+        out.flush()
         subprocess.run(argv, check=True, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
     return time.monotonic() - started
 
@@ -60,19 +74,54 @@ class Bench:
         self.debs = debs or work / "debs"  # the package cache every warm build shares
         self.debs.mkdir(parents=True, exist_ok=True)
         self.log = work / "bench.log"
+        self.packages = (BENCH / "packages").read_text().strip()
+        self.images: dict[str, Path] = {}
 
-    def baseline(self, tool: str = "debootstrap", debs: Path | None = None) -> float:
-        out = self.work / f"{tool}.qcow2"
-        out.unlink(missing_ok=True)
+    def output(self, label: str) -> Path:
+        path = self.work / "images" / f"{label}.qcow2"
+        path.parent.mkdir(exist_ok=True)
+        path.unlink(missing_ok=True)
+        self.images[label] = path
+        return path
+
+    def baseline(self, label: str, tool: str = "debootstrap", debs: Path | None = None) -> float:
+        debs = debs or self.debs / "amd64"
+        argv = ["sh", str(BENCH / "baseline.sh"), str(self.output(label)), self.mirror, str(debs), tool]
+        return run(argv, self.log)
+
+    def mkosi(self, label: str, cache: Path) -> float:
         argv = [
-            "sh",
-            str(REPO / "bench/baseline.sh"),
-            str(out),
-            self.mirror,
-            str(debs or self.debs / "amd64"),
-            tool,
+            "mkosi",
+            "-C",
+            str(BENCH / "mkosi"),
+            f"--mirror={self.mirror}",
+            f"--cache={cache}",
+            f"--output={self.output(label)}",
+            f"--package={self.packages}",
+            "--force",
+            "build",
         ]
         return run(argv, self.log)
+
+    def debos(self, label: str) -> float:
+        artifacts = self.work / "debos"
+        shutil.rmtree(artifacts, ignore_errors=True)
+        artifacts.mkdir()
+        common = ["debos", "--disable-fakemachine", f"--artifactdir={artifacts}"]
+        variables = ["-t", f"mirror:{self.mirror}", "-t", f"packages:{self.packages.replace(',', ', ')}"]
+        seconds = run([*common, *variables, str(BENCH / "debos/rootfs.yaml")], self.log, cwd=artifacts)
+        seconds += run([*common, str(BENCH / "debos/disk.yaml")], self.log, cwd=artifacts)
+        convert = [
+            "qemu-img",
+            "convert",
+            "-O",
+            "qcow2",
+            str(artifacts / "debos.raw"),
+            str(self.output(label)),
+        ]
+        seconds += run(convert, self.log)
+        shutil.rmtree(artifacts, ignore_errors=True)
+        return seconds
 
     def manifest(self, name: str, hostname: str = "vzstages-kvm") -> Path:
         text = (
@@ -80,19 +129,26 @@ class Bench:
             .read_text()
             .replace("hostname: vzstages-kvm", f"hostname: {hostname}")
         )
-        text = text.replace("bootstrapper:\n", f"bootstrapper:\n  workspace: {self.work / 'build'}\n", 1)
+        text = text.replace("bootstrapper:\n", f"bootstrapper:\n  workspace: {self.work / name}.d\n", 1)
         path = self.work / name
         path.write_text(text)
         return path
 
-    def vzstages(self, cache: Path, manifest: Path, debs: Path | None = None) -> float:
+    def vzstages(self, label: str, cache: Path, manifest: Path, debs: Path | None = None) -> float:
         env = {**os.environ, "VZSTAGES_PACKAGE_CACHE": str(debs or self.debs), "VZSTAGES_PROGRESS": "plain"}
         argv = [sys.executable, "-m", "vzstages", "--cache", str(cache), "build", str(manifest)]
-        return run(argv, self.log, env=env, cwd=REPO)
+        seconds = run(argv, self.log, env=env, cwd=REPO)
+        built = Path(f"{manifest}.d") / "debian-bookworm-amd64-kvm.qcow2"
+        if built.exists():
+            shutil.copyfile(built, self.output(label))
+        return seconds
 
 
-def median(values: list[float]) -> float:
-    return statistics.median(values)
+def ratio_lines(results: dict[str, float]) -> list[str]:
+    if "vzstages" not in results:
+        return []
+    ours = results["vzstages"]
+    return [f"  vzstages / {name}: {ours / t:.2f}x" for name, t in results.items() if name != "vzstages"]
 
 
 def main() -> int:
@@ -100,59 +156,82 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rounds", type=int, default=1, help="warm builds of each tool (median shown)")
-    parser.add_argument("--only", default="", help="comma-separated subset of the tools")
-    parser.add_argument(
-        "--debs", help="an existing package cache to use for the warm builds (default: a new one)"
-    )
+    parser.add_argument("--only", default="", help=f"a comma-separated subset of: {', '.join(TOOLS)}, cold")
+    parser.add_argument("--debs", help="an existing package cache to use for the warm builds")
+    parser.add_argument("--boot", action="store_true", help="boot each image once and report")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench/peers.py builds images: run it as root", file=sys.stderr)
         return 2
-    ensure_installed(["debootstrap", "mmdebstrap"])
-    only = set(filter(None, args.only.split(",")))
+    only = set(filter(None, args.only.split(","))) or {*TOOLS, "cold"}
+    ensure_installed(PEER_PACKAGES)
     work = Path(tempfile.mkdtemp(prefix="vzstages-peers-", dir="/var/tmp"))
     bench = Bench(work, choose_mirror(None), Path(args.debs) if args.debs else None)
-    results: dict[str, list[float]] = {}
+    print(f"machine: {os.cpu_count()} cores; work folder {work}", flush=True)
     try:
-        # Fill the shared package cache once: every warm figure below downloads nothing.
-        print("warming the package cache (a vzstages build, not counted)...", flush=True)
-        bench.vzstages(work / "warm-cache", bench.manifest("warm.yml"))
-        tools: dict[str, Callable[[int], float]] = {
-            "baseline": lambda i: bench.baseline("debootstrap"),
-            "mmdebstrap": lambda i: bench.baseline("mmdebstrap"),
-            "vzstages": lambda i: bench.vzstages(work / f"cold-{i}", bench.manifest(f"cold-{i}.yml")),
+        # Fill the shared package cache once: every warm figure below downloads nothing of it.
+        print("warming the package cache (a vzstages build and a baseline build, not counted)...", flush=True)
+        bench.vzstages("warm-up", work / "warm-cache", bench.manifest("warm.yml"))
+        bench.baseline("warm-up")  # what debootstrap (not mmdebstrap) downloads for its base
+        mkosi_cache = work / "mkosi-cache"
+        warm: dict[str, Callable[[int], float]] = {
+            "baseline": lambda i: bench.baseline("baseline"),
+            "mmdebstrap": lambda i: bench.baseline("mmdebstrap", tool="mmdebstrap"),
+            "mkosi": lambda i: bench.mkosi("mkosi", mkosi_cache),
+            "debos": lambda i: bench.debos("debos"),
+            "vzstages": lambda i: bench.vzstages(
+                "vzstages", work / f"cold-{i}", bench.manifest(f"cold-{i}.yml")
+            ),
         }
-        for name, build in tools.items():
-            if only and name not in only:
+        if "mkosi" in only:
+            shutil.copytree(bench.debs / "amd64", mkosi_cache, copy_function=os.link, dirs_exist_ok=True)
+        medians: dict[str, float] = {}
+        for name, build in warm.items():
+            if name not in only:
                 continue
+            times = []
             for i in range(args.rounds):
-                seconds = build(i)
-                results.setdefault(name, []).append(seconds)
-                print(f"  {name:<11} warm round {i + 1}: {seconds:6.1f} s", flush=True)
-
+                times.append(build(i))
+                print(f"  {name:<11} warm round {i + 1}: {times[-1]:6.1f} s", flush=True)
+            medians[name] = statistics.median(times)
         print("\nwarm package cache (median of rounds):")
-        for name, times in results.items():
-            print(f"  {name:<11} {median(times):6.1f} s")
-        if "vzstages" in results:
-            ours = median(results["vzstages"])
-            for name, times in results.items():
-                if name != "vzstages":
-                    print(f"  vzstages / {name}: {ours / median(times):.2f}x")
+        for name, seconds in medians.items():
+            print(f"  {name:<11} {seconds:6.1f} s")
+        print("\n".join(ratio_lines(medians)))
 
-            if not only or "cold" in only:
-                empty = work / "empty-debs"
-                cold = bench.vzstages(work / "cold-empty", bench.manifest("cold-empty.yml"), debs=empty)
-                print(f"\nempty package cache: vzstages {cold:.1f} s")
+        if "cold" in only:
+            print("\nempty package cache:", flush=True)
+            cold: dict[str, float] = {}
+            for name in COLD_TOOLS:
+                empty = work / f"empty-{name}"
+                if name == "vzstages":
+                    manifest = bench.manifest("cold-empty.yml")
+                    cold[name] = bench.vzstages("vzstages-cold", work / "cold-empty", manifest, debs=empty)
+                elif name == "mkosi":
+                    cold[name] = bench.mkosi("mkosi-cold", empty)
+                else:
+                    cold[name] = bench.baseline("baseline-cold", debs=empty)
                 shutil.rmtree(empty, ignore_errors=True)
-                base = bench.baseline("debootstrap", debs=work / "empty-base")
-                print(f"empty package cache: baseline {base:.1f} s ({cold / base:.2f}x)")
+                print(f"  {name:<11} {cold[name]:6.1f} s", flush=True)
+            if "debos" in medians:
+                print(f"  debos       {medians['debos']:6.1f} s (its warm figure: it never caches packages)")
+                cold["debos"] = medians["debos"]
+            print("\n".join(ratio_lines(cold)))
 
-            cache = work / "cold-0"
-            noop = bench.vzstages(cache, work / "cold-0.yml")
-            renamed = bench.vzstages(cache, bench.manifest("cold-0.yml", hostname="renamed"))
+        if "vzstages" in medians:
+            cache, manifest = work / "cold-0", work / "cold-0.yml"
+            noop = bench.vzstages("noop", cache, manifest)
+            renamed = bench.vzstages("renamed", cache, bench.manifest("cold-0.yml", hostname="renamed"))
             print(f"\nrerun with nothing changed: {noop:.2f} s")
-            share = 100 * renamed / ours
+            share = 100 * renamed / medians["vzstages"]
             print(f"rerun after a hostname change: {renamed:.1f} s ({share:.1f}% of the cold build)")
+
+        if args.boot:
+            print("\nboot check (QEMU, until sshd answers):", flush=True)
+            for label in sorted({"baseline", "mmdebstrap", "mkosi", "debos", "vzstages"} & set(bench.images)):
+                report = boot(bench.images[label], timeout=600)
+                verdict = "boots" if report.ok else f"FAILED ({report.failure or ', '.join(report.missing)})"
+                print(f"  {label:<11} {verdict} in {report.seconds:.0f} s", flush=True)
     finally:
         print(f"(log: {bench.log})")
     return 0
