@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
 """Build a manifest cold and print the total and per-stage times, then what the cache saves.
 
-    bench/build_times.py [manifests/kvm.yml] [--keep-packages] [--second manifests/virtualbox.yml]
+    bench/build_times.py [manifests/kvm.yml] [--keep-packages] [--second manifests/virtualbox.yml|none]
+                         [--no-publish] [--repo OTHER-CHECKOUT]
 
 Cold means an empty checkpoint cache and (unless --keep-packages) an empty package cache, so
 the figures include every download. Then: a rerun with nothing changed, a rerun after a late
 change (the hostname), and the checkpoints' total allocated size against the final image's.
 Last, a cold build of a second manifest on the same release (fresh checkpoint cache, same package
 cache), counting the packages it downloaded that the first build had already downloaded.
-Needs root, like any build.
+--repo runs the vzstages of another checkout (a git worktree of an older commit, say) on the
+same manifest, so that a figure can be set beside the one before a change. Needs root, like any
+build.
 """
 
 from __future__ import annotations
@@ -52,11 +55,11 @@ def downloaded_packages(logs: list[Path]) -> set[str]:
     return fetched
 
 
-def build(manifest: Path, cache: Path, env: dict[str, str]) -> float:
+def build(manifest: Path, cache: Path, env: dict[str, str], extra: list[str], repo: Path = REPO) -> float:
     started = time.monotonic()
     subprocess.run(
-        [sys.executable, "-m", "vzstages", "--cache", str(cache), "build", str(manifest)],
-        cwd=REPO,
+        [sys.executable, "-m", "vzstages", "--cache", str(cache), "build", *extra, str(manifest)],
+        cwd=repo,
         env=env,
         check=True,
         stdout=subprocess.DEVNULL,
@@ -78,9 +81,13 @@ def main() -> int:
     parser.add_argument(
         "--second",
         default=str(REPO / "manifests/virtualbox.yml"),
-        help="a second manifest on the same release, built cold after the first",
+        help="a second manifest on the same release, built cold after the first (none: skip)",
     )
+    parser.add_argument("--no-publish", action="store_true", help="build without the publish stage")
+    parser.add_argument("--repo", default=str(REPO), help="the vzstages checkout to run")
     args = parser.parse_args()
+    extra = ["--no-publish"] if args.no_publish else []
+    repo = Path(args.repo).resolve()
 
     work = Path(tempfile.mkdtemp(prefix="vzstages-bench-"))
     env = dict(os.environ)
@@ -89,11 +96,11 @@ def main() -> int:
     manifest = in_workspace(Path(args.manifest), work, "bench.yml")
     cache = work / "cache"
     try:
-        cold = build(manifest, cache, env)
+        cold = build(manifest, cache, env, extra, repo)
         records = [json.loads(p.read_text()) for p in (cache / "stages").glob("*.json")]
         order = ["volume", "os", "packages", "system", "user", "cleanup", "image", "publish"]
         records.sort(key=lambda r: order.index(r["stage"]))
-        print(f"manifest: {args.manifest}")
+        print(f"manifest: {args.manifest}; vzstages from {repo}")
         print(f"cold build: {cold:.1f} s wall")
         for record in records:
             print(f"  {record['stage']:<9}{record['timings']['total']:7.1f} s")
@@ -104,7 +111,7 @@ def main() -> int:
             f"{allocated(image) / 2**20:.0f} MiB allocated; ratio {checkpoints / allocated(image):.2f}"
         )
 
-        noop = build(manifest, cache, env)
+        noop = build(manifest, cache, env, extra, repo)
         print(f"rerun, nothing changed: {noop:.2f} s wall")
 
         hostname = "bench-late-change"
@@ -117,13 +124,17 @@ def main() -> int:
             manifest.write_text("\n".join(lines) + "\n")
         else:
             manifest.write_text(edited.replace("system:\n", f"system:\n  hostname: {hostname}\n", 1))
-        late = build(manifest, cache, env)
+        late = build(manifest, cache, env, extra, repo)
         print(f"rerun after a hostname change: {late:.1f} s wall ({100 * late / cold:.1f}% of cold)")
 
+        if args.second == "none":
+            return 0
         logs = work / "build" / "logs"
         first_logs = sorted(logs.glob("*.log"))
         first = downloaded_packages(first_logs)
-        second_time = build(in_workspace(Path(args.second), work, "second.yml"), work / "cache2", env)
+        second_time = build(
+            in_workspace(Path(args.second), work, "second.yml"), work / "cache2", env, extra, repo
+        )
         second = downloaded_packages(sorted(set(logs.glob("*.log")) - set(first_logs)))
         print(
             f"second cold build ({Path(args.second).name}, fresh checkpoints, same package cache): "

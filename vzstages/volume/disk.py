@@ -184,6 +184,10 @@ class Tree:
         not every block it wrote and deleted (downloaded lists, replaced files)."""
         for part in layout.build_mounts():
             target = (self.image / (part.mountpoint or "/")).host_path()
+            # ext4 frees a deleted file's blocks only when its journal commits: without the sync,
+            # what the stage deleted last (apt's caches, say) is never trimmed and stays in every
+            # checkpoint and image (160 MiB of kvm.yml's 1 GiB image).
+            self.host.run(["sync", "--file-system", str(target)], check=False)
             self.host.run(["fstrim", str(target)], check=False)
 
     def bind(self, source: Path, inside: str) -> None:
