@@ -26,6 +26,7 @@ from . import console
 from .cache.archive_state import ArchiveState
 from .cache.remote import Remote, RemoteConfig
 from .cache.store import Store
+from .common.partitions import format_tools
 from .compiler import doit_tasks
 from .compiler.explain import explain
 from .compiler.plan import CompiledStage, Plan, compile_plan
@@ -111,15 +112,9 @@ class Build:
         tools = set(BASE_TOOLS)
         for plan in self.plans:
             layout = plan.manifest.layout
-            tools |= {
-                "mkswap" if p.filesystem == "swap" else f"mkfs.{p.filesystem}"
-                for p in layout.partitions
-                if p.filesystem
-            }
+            tools |= format_tools(layout)
             if layout.get("efi"):
                 tools |= {"mmd", "mcopy"}  # grub's EFI binary goes onto the unmounted ESP with mtools
-            if layout.lvm is not None:
-                tools |= {"pvcreate", "vgcreate", "lvcreate", "lvs"}
         return sorted(tools)
 
     def prepare(self) -> None:

@@ -42,7 +42,7 @@ TOOL_PACKAGES: dict[str, str] = {
     "pvcreate": "lvm2",
     "vgcreate": "lvm2",
     "lvcreate": "lvm2",
-    "lvs": "lvm2",
+    "pvs": "lvm2",
     "mmd": "mtools",
     "mcopy": "mtools",
     "mmdebstrap": "mmdebstrap",

@@ -124,3 +124,45 @@ def test_root_on_lvm_is_a_linear_volume_inside_its_partition():
     assert layout.lvm is not None and layout.lvm.device == "/dev/mapper/vg0-root"
     assert Lvm("my-vg", "root").device == "/dev/mapper/my--vg-root"
     assert [p.name for p in layout.build_mounts()] == ["root"]
+
+
+def test_the_host_tools_named_for_a_layout_are_real_programs():
+    from vzstages.common.partitions import format_tools
+    from vzstages.volume.layout import Lvm
+
+    on_lvm = compute_layout(
+        {
+            "type": "msdos",
+            "boot": {"size": "256MiB", "filesystem": "ext4"},
+            "root": {"size": "2GiB", "filesystem": "xfs"},
+        },
+        "extlinux",
+        "bios",
+        Lvm("vg0", "root"),
+    )
+    assert format_tools(on_lvm) == {
+        "sfdisk",
+        "mkfs.ext4",
+        "mkfs.xfs",
+        "pvcreate",
+        "vgcreate",
+        "lvcreate",
+        "pvs",
+    }
+    swap = compute_layout(
+        {"type": "gpt", "swap": {"size": "128MiB"}, "root": {"size": "2GiB", "filesystem": "ext4"}}, "grub"
+    )
+    assert format_tools(swap) == {"sfdisk", "mkswap", "mkfs.ext4"}
+
+
+def test_the_lv_segment_is_read_past_lvm_warnings():
+    from vzstages.common.partitions import lv_segment
+    from vzstages.errors import VzError
+
+    report = (
+        "  WARNING: Activation disabled. No device-mapper interaction will be attempted.\n"
+        "      0    74 4194304 1048576 root\n"
+    )
+    assert lv_segment(report, "root") == (0, 74, 4194304, 1048576)
+    with pytest.raises(VzError, match="0 segments"):
+        lv_segment(report, "home")

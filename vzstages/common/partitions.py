@@ -8,7 +8,7 @@ from ..errors import VzError
 from ..model.info import BuildInfo
 from ..model.phases import Phase
 from ..model.task import Task
-from ..volume.layout import Partition
+from ..volume.layout import Layout, Partition
 
 # Filesystem UUIDs are derived from the stage key, so the same inputs give the same image.
 UUID_NAMESPACE = uuid.UUID("5b1f6a0e-6d2b-4f4e-9a51-7a2a6b7f0c11")
@@ -20,6 +20,21 @@ MKFS_ARGS = {
     "xfs": ["mkfs.xfs", "-q", "-f"],
     "vfat": ["mkfs.vfat", "-F", "32"],
 }
+
+
+def format_tools(layout: Layout) -> set[str]:
+    """The host programs the volume stage runs to partition and format `layout`."""
+    tools = {"sfdisk"} if layout.table != "none" else set()
+    for part in layout.partitions:
+        if part.filesystem == "swap":
+            tools.add("mkswap")
+        elif part.filesystem in MKFS_ARGS:
+            tools.add(MKFS_ARGS[part.filesystem][0])
+    if layout.lvm is not None:
+        tools |= {"pvcreate", "vgcreate", "lvcreate", "pvs"}
+    return tools
+
+
 # The layout depends on these (the firmware picks a BIOS boot or an EFI system partition).
 LAYOUT_KEYS = (
     "volume.partitions",
@@ -101,10 +116,11 @@ def create_volume_group(info: BuildInfo, device: str) -> None:
     info.host.run(["vgcreate", *config, "-qq", "--physicalextentsize", "4m", lvm.volume_group, device])
     create = ["lvcreate", *config, "-qq", "--activate", "n", "--zero", "n", "-l", "100%FREE"]
     info.host.run([*create, "-n", lvm.logical_volume, lvm.volume_group])
-    columns = ["-o", "seg_start_pe,seg_size_pe,vg_extent_size,pe_start"]
-    report = ["lvs", *config, "--noheadings", "--nosuffix", "--units", "b", "--segments", *columns]
-    segments = info.host.run([*report, f"{lvm.volume_group}/{lvm.logical_volume}"]).output.split()
-    start_pe, size_pe, extent, pe_start = (int(float(x)) for x in segments[:4])
+    # Where the LV's one segment lies on the PV (pvs: lvs cannot report PV fields per segment).
+    columns = ["-o", "pvseg_start,pvseg_size,vg_extent_size,pe_start,lv_name"]
+    report = ["pvs", *config, "--noheadings", "--nosuffix", "--units", "b", "--segments", *columns]
+    output = info.host.run([*report, device]).output
+    start_pe, size_pe, extent, pe_start = lv_segment(output, lvm.logical_volume)
     root = info.layout.root
     part = next(p for p in info.layout.partitions if p.filesystem == "lvm")
     if (part.start + pe_start + start_pe * extent, size_pe * extent) != (root.start, root.size):
@@ -112,3 +128,17 @@ def create_volume_group(info: BuildInfo, device: str) -> None:
             f"LVM placed {lvm.volume_group}/{lvm.logical_volume} at {pe_start + start_pe * extent} "
             f"({size_pe * extent} bytes) in its partition, not where the layout expects it"
         )
+
+
+def lv_segment(report: str, logical_volume: str) -> tuple[int, int, int, int]:
+    """(first extent, extents, extent size, data start) of the LV's segment, from `pvs --segments`
+    output (its warnings are on the same stream)."""
+    segments = [
+        line.split()
+        for line in report.splitlines()
+        if len(line.split()) == 5 and line.split()[4] == logical_volume and line.split()[0].isdigit()
+    ]
+    if len(segments) != 1:
+        raise VzError(f"LVM reports {len(segments)} segments for {logical_volume}, not one:\n{report}")
+    start_pe, size_pe, extent, pe_start = (int(x) for x in segments[0][:4])
+    return start_pe, size_pe, extent, pe_start

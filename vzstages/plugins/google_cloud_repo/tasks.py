@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ from ...model.phases import Phase
 from ...model.task import Task
 from ...model.view import ManifestView
 
+log = logging.getLogger("vzstages.plugins")
 KEYRING = "usr/share/keyrings/vzstages-google-cloud.gpg"
 LIST = "etc/apt/sources.list.d/google-cloud.list"
 # The suites of Google's repository, by the image's release.
@@ -95,11 +97,27 @@ class RemoveBootstrapKey(Task):
 
     @classmethod
     def run(cls, info: BuildInfo) -> None:
-        packaged = "/usr/share/keyrings/cloud.google.gpg"  # where the keyring package puts it
-        if not (info.target / packaged).is_file():
-            raise VzError(
-                f"google-cloud-packages-archive-keyring installed no {packaged}: the build's key is kept"
+        packaged = packaged_keyring(info)
+        if packaged is None:
+            log.warning(
+                "google-cloud-packages-archive-keyring installed no keyring under /usr/share/keyrings: "
+                "the build's key is kept in /%s",
+                KEYRING,
             )
+            return
         text = (info.target / LIST).read_text().replace(f"signed-by=/{KEYRING}", f"signed-by={packaged}")
         (info.target / LIST).write_text(text)
         (info.target / KEYRING).unlink()
+
+
+def packaged_keyring(info: BuildInfo) -> str | None:
+    """The keyring file the keyring package installed, from dpkg's list of its files."""
+    listing = info.target / f"var/lib/dpkg/info/{InstallKeyringPackage.packages[0]}.list"
+    if not listing.is_file():
+        return None
+    keyrings = [
+        line
+        for line in listing.read_text().splitlines()
+        if line.startswith("/usr/share/keyrings/") and line.endswith(".gpg")
+    ]
+    return next((k for k in keyrings if (info.target / k).is_file()), None)
