@@ -295,8 +295,8 @@ def load_plans(
     setup_console_logging()
     store = Store(Path(cache_dir).resolve())
     store.check_usable()
-    archive = ArchiveState(store.root / "archive", refresh=refresh)
     shared = Remote(remote, store) if remote else None
+    archive = ArchiveState(store.root / "archive", refresh=refresh, shared=shared)
     plans = []
     for path in expand_manifests(manifests):
         loaded = load_manifest(path)

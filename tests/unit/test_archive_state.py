@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import json
 import threading
 import time
 from pathlib import Path
@@ -98,3 +99,53 @@ def test_missing_release_is_a_clear_error(tmp_path, mirror, write_manifest):
     with pytest.raises(VzError, match=r"does not carry release 'stretch'.*archive mirror"):
         fetch_release(url, "stretch")
     assert Path(tmp_path).exists()
+
+
+def test_hosts_sharing_a_remote_cache_share_the_archive_state(
+    tmp_path, mirror, write_manifest, moto_endpoint, monkeypatch
+):
+    """A host takes the newest state another host published (within the policy), so that both
+    compute the same keys; a refresh anywhere moves the team on; a state beyond the policy, or
+    one that is not a state, is not taken."""
+    import boto3
+
+    from vzstages.cache.remote import Remote, RemoteConfig
+
+    for name, value in (
+        ("AWS_ACCESS_KEY_ID", "t"),
+        ("AWS_SECRET_ACCESS_KEY", "t"),
+        ("AWS_REGION", "us-east-1"),
+    ):
+        monkeypatch.setenv(name, value)
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint)
+    s3.create_bucket(Bucket="team-cache")
+    root, url, _ = mirror
+    manifest = manifest_for(write_manifest, url)
+
+    def host(name: str, refresh: bool = False) -> ArchiveState:
+        store = Store(tmp_path / name)
+        shared = Remote(RemoteConfig("s3://team-cache/ci", endpoint_url=moto_endpoint), store)
+        return ArchiveState(store.root / "archive", max_age=3600, refresh=refresh, shared=shared)
+
+    first = host("a").suites(manifest, ["", "-updates"])
+    (root / "debian/dists/bookworm/InRelease").write_text("Suite: bookworm\nDate: day two\n")
+    assert host("b").suites(manifest, ["", "-updates"]) == first  # not the archive's newer state
+
+    refreshed = host("b", refresh=True).suites(manifest, [""])
+    assert refreshed["bookworm"] != first["bookworm"]
+    assert host("a").suites(manifest, [""]) == refreshed  # a's own state was fresh, but older
+
+    states = [o["Key"] for o in s3.list_objects_v2(Bucket="team-cache", Prefix="ci/archive/")["Contents"]]
+    for key in states:
+        document = json.loads(s3.get_object(Bucket="team-cache", Key=key)["Body"].read())
+        document["fetched"] -= 7200  # beyond the policy
+        s3.put_object(Bucket="team-cache", Key=key, Body=json.dumps(document).encode())
+    (root / "debian/dists/bookworm/InRelease").write_text("Suite: bookworm\nDate: day three\n")
+    third = host("c").suites(manifest, [""])
+    assert third["bookworm"] not in (first["bookworm"], refreshed["bookworm"])
+
+    for key in states:
+        s3.put_object(Bucket="team-cache", Key=key, Body=b'{"format": 1, "url": 3, "digest": "../.."}')
+    lonely = host("d")
+    assert lonely.suites(manifest, [""]) == third
+    assert any("malformed" in w for w in lonely.shared.warnings)  # type: ignore[union-attr]

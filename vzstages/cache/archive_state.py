@@ -8,7 +8,10 @@ the digest of each suite's InRelease file, under this refresh policy:
 - after that it is fetched again: if the suite changed, the downloading stages rebuild, so a cache
   never serves packages older than the policy allows;
 - `--refresh` fetches it now;
-- offline, the last known digest is used with a warning, and the build goes on from the cache.
+- offline, the last known digest is used with a warning, and the build goes on from the cache;
+- with a remote cache, the hosts share what they have seen: a host takes the newest state any of
+  them published, if it is within the policy, so that a team computes the same keys (and shares
+  the downloading stages) instead of each host following the archive on its own schedule.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ..common.archive import ArchiveUnreachable, choose_mirror, choose_security_mirror, fetch_release
 from ..compiler.keys import digest
@@ -43,11 +46,30 @@ def max_age_from_env() -> float:
         raise VzError(f"VZSTAGES_ARCHIVE_MAX_AGE: {exc}") from None
 
 
+class SharedStates(Protocol):
+    """Where hosts publish the archive states they fetch (the remote cache)."""
+
+    def archive_state(self, name: str) -> dict[str, Any] | None: ...
+
+    def publish_archive_state(self, name: str, state: dict[str, Any]) -> None: ...
+
+
+# A state fetched "later than now" by this much is another clock's error, not a newer state.
+CLOCK_SKEW = 300.0
+
+
 class ArchiveState:
-    def __init__(self, folder: Path, max_age: float | None = None, refresh: bool = False):
+    def __init__(
+        self,
+        folder: Path,
+        max_age: float | None = None,
+        refresh: bool = False,
+        shared: SharedStates | None = None,
+    ):
         self.folder = folder
         self.max_age = max_age_from_env() if max_age is None else max_age
         self.refresh = refresh
+        self.shared = shared
         self.warnings: list[str] = []
         self._fetched: dict[str, str] = {}  # per process: one fetch per suite, whatever asks
 
@@ -74,8 +96,11 @@ class ArchiveState:
         url = f"{mirror}/dists/{suite}"
         if url in self._fetched:
             return self._fetched[url]
-        path = self.folder / f"{digest(url.encode())}.json"
+        name = digest(url.encode())
+        path = self.folder / f"{name}.json"
         known = self._known(path)
+        if not self.refresh:
+            known = self._newer_shared(name, url, path, known)
         fresh = known is not None and time.time() - known["fetched"] < self.max_age
         if fresh and not self.refresh:
             assert known is not None
@@ -83,8 +108,11 @@ class ArchiveState:
         else:
             try:
                 value = digest(fetch_release(mirror, suite))
+                state = {"url": url, "fetched": time.time(), "digest": value}
                 self.folder.mkdir(parents=True, exist_ok=True)
-                write_atomic(path, json.dumps({"url": url, "fetched": time.time(), "digest": value}))
+                write_atomic(path, json.dumps(state))
+                if self.shared is not None:
+                    self.shared.publish_archive_state(name, state)
             except ArchiveUnreachable as exc:
                 if known is None:
                     value = "unreachable"
@@ -97,6 +125,26 @@ class ArchiveState:
                 log.warning("warning: %s", warning)
         self._fetched[url] = value
         return value
+
+    def _newer_shared(
+        self, name: str, url: str, path: Path, known: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """The state another host published, if it is newer than ours and within the policy
+        (then it is ours too); else what we knew."""
+        if self.shared is None:
+            return known
+        team = self.shared.archive_state(name)
+        now = time.time()
+        if (
+            team is None
+            or team["url"] != url
+            or not now - self.max_age < team["fetched"] <= now + CLOCK_SKEW
+            or (known is not None and team["fetched"] <= known["fetched"])
+        ):
+            return known
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, json.dumps(team))
+        return team
 
     def _known(self, path: Path) -> dict[str, Any] | None:
         """What was last seen of a suite, or None (a damaged file is a warning, then refetched)."""

@@ -7,6 +7,9 @@ Layout under s3://BUCKET/PREFIX/:
     records/<stage>-<key>.json     what the blob is: its digest and sizes, the parent's key, the
                                    local record (facts ...), the format version, and optionally an
                                    ed25519 signature by the pushing host
+    archive/<digest of URL>.json   the newest state of an archive suite any host has seen (its
+                                   InRelease digest and when it was fetched), so that all hosts
+                                   compute the same keys for the stages that download
 
 Push: blob first, record last, nothing uploaded that is already there; so a push cut short
 leaves at most a blob without a record, which no pull takes for a hit.
@@ -55,6 +58,8 @@ MODES = ("readwrite", "read", "write", "off")
 _URL = re.compile(r"s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(?P<prefix>[\w./-]*))?", re.ASCII)
 _SHA256 = re.compile(r"[0-9a-f]{64}", re.ASCII)
 _RECORD = re.compile(r"(?P<stage>[a-z]+)-(?P<key>[0-9a-f]{32})\.json", re.ASCII)
+_ARCHIVE_NAME = re.compile(r"[0-9a-f]{32}", re.ASCII)
+MAX_ARCHIVE_STATE_BYTES = 4096
 
 
 class RemoteError(VzError):
@@ -289,6 +294,33 @@ class RemoteRecord:
         if isinstance(created, bool) or not isinstance(created, int | float):
             raise RemoteError("a malformed creation time")
         return cls(stage, key, parent, parent_stage, sha, size, raw_size, record, float(created))
+
+
+def parse_archive_state(raw: bytes, trusted: list[bytes] | None) -> dict[str, Any]:
+    """{"url", "fetched", "digest"} from a remote archive state, or RemoteError saying why not."""
+    if len(raw) > MAX_ARCHIVE_STATE_BYTES:
+        raise RemoteError("an archive state larger than one can be")
+    try:
+        document = json.loads(raw)
+    except ValueError as exc:
+        raise RemoteError(f"an archive state that is not JSON ({exc})") from None
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise RemoteError("not an archive state of a known format")
+    if trusted is not None:
+        problem = signature_problem(document, trusted)
+        if problem:
+            raise RemoteError(f"archive state: {problem}")
+    url, fetched, digest = document.get("url"), document.get("fetched"), document.get("digest")
+    if not (
+        isinstance(url, str)
+        and len(url) < 2048
+        and isinstance(digest, str)
+        and _ARCHIVE_NAME.fullmatch(digest)
+        and isinstance(fetched, int | float)
+        and not isinstance(fetched, bool)
+    ):
+        raise RemoteError("an archive state with malformed fields")
+    return {"url": url, "fetched": float(fetched), "digest": digest}
 
 
 def _size_ok(number: Any) -> bool:
@@ -643,6 +675,43 @@ class Remote:
             human_size(size),
             time.monotonic() - started,
         )
+
+    # --- the archive's state, shared ---
+    def archive_state(self, name: str) -> dict[str, Any] | None:
+        """The newest state of one archive suite (`name`: the digest of its URL) that a host
+        published, as {"url", "fetched", "digest"}; None if there is none that can be trusted."""
+        if not self.config.can_read or self._unreachable or not _ARCHIVE_NAME.fullmatch(name):
+            return None
+        import botocore.exceptions
+
+        try:
+            with self.guarded(f"reading the archive state {name}"):
+                try:
+                    response = self.client.get_object(
+                        Bucket=self.config.bucket, Key=self._object("archive", f"{name}.json")
+                    )
+                except botocore.exceptions.ClientError as exc:
+                    if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                        return None
+                    raise
+                raw = response["Body"].read(MAX_ARCHIVE_STATE_BYTES + 1)
+                response["Body"].close()
+                return parse_archive_state(raw, self._trusted)
+        except RemoteError:
+            return None
+
+    def publish_archive_state(self, name: str, state: dict[str, Any]) -> None:
+        if not self.config.can_write or self._unreachable or not _ARCHIVE_NAME.fullmatch(name):
+            return
+        document = {"format": FORMAT, **state}
+        if self._signing is not None:
+            document = sign(document, self._signing)
+        with contextlib.suppress(RemoteError), self.guarded(f"publishing the archive state {name}"):
+            self.client.put_object(
+                Bucket=self.config.bucket,
+                Key=self._object("archive", f"{name}.json"),
+                Body=json.dumps(document, sort_keys=True).encode(),
+            )
 
     # --- listing and collecting ---
     def entries(self) -> list[tuple[RemoteRecord, float]]:

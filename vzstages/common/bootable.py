@@ -96,6 +96,24 @@ class WriteInitramfsModules(Task):
         info.facts["initramfs_modules"] = modules
 
 
+class AddInitramfsModules(Task):
+    """Plugins subclass this with drivers their own devices need before udev runs: a datasource
+    on a CD-ROM is looked for by cloud-init's early stages, before udev has loaded its driver."""
+
+    description = "Adding a plugin's drivers to the initramfs"
+    phase = Phase.PACKAGE_INSTALLATION
+    predecessors = (WriteInitramfsModules,)
+    modules: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def run(cls, info: BuildInfo) -> None:
+        target = info.target / "etc/initramfs-tools/modules"
+        listed = target.read_text().splitlines() if target.is_file() else []
+        added = [m for m in cls.modules if m not in listed]
+        target.write_text("".join(f"{m}\n" for m in [*listed, *added]))
+        info.facts["initramfs_modules"] = [*info.facts.get("initramfs_modules", []), *added]
+
+
 # The kernel module that mounts each filesystem a root or /boot may have.
 FILESYSTEM_MODULES = {"ext2": "ext4", "ext3": "ext4", "ext4": "ext4", "xfs": "xfs"}
 # virtio block devices over PCI: what QEMU/KVM gives a disk, here and in the build's boot test.
@@ -105,7 +123,7 @@ VIRTIO_DISKS = ("virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod")
 class InstallKernel(Task):
     description = "Installing the kernel"
     phase = Phase.PACKAGE_INSTALLATION
-    predecessors = (InstallBootPackages, InstallInitramfsTools, WriteInitramfsModules)
+    predecessors = (InstallBootPackages, InstallInitramfsTools, WriteInitramfsModules, AddInitramfsModules)
     reads = ("system.architecture",)
     archive_suites = APT_SUITES
     # Providers with a leaner kernel for their platform (cloud) override this.

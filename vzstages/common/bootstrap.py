@@ -4,6 +4,7 @@ chroot quiet."""
 from __future__ import annotations
 
 import platform
+import shutil
 from pathlib import Path
 
 from ..errors import VzError
@@ -46,6 +47,8 @@ def foreign_architecture_problem(arch: str, binfmt: Path = BINFMT) -> str | None
             f"the binfmt_misc handler {entry} is disabled or lacks the F flag, so {arch} programs "
             f"cannot run inside the build chroot ({fix}, then update-binfmts --enable)"
         )
+    if shutil.which("arch-test") is None:
+        return f"mmdebstrap checks that {arch} programs run here with arch-test (apt-get install arch-test)"
     return None
 
 

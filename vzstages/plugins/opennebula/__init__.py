@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from ...manifest import Manifest
 from ...model.taskset import TaskSet
-from .tasks import ConfigureOpenNebula, InstallCloudInit
+from .tasks import ConfigureOpenNebula, InstallCloudInit, InstallSudo, LoadCdromDrivers
 
 
 def resolve_tasks(taskset: TaskSet, manifest: Manifest) -> None:
-    taskset.add(InstallCloudInit, ConfigureOpenNebula)
+    taskset.add(InstallCloudInit, InstallSudo, ConfigureOpenNebula, LoadCdromDrivers)
