@@ -176,7 +176,7 @@ def kernel_cmdline(info: BuildInfo) -> str:
         consoles = ["console=tty0", "console=ttyS0,115200n8"]
     else:
         consoles = ["console=tty0"]
-    # A provider's own arguments (Azure's rootdelay) come as a fact from its packages stage.
+    # A provider's own arguments (Azure's earlyprintk) come as a fact from its packages stage.
     extra = [str(a) for a in info.facts.get("kernel_args", [])]
     return f"root={root} ro net.ifnames=0 biosdevname=0 {' '.join([*consoles, *extra])}"
 

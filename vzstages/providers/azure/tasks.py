@@ -16,8 +16,10 @@ from ...model.task import Task
 from ...model.view import ManifestView
 from . import vhd
 
-# Debian's Azure images: the serial console for the portal, and time for slow storage to appear.
-KERNEL_ARGS = ["earlyprintk=ttyS0,115200", "rootdelay=300"]
+# The serial console for the portal, from the first kernel message. Not bootstrap-vz's
+# rootdelay=300: Debian's initramfs sleeps that long before it even looks for the root device
+# (five minutes at every boot), and it waits for a device that is late on its own.
+KERNEL_ARGS = ["earlyprintk=ttyS0,115200"]
 
 
 class WriteInitramfsModules(bootable.WriteInitramfsModules):
