@@ -4,6 +4,7 @@ Puppet, Salt) with Google's apt repository (a local signed one here), built in m
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -119,7 +120,11 @@ def test_opennebula_context_and_docker_in_one_image(cache, workspace, tmp_path):
     nothing_left(cache)
     key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGx5a2V5Zm9ydGVzdGluZ29ubHlub3RyZWFsMTIzNDU2 one@test"
     iso = context_iso(tmp_path, "one-vm", key)
-    report = booted(workspace / "debian-bookworm-amd64-one.qcow2", "one-vm", tmp_path, cdrom=iso)
+    # cloud-init's final stage and the docker unit come after the login prompt: wait for them.
+    wait_for = [re.compile(p) for p in ("Authorized keys from", "one@test", "DOCKER: .*")]
+    report = booted(
+        workspace / "debian-bookworm-amd64-one.qcow2", "one-vm", tmp_path, cdrom=iso, until=wait_for
+    )
     # cloud-init put the context's key in the default user's authorized_keys and says so.
     assert "Authorized keys from" in report.console and "one@test" in report.console, report.console[-3000:]
     docker = [line for line in report.console.splitlines() if "DOCKER:" in line]

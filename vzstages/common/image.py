@@ -12,6 +12,10 @@ from ..model.task import Task
 from ..model.view import ManifestView
 
 # Output format -> (qemu-img format, options, file extension).
+# Formats whose clusters are placed where each write lands (raw, fixed VHD) may be written out of
+# order; the others allocate in write order, so out-of-order writes would make the same checkpoint
+# give different bytes from run to run.
+IN_PLACE = {"raw", "vhd"}
 FORMATS: dict[str, tuple[str, list[str], str]] = {
     "raw": ("raw", [], "raw"),
     "qcow2": ("qcow2", [], "qcow2"),
@@ -33,7 +37,8 @@ def convert(info: BuildInfo, fmt: str, target: Path) -> None:
     info.say(f"converting to {fmt}: {target}")
     with atomic_output(target) as tmp:
         # -p: progress lines for the console's status; -W: writes out of order, in parallel.
-        convert = ["qemu-img", "convert", "-p", "-W", "-f", "qcow2", "-O", qemu_fmt, *options]
+        parallel = ["-W"] if fmt in IN_PLACE else []
+        convert = ["qemu-img", "convert", "-p", *parallel, "-f", "qcow2", "-O", qemu_fmt, *options]
         info.host.run([*convert, str(info.source_image), str(tmp)])
     info.facts["image"] = str(target)
     info.facts["image_key"] = info.key  # names the image's content, for publishing idempotently

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from ...common.apt import AptInstall
+from ...common.pip import pip_install
 from ...manifest import Manifest
 from ...model.info import BuildInfo
 from ...model.phases import Phase
@@ -30,9 +31,7 @@ class PipInstall(Task):
     @classmethod
     def run(cls, info: BuildInfo) -> None:
         packages = info.manifest.get(cls.settings_key)
-        info.chroot(
-            ["python3", "-m", "pip", "install", "--no-cache-dir", "--break-system-packages", *packages]
-        )
+        pip_install(info, ["python3", "-m", "pip"], ["--break-system-packages", *packages])
 
 
 def resolve_tasks(taskset: TaskSet, manifest: Manifest) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import yaml
 
 from ...common.apt import AptInstall
+from ...common.pip import pip_install
 from ...model.info import BuildInfo
 from ...model.phases import Phase
 from ...model.task import Task
@@ -39,15 +40,7 @@ class InstallMinion(Task):
     def run(cls, info: BuildInfo) -> None:
         version = info.manifest.get("plugins.salt.version")
         info.chroot(["python3", "-m", "venv", "/opt/salt"])
-        info.chroot(
-            [
-                "/opt/salt/bin/pip",
-                "install",
-                "--no-cache-dir",
-                "-q",
-                f"salt=={version}" if version else "salt",
-            ]
-        )
+        pip_install(info, ["/opt/salt/bin/pip"], ["-q", f"salt=={version}" if version else "salt"])
         for tool in ("salt-call", "salt-minion"):
             link = info.target / "usr/local/bin" / tool
             link.unlink(missing_ok=True)
