@@ -33,7 +33,9 @@ def pip_install(info: BuildInfo, pip: list[str], requirements: list[str]) -> Non
     cert = info.target / IMAGE_CA_PATH
     if bundle is not None:
         cert.write_bytes(bundle.read_bytes(), mode=0o644)
-        command += ["--cert", f"/{IMAGE_CA_PATH}"]
+        # In the environment, not as --cert: pip's own subprocesses (the isolated build of an
+        # sdist fetching setuptools) must trust it too.
+        command = ["/usr/bin/env", f"PIP_CERT=/{IMAGE_CA_PATH}", *command]
     try:
         info.chroot([*command, *requirements])
     finally:
