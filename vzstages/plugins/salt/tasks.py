@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import yaml
 
-from ...common.apt import AptInstall
+from ...common.apt import AptInstall, apt_get, apt_install
 from ...common.pip import pip_install
 from ...model.info import BuildInfo
 from ...model.phases import Phase
@@ -26,6 +29,24 @@ WantedBy=multi-user.target
 """
 
 
+# Some of Salt's dependencies on PyPI are sources only (timelib): pip compiles them.
+BUILD_TOOLS = ("gcc", "python3-dev")
+
+
+@contextlib.contextmanager
+def build_tools(info: BuildInfo) -> Iterator[None]:
+    """A compiler for the install only: what it added is purged after, what the manifest had stays."""
+    listed = info.chroot(["dpkg-query", "-W", "-f", "${Package} ${db:Status-Status}\\n"])
+    present = {line.split()[0] for line in listed.splitlines() if line.endswith(" installed")}
+    added = [p for p in BUILD_TOOLS if p not in present]
+    apt_install(info, added)
+    try:
+        yield
+    finally:
+        if added:
+            apt_get(info, ["purge", "--autoremove", *added])
+
+
 class InstallPythonVenv(AptInstall):
     description = "Installing Python's venv for the Salt minion"
     packages = ("python3-venv",)
@@ -40,7 +61,8 @@ class InstallMinion(Task):
     def run(cls, info: BuildInfo) -> None:
         version = info.manifest.get("plugins.salt.version")
         info.chroot(["python3", "-m", "venv", "/opt/salt"])
-        pip_install(info, ["/opt/salt/bin/pip"], ["-q", f"salt=={version}" if version else "salt"])
+        with build_tools(info):
+            pip_install(info, ["/opt/salt/bin/pip"], ["-q", f"salt=={version}" if version else "salt"])
         for tool in ("salt-call", "salt-minion"):
             link = info.target / "usr/local/bin" / tool
             link.unlink(missing_ok=True)
