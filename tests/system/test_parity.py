@@ -309,12 +309,17 @@ def test_configuration_management_and_googles_repository_built_in_memory(cache, 
             "google-cloud-packages-archive-keyring",
         ):
             assert f"Package: {package}\n" in status, package
+        # Salt's compiler was for its install only, and the host's CA bundle for pip's download.
+        assert "Package: gcc\n" not in status and "Package: python3-dev\n" not in status
+        assert not (root / "tmp/vzstages-host-ca.crt").exists()
         assert (root / "etc/puppet-was-here").read_text() == "yes\n"
         assert "deploy:" in (root / "etc/passwd").read_text()
         sources = (root / "etc/apt/sources.list.d/google-cloud.list").read_text()
         assert "signed-by=/usr/share/keyrings/google-test-archive-keyring.gpg" in sources, sources
         assert not (root / "usr/share/keyrings/vzstages-google-cloud.gpg").exists()
-        grains = tree.chroot(["salt-call", "--local", "--out=json", "grains.item", "role", "team"]).output
+        grains = tree.chroot(
+            ["/usr/local/bin/salt-call", "--local", "--out=json", "grains.item", "role", "team"]
+        ).output
         assert '"role": "imagebuilder"' in grains and '"team": "platform"' in grains, grains
         assert "master: salt.example.org" in (root / "etc/salt/minion.d/master.conf").read_text()
         assert not (root / "etc/systemd/system/multi-user.target.wants/puppet.service").exists()
