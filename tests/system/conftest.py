@@ -3,8 +3,10 @@ skip with the reason; under CI=true a missing prerequisite fails instead."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -74,19 +76,46 @@ def workspace(tmp_path_factory) -> Path:
 
 @dataclass
 class BackgroundBuild:
-    """A build started when the session starts, for a test near its end to check."""
+    """A build started when the session starts, for a test near its end to check. It lives in a
+    folder every pytest-xdist worker sees: one worker starts it, any worker's test may wait for it."""
 
+    folder: Path
     manifest: Path
-    cache: Path
-    workspace: Path
-    log: Path
-    proc: subprocess.Popen[str]
+    proc: subprocess.Popen[str] | None = None  # in the worker that started it
+
+    @property
+    def cache(self) -> Path:
+        return self.folder / "cache"
+
+    @property
+    def workspace(self) -> Path:
+        return self.folder / "build"
+
+    @property
+    def log(self) -> Path:
+        return self.folder / "build.log"
+
+    @property
+    def status(self) -> Path:
+        return self.folder / "status"  # the build's exit status, written when it ends
+
+    def finished(self) -> bool:
+        return self.status.exists()
 
     def wait(self, timeout: float) -> str:
-        self.proc.wait(timeout=timeout)
+        deadline = time.monotonic() + timeout
+        while not self.finished():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the background build ran over {timeout:.0f}s:\n{self.log.read_text()}")
+            time.sleep(2)
         output = self.log.read_text()
-        assert self.proc.returncode == 0, output
+        assert self.status.read_text().strip() == "0", output
         return output
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)  # vzstages unwinds on SIGTERM
+            self.proc.wait(timeout=120)
 
 
 def arm64_missing() -> list[str]:
@@ -107,60 +136,75 @@ BACKGROUND = {
     # Every program in its chroot runs under qemu-user: about ten minutes.
     "arm64_build": ("manifests/ec2-arm64.yml", {}, ["--no-publish"], arm64_missing),
 }
+UNAVAILABLE = "unavailable"  # in a background build's folder: why it could not start
+
+
+def session_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's base folder, which every pytest-xdist worker of the session shares."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def starts_background_builds() -> bool:
+    """Every xdist worker collects every test; the first one starts the session's background builds."""
+    return os.environ.get("PYTEST_XDIST_WORKER", "gw0") == "gw0"
 
 
 @pytest.fixture(scope="session", autouse=True)
-def background_builds(request, tmp_path_factory) -> Iterator[dict[str, BackgroundBuild | str]]:
-    """The background builds the collected tests ask for, or why one could not start."""
+def background_builds(request, tmp_path_factory) -> Iterator[dict[str, BackgroundBuild]]:
+    """The background builds the collected tests ask for."""
     wanted = sorted({n for item in request.session.items for n in item.fixturenames if n in BACKGROUND})
-    builds: dict[str, BackgroundBuild | str] = {}
-    if wanted and not missing_prerequisites():
-        for name in wanted:
-            manifest, edit, arguments, missing = BACKGROUND[name]
-            absent = missing()
-            if absent:
-                builds[name] = f"{name} needs: " + "; ".join(absent)
-            else:
-                builds[name] = start_background_build(
-                    REPO / manifest, edit, arguments, tmp_path_factory.mktemp(name)
-                )
+    builds: dict[str, BackgroundBuild] = {}
+    for name in wanted:
+        manifest, edit, arguments, missing = BACKGROUND[name]
+        folder = session_folder(tmp_path_factory) / "background" / name
+        builds[name] = BackgroundBuild(folder, folder / Path(manifest).name)
+        if not starts_background_builds():
+            continue
+        folder.mkdir(parents=True)
+        absent = missing_prerequisites() or missing()
+        if absent:
+            (folder / UNAVAILABLE).write_text(f"{name} needs: " + "; ".join(absent))
+        else:
+            builds[name].proc = start_background_build(REPO / manifest, edit, arguments, builds[name])
     yield builds
     for build in builds.values():
-        if isinstance(build, BackgroundBuild) and build.proc.poll() is None:
-            build.proc.terminate()  # the session ended first (a failure, -x): stop it cleanly
-            build.proc.wait(timeout=120)
+        # Another worker's test may still wait for it; then stop it should the session have ended
+        # first (a failure, -x).
+        if build.proc is not None and os.environ.get("PYTEST_XDIST_WORKER"):
+            with contextlib.suppress(AssertionError):
+                build.wait(timeout=2400)
+        build.stop()
 
 
 def start_background_build(
-    source: Path, edit: dict[str, str], arguments: list[str], folder: Path
-) -> BackgroundBuild:
-    manifest = with_workspace(source, folder / "build", folder / source.name, edit=edit)
-    log = folder / "build.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "vzstages",
-                "--cache",
-                str(folder / "cache"),
-                "build",
-                *arguments,
-                str(manifest),
-            ],
+    source: Path, edit: dict[str, str], arguments: list[str], build: BackgroundBuild
+) -> subprocess.Popen[str]:
+    with_workspace(source, build.workspace, build.manifest, edit=edit)
+    command = [sys.executable, "-m", "vzstages", "--cache", str(build.cache), "build", *arguments]
+    # The status goes in last, whole (renamed into place): its presence means the build ended.
+    script = 'rc=0; "$@" || rc=$?; echo $rc > "$STATUS.part"; mv "$STATUS.part" "$STATUS"'
+    with open(build.log, "w") as out:
+        return subprocess.Popen(
+            ["sh", "-c", script, "sh", *command, str(build.manifest)],
             cwd=REPO,
+            env={**os.environ, "STATUS": str(build.status)},
             stdout=out,
             stderr=subprocess.STDOUT,
             text=True,
+            start_new_session=True,
         )
-    return BackgroundBuild(manifest, folder / "cache", folder / "build", log, proc)
 
 
-def background_build(builds: dict[str, BackgroundBuild | str], name: str) -> BackgroundBuild:
-    build = builds.get(name)
-    if not isinstance(build, BackgroundBuild):
-        unavailable(build or f"{name} did not start")
-    assert isinstance(build, BackgroundBuild)
+def background_build(builds: dict[str, BackgroundBuild], name: str) -> BackgroundBuild:
+    build = builds[name]
+    deadline = time.monotonic() + 120  # another worker may not have started it yet
+    while not build.log.exists() and not (build.folder / UNAVAILABLE).exists():
+        if time.monotonic() > deadline:
+            unavailable(f"{name} did not start")
+        time.sleep(1)
+    if (build.folder / UNAVAILABLE).exists():
+        unavailable((build.folder / UNAVAILABLE).read_text())
     return build
 
 
