@@ -2,7 +2,7 @@
 """Build a manifest cold and print the total and per-stage times, then what the cache saves.
 
     bench/build_times.py [manifests/kvm.yml] [--keep-packages] [--second manifests/virtualbox.yml|none]
-                         [--no-publish] [--repo OTHER-CHECKOUT]
+                         [--no-publish] [--repo OTHER-CHECKOUT] [--tmpfs]
 
 Cold means an empty checkpoint cache and (unless --keep-packages) an empty package cache, so
 the figures include every download. Then: a rerun with nothing changed, a rerun after a late
@@ -10,8 +10,9 @@ change (the hostname), and the checkpoints' total allocated size against the fin
 Last, a cold build of a second manifest on the same release (fresh checkpoint cache, same package
 cache), counting the packages it downloaded that the first build had already downloaded.
 --repo runs the vzstages of another checkout (a git worktree of an older commit, say) on the
-same manifest, so that a figure can be set beside the one before a change. Needs root, like any
-build.
+same manifest, so that a figure can be set beside the one before a change. --tmpfs builds every
+disk stage in memory (the tmpfs_workspace plugin), against the disk-backed build. Needs root,
+like any build.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -40,6 +43,12 @@ def in_workspace(source: Path, work: Path, name: str) -> Path:
     target = work / name
     target.write_text(text)
     return target
+
+
+def with_tmpfs_workspace(manifest: Path) -> None:
+    data = yaml.safe_load(manifest.read_text())
+    data.setdefault("plugins", {})["tmpfs_workspace"] = {}
+    manifest.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
 def downloaded_packages(logs: list[Path]) -> set[str]:
@@ -85,6 +94,7 @@ def main() -> int:
     )
     parser.add_argument("--no-publish", action="store_true", help="build without the publish stage")
     parser.add_argument("--repo", default=str(REPO), help="the vzstages checkout to run")
+    parser.add_argument("--tmpfs", action="store_true", help="disk stages in memory (tmpfs_workspace)")
     args = parser.parse_args()
     extra = ["--no-publish"] if args.no_publish else []
     repo = Path(args.repo).resolve()
@@ -94,13 +104,15 @@ def main() -> int:
     if not args.keep_packages:
         env["VZSTAGES_PACKAGE_CACHE"] = str(work / "debs")
     manifest = in_workspace(Path(args.manifest), work, "bench.yml")
+    if args.tmpfs:
+        with_tmpfs_workspace(manifest)
     cache = work / "cache"
     try:
         cold = build(manifest, cache, env, extra, repo)
         records = [json.loads(p.read_text()) for p in (cache / "stages").glob("*.json")]
         order = ["volume", "os", "packages", "system", "user", "cleanup", "image", "publish"]
         records.sort(key=lambda r: order.index(r["stage"]))
-        print(f"manifest: {args.manifest}; vzstages from {repo}")
+        print(f"manifest: {args.manifest}{' in memory' if args.tmpfs else ''}; vzstages from {repo}")
         print(f"cold build: {cold:.1f} s wall")
         for record in records:
             print(f"  {record['stage']:<9}{record['timings']['total']:7.1f} s")
