@@ -69,6 +69,13 @@ def test_package_change_starts_at_packages(write_manifest):
     assert changed(before, after) == ["packages", "system", "cleanup", "image"]
 
 
+def test_the_locale_is_generated_in_the_packages_stage(write_manifest):
+    """locale-gen runs with the locales package, so a late change does not repeat it."""
+    before = keys(write_manifest())
+    after = keys(write_manifest(KVM_MANIFEST.replace("locale: en_US", "locale: de_DE"), name="b.yml"))
+    assert changed(before, after) == ["packages", "system", "cleanup", "image"]
+
+
 def test_partition_change_changes_everything(write_manifest):
     before = keys(write_manifest())
     after = keys(write_manifest(KVM_MANIFEST.replace("size: 1GiB", "size: 2GiB"), name="b.yml"))

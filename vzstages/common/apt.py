@@ -181,8 +181,13 @@ class AptInstall(Task):
         return cls.packages
 
     @classmethod
+    def after_install(cls, info: BuildInfo) -> None:
+        """What the task does once its packages are in (after the batch's one apt run)."""
+
+    @classmethod
     def run(cls, info: BuildInfo) -> None:
         apt_install(info, cls.packages_for(info.manifest))
+        cls.after_install(info)
 
     @classmethod
     def run_batch(cls, runs: Sequence[tuple[type[Task], BuildInfo]]) -> None:
@@ -191,6 +196,9 @@ class AptInstall(Task):
             assert issubclass(task, AptInstall)
             wanted += [p for p in task.packages_for(info.manifest) if p not in wanted]
         apt_install(runs[0][1], wanted)
+        for task, info in runs:
+            assert issubclass(task, AptInstall)
+            task.after_install(info)
 
 
 class InstallPackages(AptInstall):

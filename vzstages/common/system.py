@@ -5,12 +5,29 @@ from __future__ import annotations
 from ..model.info import BuildInfo
 from ..model.phases import Phase
 from ..model.task import Task
+from ..model.view import ManifestView
 from .apt import AptInstall
 
 
+def locale_of(manifest: ManifestView) -> tuple[str, str]:
+    """(name, charmap) of the manifest's locale: ("en_US.UTF-8", "UTF-8") by default."""
+    charmap = manifest.get("system.charmap", "UTF-8")
+    return f"{manifest.get('system.locale', 'en_US')}.{charmap}", charmap
+
+
 class InstallSystemPackages(AptInstall):
-    description = "Installing locales and tzdata"
+    """The locale is generated here, with the package, not in the system stage: locale-gen is
+    most of what a late change (a hostname) would otherwise rebuild."""
+
+    description = "Installing locales and tzdata, generating the locale"
     packages = ("locales", "tzdata")
+    reads = ("system.locale", "system.charmap")
+
+    @classmethod
+    def after_install(cls, info: BuildInfo) -> None:
+        name, charmap = locale_of(info.manifest)
+        (info.target / "etc/locale.gen").write_text(f"{name} {charmap}\n")
+        info.chroot(["locale-gen"])
 
 
 class SetLocale(Task):
@@ -20,11 +37,7 @@ class SetLocale(Task):
 
     @classmethod
     def run(cls, info: BuildInfo) -> None:
-        locale = info.manifest.get("system.locale", "en_US")
-        charmap = info.manifest.get("system.charmap", "UTF-8")
-        name = f"{locale}.{charmap}"
-        (info.target / "etc/locale.gen").write_text(f"{name} {charmap}\n")
-        info.chroot(["locale-gen"])
+        name, _ = locale_of(info.manifest)
         info.chroot(["update-locale", f"LANG={name}"])
 
 
