@@ -490,20 +490,26 @@ class Remote:
         self._records[name] = found
         return found
 
-    def _fetch_record(self, stage: str, key: str) -> RemoteRecord | None:
+    def _read_small(self, key: str, limit: int) -> bytes | None:
+        """A small object (a record, an archive state), read to at most limit + 1 bytes so the
+        caller can tell one that is too big; None if there is no such object."""
         import botocore.exceptions
 
         try:
-            response = self.client.get_object(
-                Bucket=self.config.bucket, Key=self._object("records", f"{stage}-{key}.json")
-            )
+            response = self.client.get_object(Bucket=self.config.bucket, Key=key)
         except botocore.exceptions.ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise
         body = response["Body"]
-        raw = body.read(MAX_RECORD_BYTES + 1)
+        raw: bytes = body.read(limit + 1)
         body.close()
+        return raw
+
+    def _fetch_record(self, stage: str, key: str) -> RemoteRecord | None:
+        raw = self._read_small(self._object("records", f"{stage}-{key}.json"), MAX_RECORD_BYTES)
+        if raw is None:
+            return None
         if len(raw) > MAX_RECORD_BYTES:
             raise RemoteError(f"record {stage}-{key} is larger than a record can be")
         self.counters.received += len(raw)
@@ -682,21 +688,10 @@ class Remote:
         published, as {"url", "fetched", "digest"}; None if there is none that can be trusted."""
         if not self.config.can_read or self._unreachable or not _ARCHIVE_NAME.fullmatch(name):
             return None
-        import botocore.exceptions
-
         try:
             with self.guarded(f"reading the archive state {name}"):
-                try:
-                    response = self.client.get_object(
-                        Bucket=self.config.bucket, Key=self._object("archive", f"{name}.json")
-                    )
-                except botocore.exceptions.ClientError as exc:
-                    if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                        return None
-                    raise
-                raw = response["Body"].read(MAX_ARCHIVE_STATE_BYTES + 1)
-                response["Body"].close()
-                return parse_archive_state(raw, self._trusted)
+                raw = self._read_small(self._object("archive", f"{name}.json"), MAX_ARCHIVE_STATE_BYTES)
+                return None if raw is None else parse_archive_state(raw, self._trusted)
         except RemoteError:
             return None
 
