@@ -133,11 +133,8 @@ def create_volume_group(info: BuildInfo, device: str) -> None:
 def lv_segment(report: str, logical_volume: str) -> tuple[int, int, int, int]:
     """(first extent, extents, extent size, data start) of the LV's segment, from `pvs --segments`
     output (its warnings are on the same stream)."""
-    segments = [
-        line.split()
-        for line in report.splitlines()
-        if len(line.split()) == 5 and line.split()[4] == logical_volume and line.split()[0].isdigit()
-    ]
+    rows = [line.split() for line in report.splitlines()]
+    segments = [row for row in rows if len(row) == 5 and row[4] == logical_volume and row[0].isdigit()]
     if len(segments) != 1:
         raise VzError(f"LVM reports {len(segments)} segments for {logical_volume}, not one:\n{report}")
     start_pe, size_pe, extent, pe_start = (int(x) for x in segments[0][:4])
