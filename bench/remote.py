@@ -35,6 +35,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from build_times import in_workspace  # noqa: E402  (bench/, this script's folder)
+
 from vzstages.units import human_size  # noqa: E402
 
 SUMMARY = re.compile(r"remote cache: pulled (\d+) \(([^)]*)\), pushed (\d+) \(([^)]*)\)")
@@ -64,14 +66,10 @@ def moto_server() -> Iterator[str]:
 
 
 def manifest(work: Path, name: str, hostname: str = "vzstages-kvm") -> Path:
-    text = (REPO / "manifests/kvm.yml").read_text()
-    text = text.replace("hostname: vzstages-kvm", f"hostname: {hostname}")
-    text = text.replace("{system.architecture}-kvm", "{system.architecture}-" + name)
-    text = text.replace("bootstrapper:\n", f"bootstrapper:\n  workspace: {work / 'build'}\n", 1)
-    if f"workspace: {work / 'build'}" not in text:
-        text += f"bootstrapper:\n  workspace: {work / 'build'}\n"
-    path = work / f"{name}.yml"
-    path.write_text(text)
+    """kvm.yml writing into work/build, with its own image name and hostname."""
+    path = in_workspace(REPO / "manifests/kvm.yml", work, f"{name}.yml")
+    text = path.read_text().replace("hostname: vzstages-kvm", f"hostname: {hostname}")
+    path.write_text(text.replace("{system.architecture}-kvm", "{system.architecture}-" + name))
     return path
 
 
