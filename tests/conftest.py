@@ -125,9 +125,14 @@ def fake_checkpoint(path: Path, backing: str | None = None, size: int = 0) -> No
 
 def fake_entry(store, stage: str, key: str, parent: tuple[str, str] | None = None, **fields) -> None:
     """A complete cache entry: a checkpoint backed by its parent's, and a record."""
-    from vzstages.cache.store import Record
+    from vzstages.cache.record import Record, file_sha256
 
     parent_stage, parent_key = parent if parent else (None, None)
     backing = store.checkpoint(parent_stage, parent_key).name if parent else None
-    fake_checkpoint(store.checkpoint(stage, key), backing, fields.pop("size", 0))
+    checkpoint = store.checkpoint(stage, key)
+    fake_checkpoint(checkpoint, backing, fields.pop("size", 0))
+    fields.setdefault("digest", file_sha256(checkpoint))
+    if parent and "parent_digest" not in fields:
+        below = store.lookup(parent_stage, parent_key, disk=True)
+        fields["parent_digest"] = below.digest if below else ""
     store.save_record(Record(stage, key, parent_key, parent_stage, fields.pop("inputs", {}), **fields))

@@ -35,6 +35,7 @@ from .host import Host, require_build_host, require_tools
 from .manifest import Manifest, load_manifest
 from .model.view import ManifestView
 from .runner import run_stage
+from .volume import fsck
 from .volume.runs import reap
 
 progress = logging.getLogger("vzstages.progress")
@@ -112,7 +113,7 @@ class Build:
         tools = set(BASE_TOOLS)
         for plan in self.plans:
             layout = plan.manifest.layout
-            tools |= format_tools(layout)
+            tools |= format_tools(layout) | fsck.tools_for(layout)
             if layout.get("efi"):
                 tools |= {"mmd", "mcopy"}  # grub's EFI binary goes onto the unmounted ESP with mtools
         return sorted(tools)

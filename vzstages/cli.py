@@ -20,8 +20,9 @@ from .build import (
     load_plans,
     setup_console_logging,
 )
+from .cache.record import STAGE_NAMES
 from .cache.remote import Remote, RemoteConfig, remote_config
-from .cache.store import STAGE_NAMES, Store
+from .cache.store import Store
 from .compiler.explain import explain
 from .compiler.plan import compile_plan
 from .errors import ManifestError, VzError

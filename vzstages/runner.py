@@ -14,11 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from . import runtime
-from .cache.store import Record, Store, output_signature, publish_file
+from .cache.record import Record
+from .cache.store import Store, output_signature
+from .common.image import FORMATS
 from .compiler.plan import CompiledStage, Plan
+from .errors import VzError
 from .host import Host
 from .model.info import BuildInfo
 from .model.view import ManifestView
+from .volume import fsck
 from .volume.runs import tmpfs_folder
 
 progress = logging.getLogger("vzstages.progress")
@@ -68,11 +72,17 @@ def run_stage(plan: Plan, stage: CompiledStage, host: Host, display: str = "") -
             source_image=None if stage.disk else plan.top_checkpoint(stage),
         )
         timings: dict[str, float] = {}
+        base = _base_record(plan, stage)
+        digest = ""
         if stage.disk:
-            _build_disk_stage(plan, stage, info, timings)
+            digest = _build_disk_stage(plan, stage, info, timings, base)
         else:
             info.workspace.mkdir(parents=True, exist_ok=True)
             runtime.run_tasks(stage.tasks, plan.manifest, info, timings)
+            if stage.name == "image":
+                checked = time.monotonic()
+                check_images(plan, stage, info)
+                timings["fsck"] = round(time.monotonic() - checked, 3)
         timings["total"] = round(time.monotonic() - started, 3)
         record = Record(
             stage=stage.name,
@@ -87,12 +97,31 @@ def run_stage(plan: Plan, stage: CompiledStage, host: Host, display: str = "") -
             tools=tool_versions(host),
             created=time.time(),
             manifest=str(plan.manifest.path),
+            digest=digest,
+            parent_digest=base.digest if base else "",
         )
         store.save_record(record)
         progress.info(
             "%-8s done in %.1fs", display, timings["total"], extra={"stage": (display, "end", None)}
         )
         return record, "built"
+
+
+# The disk images qemu reads, by file extension: what the image stage writes (common/image.py).
+DISK_FORMATS = {ext: qemu_fmt for qemu_fmt, _, ext in FORMATS.values()}
+
+
+def check_images(plan: Plan, stage: CompiledStage, info: BuildInfo) -> None:
+    """No image is reported before its filesystems pass a read-only fsck: every disk image
+    the stage wrote, or, for outputs that are not disk images (a tarball), the checkpoint
+    they were made from."""
+    images = [(p, DISK_FORMATS[p.suffix[1:]]) for p in stage.outputs if p.suffix[1:] in DISK_FORMATS]
+    if not images and info.source_image is not None:
+        images = [(info.source_image, "qcow2")]
+    for path, fmt in images:
+        for line in fsck.check_image(info.host, path, fmt, info.layout, info.runs):
+            log.info("%s: %s", path.name, line)
+        info.say(f"checked {path.name}: every filesystem clean")
 
 
 def last_duration(store: Store, stage: str) -> float | None:
@@ -112,10 +141,45 @@ def _parent_facts(plan: Plan, stage: CompiledStage) -> dict[str, Any]:
     return parent.facts
 
 
-def _build_disk_stage(plan: Plan, stage: CompiledStage, info: BuildInfo, timings: dict[str, float]) -> None:
+def _base_record(plan: Plan, stage: CompiledStage) -> Record | None:
+    """The record of the checkpoint the stage is built over, whose digest its own names."""
+    base = plan.base(stage)
+    if base is None:
+        return None
+    record = plan.store.lookup(base.name, base.key, disk=True)
+    if record is None or not record.digest:
+        raise VzError(f"stage {stage.name}: the checkpoint {base.name}-{base.key[:12]} it builds on is gone")
+    return record
+
+
+def _same_file(path: Path | None, before: tuple[int, int] | None) -> bool:
+    if path is None:
+        return True
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    return (st.st_ino, st.st_mtime_ns) == before
+
+
+def _identity(path: Path | None) -> tuple[int, int] | None:
+    if path is None:
+        return None
+    st = path.stat()
+    return st.st_ino, st.st_mtime_ns
+
+
+def _build_disk_stage(
+    plan: Plan, stage: CompiledStage, info: BuildInfo, timings: dict[str, float], base: Record | None
+) -> str:
+    """Build the stage's overlay and publish it; returns its digest. The parent's file must be
+    the same one from before the overlay is opened until after it is closed: another build
+    may replace a parent (a pull that makes this cache converge on the remote's chain), and an
+    overlay is only valid over the bytes its record names."""
     store = plan.store
     tmp = store.temp_checkpoint(stage.name, stage.key)
     parent = plan.top_checkpoint(stage.parent) if stage.parent else None
+    before = _identity(parent)
     first = stage.parent is None
     # tmpfs_workspace: the stage writes its overlay in memory, and the finished checkpoint is
     # copied into the cache (the same bytes, so no key depends on where it was built).
@@ -145,9 +209,10 @@ def _build_disk_stage(plan: Plan, stage: CompiledStage, info: BuildInfo, timings
                             str(tmp),
                         ]
                     )
-        for name in store.drop_descendants(stage.key):
-            log.warning("dropped %s: it was built on an earlier checkpoint of this name", name)
-        publish_file(tmp, plan.checkpoint(stage))
+        now = store.lookup(base.stage, base.key, disk=True) if base else None
+        if not _same_file(parent, before) or (base and (now is None or now.digest != base.digest)):
+            raise VzError(f"stage {stage.name}: its parent checkpoint was replaced while it ran; run again")
+        return store.publish_checkpoint(tmp, stage.name, stage.key)
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vzstages.cache.store import Record, Store
+from vzstages.cache.record import Record
+from vzstages.cache.store import Store
 from vzstages.compiler.explain import explain
 from vzstages.compiler.plan import compile_plan
 from vzstages.manifest import load_manifest
@@ -21,8 +22,16 @@ def publish_all(path: Path, cache: Path) -> None:
         if stage.disk:
             fake_entry(plan.store, stage.name, stage.key, parent, inputs=stage.inputs, created=1.0)
         else:
+            base = plan.base(stage)
+            below = plan.store.lookup(base.name, base.key, disk=True) if base else None
             record = Record(
-                stage.name, stage.key, stage.parent.key, stage.parent.name, stage.inputs, created=1.0
+                stage.name,
+                stage.key,
+                stage.parent.key,
+                stage.parent.name,
+                stage.inputs,
+                created=1.0,
+                parent_digest=below.digest if below else "",
             )
             plan.store.save_record(record)
 

@@ -181,3 +181,80 @@ def test_secrets_enter_inputs_only_as_hashes(write_manifest):
     other = declared_values([ReadsCredentials], manifest, b"x" * 32)
     assert other["provider.credentials"]["secret-key"] != values["provider.credentials"]["secret-key"]
     assert values["provider.credentials"]["access-key"] == "AKIAEXAMPLE"
+
+
+def _reworded(source: bytes) -> bytes:
+    """The module with a comment before every top-level statement and every docstring
+    reworded: what a tidy-up does, and no change of behaviour."""
+    import ast
+
+    text = source.decode()
+    lines = text.splitlines(keepends=True)
+    tree = ast.parse(text)
+    inserts: list[tuple[int, int, str]] = []  # (line, column, text), applied from the end
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            first = node.body[0] if node.body else None
+            value = first.value if isinstance(first, ast.Expr) else None
+            if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                line = lines[value.lineno - 1]
+                column = value.col_offset
+                while line[column] not in "'\"":
+                    column += 1  # past a prefix such as r
+                quotes = 3 if line[column : column + 3] in ('"""', "'''") else 1
+                inserts.append((value.lineno - 1, column + quotes, "Reworded, and longer. "))
+    for stmt in tree.body:
+        inserts.append((stmt.lineno - 1, 0, "# A new comment, then a blank line.\n\n"))
+    for line, column, insert in sorted(inserts, reverse=True):
+        lines[line] = lines[line][:column] + insert + lines[line][column:]
+    return "".join(lines).encode()
+
+
+def test_comments_and_docstrings_in_every_module_leave_every_key(monkeypatch):
+    """Keys follow behaviour: tidying every module of vzstages (comments, docstrings, blank
+    lines) throws away no checkpoint, in any stage of any example manifest."""
+    from vzstages.compiler import code
+
+    manifests = [REPO / "manifests/kvm.yml", REPO / "manifests/ec2.yml", REPO / "manifests/kvm-plugins.yml"]
+    before = {m.name: keys(m) for m in manifests}
+    real = code.module_source.__wrapped__
+    tidied = []
+
+    def source(name: str) -> bytes:
+        tidied.append(name)
+        edited = _reworded(real(name))
+        assert edited != real(name) or not real(name).strip(), name
+        return edited
+
+    code.clear_caches()
+    monkeypatch.setattr(code, "module_source", source)
+    try:
+        after = {m.name: keys(m) for m in manifests}
+    finally:
+        monkeypatch.undo()
+        code.clear_caches()
+    assert len(set(tidied)) > 30
+    assert after == before
+
+
+def test_a_change_of_behaviour_still_changes_the_keys_of_the_stages_that_can_run_it(
+    write_manifest, edit_source
+):
+    path = write_manifest()
+    before = keys(path)
+    edit_source("vzstages.common.system")  # the hostname task's module
+    after = keys(path)
+    assert changed(before, after)[0] in ("packages", "system")
+    assert before["volume"] == after["volume"] and before["os"] == after["os"]
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["vzstages.manifest", "vzstages.manifest.layers", "vzstages.cli", "vzstages.cache.store", "vzstages.runner"],
+)
+def test_loading_validation_the_cli_and_the_cache_are_in_no_key(write_manifest, edit_source, module):
+    """They decide whether and when a stage runs, never what it holds."""
+    path = write_manifest()
+    before = keys(path)
+    edit_source(module)
+    assert keys(path) == before

@@ -18,8 +18,9 @@ from pathlib import Path
 import boto3
 import pytest
 
+from vzstages.cache.record import Record, file_sha256
 from vzstages.cache.remote import Remote, RemoteConfig, remote_config
-from vzstages.cache.store import Record, Store
+from vzstages.cache.store import Store
 from vzstages.errors import VzError
 
 VOL, OSK, PKG = "a" * 32, "b" * 32, "c" * 32
@@ -46,6 +47,9 @@ def local_chain(store: Store) -> None:
         # Random data: it does not compress, so a transfer takes many packets to cut in the middle.
         qcow2(store.checkpoint(stage, key), backing, data=b"x" * 4096 + os.urandom(256 * 1024))
         record = Record(stage, key, parent[1] if parent else None, parent[0] if parent else None, {})
+        record.digest = file_sha256(store.checkpoint(stage, key))
+        below = store.lookup(*parent, disk=True) if parent else None
+        record.parent_digest = below.digest if below else ""
         record.facts = {"stage": stage}
         record.timings = {"total": 10.0}
         store.save_record(record)

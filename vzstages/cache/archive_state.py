@@ -24,13 +24,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..atomic import write_atomic
 from ..common.archive import ArchiveUnreachable, choose_mirror, choose_security_mirror, fetch_release
 from ..compiler.keys import digest
 from ..errors import VzError
 from ..manifest import Manifest
 from ..manifest.releases import lookup
 from ..units import parse_age
-from .store import write_atomic
 
 log = logging.getLogger("vzstages.progress")
 DEFAULT_MAX_AGE = 24 * 3600.0

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from ..units import human_age, human_size
 from . import qcow2
-from .store import STAGE_NAMES, Entry, Store
+from .record import STAGE_NAMES, file_sha256
+from .store import Entry, Store
 
 
 def children(all_entries: list[Entry]) -> dict[str, list[Entry]]:
@@ -81,8 +82,9 @@ def collect(store: Store, max_size: int | None, max_age: float | None, dry_run: 
 
 
 def verify(store: Store) -> list[tuple[str, bool, str]]:
-    """Check every checkpoint: its header names exactly its parent as backing file (checked
-    before qemu opens anything), its parent's record is there, and `qemu-img check` passes."""
+    """Check every checkpoint: its bytes are those its record names, it was built over exactly
+    its parent's bytes, its header names exactly its parent as backing file (checked before
+    qemu opens anything), its parent's record is there, and `qemu-img check` passes."""
     results = []
     all_entries = store.entries()
     keys = {e.record.key: e for e in all_entries}
@@ -95,6 +97,13 @@ def verify(store: Store) -> list[tuple[str, bool, str]]:
             problems.append(
                 f"parent record {entry.record.parent_stage}-{entry.record.parent[:12]} is missing"
             )
+        elif parent is not None and entry.record.parent_digest != parent.record.digest:
+            problems.append(
+                f"built over {parent.record.stage} bytes sha256:{entry.record.parent_digest[:12] or '?'}, "
+                f"not the cached sha256:{parent.record.digest[:12] or '?'}"
+            )
+        if file_sha256(entry.checkpoint) != entry.record.digest:
+            problems.append("its bytes are not those its record names (sha256 differs)")
         expected = parent.checkpoint.name if parent and parent.checkpoint else None
         backing = qcow2.check_backing(entry.checkpoint, expected)
         if backing:

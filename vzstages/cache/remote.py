@@ -45,7 +45,8 @@ from ..errors import VzError
 from ..runid import run_id
 from ..units import human_size
 from . import qcow2
-from .store import MAX_RECORD_BYTES, Record, RecordError, Store, publish_file, valid_entry
+from .record import MAX_RECORD_BYTES, Record, RecordError, load_json, valid_entry
+from .store import Store
 
 log = logging.getLogger("vzstages.progress")
 
@@ -249,7 +250,7 @@ class RemoteRecord:
             "parent": self.parent,
             "parent_stage": self.parent_stage,
             "blob": {"sha256": self.sha256, "size": self.size, "raw_size": self.raw_size, "codec": CODEC},
-            "record": json.loads(self.record.to_json()),
+            "record": self.record.document(),
             "created": self.created,
         }
 
@@ -257,7 +258,7 @@ class RemoteRecord:
     def parse(cls, raw: bytes, stage: str, key: str, trusted: list[bytes] | None) -> RemoteRecord:
         """A remote record for `<stage>-<key>`, or RemoteError saying why it cannot be one."""
         try:
-            document = json.loads(raw)
+            document = load_json(raw)
         except ValueError as exc:
             raise RemoteError(f"not JSON ({exc})") from None
         if not isinstance(document, dict):
@@ -285,11 +286,13 @@ class RemoteRecord:
             raise RemoteError("a blob size out of bounds")
         assert isinstance(size, int) and isinstance(raw_size, int)
         try:
-            record = Record.parse(json.dumps(document.get("record")), stage, key)
+            record = Record.from_document(document.get("record"), stage, key)
         except RecordError as exc:
             raise RemoteError(f"its local record is malformed: {exc}") from None
         if record.parent != parent or record.parent_stage != parent_stage:
             raise RemoteError("its local record names another parent")
+        if not record.digest or (parent is not None and not record.parent_digest):
+            raise RemoteError("its local record does not name its checkpoint's and its parent's digests")
         created = document.get("created", 0.0)
         if isinstance(created, bool) or not isinstance(created, int | float):
             raise RemoteError("a malformed creation time")
@@ -301,7 +304,7 @@ def parse_archive_state(raw: bytes, trusted: list[bytes] | None) -> dict[str, An
     if len(raw) > MAX_ARCHIVE_STATE_BYTES:
         raise RemoteError("an archive state larger than one can be")
     try:
-        document = json.loads(raw)
+        document = load_json(raw)
     except ValueError as exc:
         raise RemoteError(f"an archive state that is not JSON ({exc})") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
@@ -354,6 +357,7 @@ class _SparseWriter:
         self.out = out
         self.size = 0
         self.pending = b""
+        self.sha = hashlib.sha256()  # of the checkpoint's bytes, holes included
 
     def write(self, data: bytes) -> int:
         self.pending += data
@@ -367,6 +371,7 @@ class _SparseWriter:
         pass
 
     def _block(self, block: bytes) -> None:
+        self.sha.update(block)
         if block.count(0) == len(block):
             self.out.seek(len(block), os.SEEK_CUR)
         else:
@@ -375,6 +380,7 @@ class _SparseWriter:
 
     def close(self) -> None:
         if self.pending:
+            self.sha.update(self.pending)
             self.out.write(self.pending)
             self.size += len(self.pending)
         self.out.truncate(self.size)
@@ -517,20 +523,39 @@ class Remote:
 
     def chain(self, stage: str, key: str) -> list[RemoteRecord] | None:
         """The remote records needed to have this entry locally, the entry's own first and its
-        missing ancestors after it; None if any of them is not on the remote."""
+        ancestors after it, up to the first one this cache holds with the very bytes the
+        remote's chain was built over; None if the remote has no whole chain for it.
+
+        The remote's chain wins: a local ancestor with other bytes (built here while another
+        host built and pushed the same key) is replaced by the remote's, with what was built
+        on it, so hosts converge on one chain and never stack an overlay on other bytes."""
         needed: list[RemoteRecord] = []
         current: tuple[str, str] | None = (stage, key)
+        wanted = ""  # the digest the entry below was built over
         while current is not None:
-            if self.store.lookup(*current, disk=True) is not None:
+            if wanted and self._have(current, wanted):
                 return needed
             record = self.lookup(*current)
             if record is None:
                 return None
+            if wanted and record.record.digest != wanted:
+                below = needed[-1]
+                self.warn(
+                    f"{below.name} was built over {record.stage} bytes sha256:{wanted[:12]}, but the "
+                    f"remote's {record.name} is sha256:{record.record.digest[:12]}: no whole chain; a miss"
+                )
+                return None
             needed.append(record)
             if len(needed) > 16:
                 return None  # no real chain is this long
+            wanted = record.record.parent_digest
             current = (record.parent_stage, record.parent) if record.parent and record.parent_stage else None
         return needed
+
+    def _have(self, entry: tuple[str, str], digest: str) -> bool:
+        """This cache holds the entry with exactly these bytes, on a sound chain."""
+        local = self.store.lookup(*entry, disk=True)
+        return local is not None and local.digest == digest and self.store.chain_problem(local) is None
 
     def pull_size(self, stage: str, key: str) -> int | None:
         needed = self.chain(stage, key)
@@ -556,7 +581,7 @@ class Remote:
                     self.guarded(f"pulling {record.name}"),
                     contextlib.nullcontext() if own else self.store.lock(record.stage, record.key),
                 ):
-                    if self.store.lookup(record.stage, record.key, disk=True) is None:
+                    if not self._have((record.stage, record.key), record.record.digest):
                         self._pull_one(record)
             except RemoteError:
                 return False
@@ -584,12 +609,18 @@ class Remote:
                 raise RemoteError(
                     f"blob of {record.name} fails qemu-img check: {(check.stdout + check.stderr).strip()}"
                 )
-            for name in store.drop_descendants(record.key):
-                log.warning("dropped %s: it was built on an earlier checkpoint of this name", name)
-            publish_file(tmp, store.checkpoint(record.stage, record.key))
+            below = None
+            if record.parent and record.parent_stage:
+                below = store.lookup(record.parent_stage, record.parent, disk=True)
+            if expected_backing and (below is None or below.digest != record.record.parent_digest):
+                raise RemoteError(f"{record.name} was built over other bytes than this cache's parent")
+            replaced = store.lookup(record.stage, record.key, disk=True)
+            if replaced is not None:
+                log.warning("%s: replacing this cache's copy with the remote's", record.name)
+            store.publish_checkpoint(tmp, record.stage, record.key, record.record.digest)
         finally:
             tmp.unlink(missing_ok=True)
-        local = Record.parse(record.record.to_json(), record.stage, record.key)
+        local = Record.from_document(record.record.document(), record.stage, record.key)
         local.origin = {"remote": self.config.url, "blob": record.sha256}
         store.save_record(local)
         self.counters.pulled.append(record.name)
@@ -630,6 +661,8 @@ class Remote:
             sparse.close()
         if sha.hexdigest() != record.sha256 or received != record.size:
             raise RemoteError(f"blob of {record.name} does not match its digest (tampered or cut short)")
+        if sparse.sha.hexdigest() != record.record.digest:
+            raise RemoteError(f"blob of {record.name} unpacks to other bytes than its record names")
         if sparse.size != record.raw_size:
             raise RemoteError(f"blob of {record.name} unpacks to {sparse.size} bytes, not {record.raw_size}")
 
@@ -639,17 +672,34 @@ class Remote:
         if not self.config.can_write or self._unreachable:
             return False
         local = self.store.lookup(stage, key, disk=True)
-        if local is None or local.origin:
-            return False  # not here, or pulled from a remote (which has it)
+        if local is None or local.origin or self.store.chain_problem(local):
+            return False  # not here (whole), or pulled from a remote (which has it)
         name = f"{stage}-{key}"
         try:
             with self.guarded(f"pushing {name}"):
                 if self._exists("records", f"{name}.json"):
                     return False
+                if not self._parent_matches(local):
+                    return False
                 self._push_one(local)
                 return True
         except RemoteError:
             return False
+
+    def _parent_matches(self, local: Record) -> bool:
+        """The remote holds consistent chains only: an entry goes up only over a remote parent
+        with the very bytes it was built over (another host may have pushed that key first)."""
+        if local.parent is None or local.parent_stage is None:
+            return True
+        self._records.pop(f"{local.parent_stage}-{local.parent}", None)  # it may have been pushed since
+        parent = self.lookup(local.parent_stage, local.parent)
+        if parent is not None and parent.record.digest == local.parent_digest:
+            return True
+        self.warn(
+            f"{local.stage}-{local.key[:12]} not pushed: it was built over a {local.parent_stage} "
+            "that is not the remote's (another host pushed that key first; hosts converge on its chain)"
+        )
+        return False
 
     def _push_one(self, local: Record) -> None:
         store = self.store
@@ -675,6 +725,7 @@ class Remote:
         )
         self.counters.sent += len(body)
         self.counters.pushed.append(remote.name)
+        self._records[remote.name] = remote
         log.info(
             "%-8s pushed %s to the remote cache in %.1fs",
             local.stage,

@@ -10,8 +10,9 @@ from pathlib import Path
 
 from ..errors import VzError
 from ..units import human_age, human_size
+from .record import KEY, STAGE_NAMES, Record
 from .remote import Remote, RemoteRecord
-from .store import KEY, STAGE_NAMES, Record, Store
+from .store import Store
 
 
 def list_lines(remote: Remote) -> list[str]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import logging
 import os
 import re
@@ -21,140 +20,20 @@ import secrets
 import stat
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
+from ..atomic import publish_file, write_atomic
 from ..errors import VzError
 from ..model.phases import STAGE_KINDS
 from ..runid import run_id
 from . import qcow2
+from .record import MAX_RECORD_BYTES, STAGE_NAMES, Record, RecordError, file_sha256, valid_entry
 
 log = logging.getLogger("vzstages.progress")
 
-STAGE_NAMES = frozenset(kind.name for kind in STAGE_KINDS)
-KEY = re.compile(r"[0-9a-f]{32}", re.ASCII)
 ENTRY = re.compile(r"(?P<stage>[a-z]+)-(?P<key>[0-9a-f]{32})\.(?P<ext>json|qcow2)", re.ASCII)
-MAX_RECORD_BYTES = 16 << 20
-
-
-class RecordError(ValueError):
-    """A record file that is not a well-formed record."""
-
-
-def valid_entry(stage: str, key: str) -> bool:
-    return stage in STAGE_NAMES and KEY.fullmatch(key) is not None
-
-
-def _typed(data: dict[str, Any], name: str, types: tuple[type, ...], default: Any) -> Any:
-    value = data.get(name, default)
-    if value is default:
-        return value
-    if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
-        raise RecordError(f"field {name!r} is a {type(value).__name__}")
-    return value
-
-
-def _mapping(data: dict[str, Any], name: str, values: tuple[type, ...] | None = None) -> dict[str, Any]:
-    value = _typed(data, name, (dict,), {})
-    if values is not None:
-        for key, item in value.items():
-            if isinstance(item, bool) or not isinstance(item, values):
-                raise RecordError(f"field {name!r} holds a {type(item).__name__} at {key!r}")
-    return dict(value)
-
-
-@dataclass
-class Record:
-    stage: str
-    key: str
-    parent: str | None  # the parent stage's key
-    parent_stage: str | None
-    inputs: dict[str, Any]
-    facts: dict[str, Any] = field(default_factory=dict)
-    outputs: dict[str, str] = field(default_factory=dict)  # workspace file -> output_signature
-    sizes: dict[str, int] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
-    tools: dict[str, str] = field(default_factory=dict)
-    created: float = 0.0
-    manifest: str = ""
-    # Set when the checkpoint came from a remote cache: the blob it was unpacked from.
-    origin: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def parse(cls, text: str, stage: str, key: str) -> Record:
-        """A record read from `<stage>-<key>.json`; RecordError unless every field has its type
-        and the stage and key inside are those of the file's name."""
-        try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise RecordError(f"not JSON ({exc})") from None
-        if not isinstance(data, dict):
-            raise RecordError(f"a JSON {type(data).__name__}, not an object")
-        if data.get("stage") != stage or data.get("key") != key:
-            raise RecordError("its stage and key are not those of its file name")
-        parent = _typed(data, "parent", (str,), None)
-        parent_stage = _typed(data, "parent_stage", (str,), None)
-        if (parent is None) != (parent_stage is None) or (
-            parent is not None and not valid_entry(parent_stage, parent)
-        ):
-            raise RecordError("its parent is not a stage and key")
-        created = _typed(data, "created", (int, float), 0.0)
-        return cls(
-            stage=stage,
-            key=key,
-            parent=parent,
-            parent_stage=parent_stage,
-            inputs=_mapping(data, "inputs"),
-            facts=_mapping(data, "facts"),
-            outputs=_mapping(data, "outputs", (str,)),
-            sizes=_mapping(data, "sizes", (int,)),
-            timings=_mapping(data, "timings", (int, float)),
-            tools=_mapping(data, "tools", (str,)),
-            created=float(created),
-            manifest=_typed(data, "manifest", (str,), ""),
-            origin=_mapping(data, "origin"),
-        )
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=1, sort_keys=True)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def publish_file(tmp: Path, final: Path) -> None:
-    """Make `tmp` durable, then atomically give it its final name."""
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
-    fsync_dir(final.parent)
-
-
-@contextlib.contextmanager
-def atomic_output(final: Path, mode: int = 0o644) -> Iterator[Path]:
-    """A path to write `final`'s content to: it takes `final`'s name (fsynced, renamed) only if
-    the block completes, so a crash or an error never leaves a half-written file there."""
-    tmp = final.with_name(f".{final.name}.{os.getpid()}.partial")
-    tmp.unlink(missing_ok=True)
-    try:
-        yield tmp
-        if tmp.is_dir():
-            raise VzError(f"{tmp}: expected a file")
-        os.chmod(tmp, mode)
-        publish_file(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
-    with atomic_output(path, mode) as tmp:
-        tmp.write_text(text)
 
 
 def output_signature(path: Path) -> str:
@@ -318,42 +197,69 @@ class Store:
                 self._warn(self.record_path(stage, key), str(exc))
             return None
 
-    def hit(self, stage: str, key: str, *, disk: bool, outputs: Sequence[Path], touch: bool) -> Record | None:
+    def hit(
+        self,
+        stage: str,
+        key: str,
+        *,
+        disk: bool,
+        outputs: Sequence[Path],
+        touch: bool,
+        base: tuple[str, str] | None = None,
+    ) -> Record | None:
         """THE definition of a cache hit, for the plan, the runner and doit's up-to-date check:
-        a well-formed record, its checkpoint and the checkpoints it is backed by all there, and
-        the workspace files it wrote unchanged. `touch` marks it used now (for gc's LRU order)."""
+        a well-formed record, its checkpoint and the checkpoints it is backed by all there, each
+        link built over exactly its parent's bytes, and the workspace files it wrote unchanged.
+        `base`: for a stage without a checkpoint (image, publish), the disk stage it was made
+        from. `touch` marks it used now (for gc's LRU order)."""
         record = self.lookup(stage, key, disk=disk)
         if record is None:
             return None
         if any(not p.exists() for p in outputs) or not outputs_intact(record):
             return None
-        if disk and not self._chain_sound(record):
+        if self.chain_problem(record, disk=disk, base=base) is not None:
             return None
         if touch:
             self.touch(stage, key)
         return record
 
-    def _chain_sound(self, record: Record) -> bool:
-        """Every checkpoint of the chain there, each backed by exactly its parent's file (a
-        tampered header could make qemu open any host file as a backing file)."""
-        node: Record | None = record
+    def chain_problem(
+        self, record: Record, *, disk: bool = True, base: tuple[str, str] | None = None
+    ) -> str | None:
+        """None if the record's checkpoint chain is whole and linked by content, else why not:
+        every checkpoint there, each backed by exactly its parent's file (a tampered header
+        could make qemu open any host file as a backing file), and each built over the bytes
+        its parent's record names (an overlay over other bytes is not an image at all)."""
+        if not disk:
+            if base is None:
+                return None
+            below = self.lookup(*base, disk=True)
+            if below is None:
+                return f"{base[0]}-{base[1][:12]} is not in the cache"
+            if record.parent_digest != below.digest:
+                return _link_problem(record, below)
+            return self.chain_problem(below)
+        node = record
         for _ in range(len(STAGE_KINDS)):
-            assert node is not None
+            if not node.digest:
+                return f"{node.stage}-{node.key[:12]} has no digest (made by an older vzstages)"
             parent = None
             if node.parent is not None and node.parent_stage is not None:
                 parent = self.lookup(node.parent_stage, node.parent, disk=True)
                 if parent is None:
-                    return False
+                    return f"its parent {node.parent_stage}-{node.parent[:12]} is not in the cache"
+                if node.parent_digest != parent.digest:
+                    return _link_problem(node, parent)
             checkpoint = self.checkpoint(node.stage, node.key)
             expected = self.checkpoint(parent.stage, parent.key).name if parent else None
             problem = qcow2.check_backing(checkpoint, expected)
             if problem:
                 self._warn(checkpoint, problem)
-                return False
+                return f"{checkpoint.name}: {problem}"
             if parent is None:
-                return True
+                return None
             node = parent
-        return False
+        return "its chain is longer than a plan's"
 
     def entries(self) -> list[Entry]:
         """Every well-formed record, by name; anything else in stages/ is skipped with a warning."""
@@ -403,6 +309,18 @@ class Store:
         self.checkpoint(stage, key).unlink(missing_ok=True)
         for suffix in (".lock", ".use"):
             (self.locks / f"{stage}-{key}{suffix}").unlink(missing_ok=True)
+
+    def publish_checkpoint(self, tmp: Path, stage: str, key: str, digest: str | None = None) -> str:
+        """Give a finished checkpoint its name; returns its digest (computed unless given),
+        which its record, saved next, must carry. A record of an earlier checkpoint of this
+        name goes first, so a record never names bytes other than its file's, even after a
+        crash; what was built on those earlier bytes goes too."""
+        digest = digest or file_sha256(tmp)
+        self.record_path(stage, key).unlink(missing_ok=True)
+        for name in self.drop_descendants(key):
+            log.warning("dropped %s: it was built on an earlier checkpoint of this name", name)
+        publish_file(tmp, self.checkpoint(stage, key))
+        return digest
 
     def drop_descendants(self, key: str) -> list[str]:
         """Delete every entry built on `key`: a stage rebuilt under a key it had before (its
@@ -461,3 +379,10 @@ class Store:
 
 def age_of(record: Record) -> float:
     return time.time() - record.created
+
+
+def _link_problem(child: Record, parent: Record) -> str:
+    return (
+        f"{child.stage} was built over {parent.stage} bytes sha256:{child.parent_digest[:12] or '?'}, "
+        f"but the cached {parent.stage} is sha256:{parent.digest[:12] or '?'}"
+    )

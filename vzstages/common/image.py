@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from ..cache.store import atomic_output
+from ..atomic import atomic_output
 from ..model.info import BuildInfo
 from ..model.phases import Phase
 from ..model.task import Task

@@ -1,16 +1,21 @@
-"""What code a stage's result depends on: the vzstages modules a task can run.
+"""What code a stage's result depends on: the vzstages modules a task can run, by behaviour.
 
 A task's code is its own module and every vzstages module that module imports, transitively
 (imports inside functions included; imports under `if TYPE_CHECKING:` excluded, since they never
-run). A package that is imported explicitly (`from ..common import apt` imports `common` too) is
-followed like any module. A parent package that Python only runs on the way to a submodule is
-hashed for its own text, but its imports are not followed: the submodule cannot reach what only
-its parent imported. So keep provider and plugin __init__ files to `resolve_tasks` and
-`validate`, and their tasks in modules of their own, and an edit to one task does not touch the
-keys of stages whose tasks cannot run it.
+run). `from pkg import name` follows `pkg.name` when that is a module of its own, else `pkg`
+(the name is defined there). A package's `__init__` that Python only runs on the way to a
+submodule is not part of the code: package inits hold what resolves and validates components
+(`resolve_tasks`, `validate`, schemas), which decides what a stage does through the task list
+and the declared values (both in the key), and must never change what a module does.
+
+A module enters a key as its syntax tree with docstrings dropped (`ast.dump` without
+positions): a comment, a docstring, a blank line or a reformatting leaves every key as it was;
+any change to what the code does changes the keys of the stages whose tasks can run it.
 
 The objects a task is handed (the mounted tree, the host layer, the manifest view) run code of
 their own: that is the stage runtime (RUNTIME_ROOTS), whose closure enters every stage's key.
+Loading and validating manifests, the CLI, the cache and its management, planning and
+reporting are outside it: they decide whether and when a stage runs, never what it holds.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
 # The modules that run a stage around its tasks (export, loops, mounts, chroot, DNS, rollback), and
 # the manifest, whose methods a task calls through its view (lookups, templates, the layout).
-RUNTIME_ROOTS = ("vzstages.runtime", "vzstages.manifest")
+RUNTIME_ROOTS = ("vzstages.runtime", "vzstages.manifest.model")
 
 
 def module_file(name: str) -> Path | None:
@@ -51,6 +56,27 @@ def _is_package(name: str) -> bool:
 def module_source(name: str) -> bytes:
     file = module_file(name)
     return file.read_bytes() if file else b""
+
+
+_DOCUMENTED = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+def _drop_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        if not isinstance(node, _DOCUMENTED) or not node.body:
+            continue
+        first = node.body[0]
+        value = first.value if isinstance(first, ast.Expr) else None
+        if isinstance(value, ast.Constant) and isinstance(value.value, str):
+            node.body = node.body[1:] or [ast.Pass()]
+    return tree
+
+
+@cache
+def module_behaviour(name: str) -> str:
+    """A digest of what a module does: its syntax tree without docstrings or positions."""
+    tree = _drop_docstrings(ast.parse(module_source(name)))
+    return xxhash.xxh3_128_hexdigest(ast.dump(tree, include_attributes=False).encode())
 
 
 def _type_checking_only(node: ast.If) -> bool:
@@ -94,20 +120,17 @@ def imports(name: str) -> frozenset[str]:
             targets = [alias.name for alias in node.names]
         else:
             base = _absolute(name, node)
-            # `from pkg import x` imports pkg, and pkg.x when x is a module of its own.
-            targets = [base, *(f"{base}.{alias.name}" for alias in node.names)]
+            # `from pkg import x`: the module pkg.x if there is one, else x is a name in pkg.
+            modules = [f"{base}.{alias.name}" for alias in node.names]
+            targets = [m for m in modules if module_file(m) is not None]
+            if len(targets) < len(modules):
+                targets.append(base)
         found |= {t for t in targets if module_file(t) is not None}
     return frozenset(found)
 
 
-def _parents(name: str) -> list[str]:
-    parts = name.split(".")
-    return [".".join(parts[:i]) for i in range(1, len(parts))]
-
-
 def closure(roots: Iterable[str]) -> tuple[str, ...]:
-    """Every module the roots can run: followed imports, plus the parent packages Python runs
-    on the way to each (their own text only)."""
+    """Every module the roots can run: their imports, followed."""
     followed: set[str] = set()
     pending = [r for r in roots if module_file(r) is not None]
     while pending:
@@ -116,15 +139,14 @@ def closure(roots: Iterable[str]) -> tuple[str, ...]:
             continue
         followed.add(name)
         pending += imports(name) - followed
-    parents = {p for name in followed for p in _parents(name) if module_file(p) is not None}
-    return tuple(sorted(followed | parents))
+    return tuple(sorted(followed))
 
 
 def code_digest(modules: Iterable[str]) -> str:
-    """One digest over the modules' names and sources (never their paths on this machine)."""
+    """One digest over the modules' names and behaviour (never their paths on this machine)."""
     h = xxhash.xxh3_128()
     for name in sorted(modules):
-        h.update(f"{name}\0{xxhash.xxh3_128_hexdigest(module_source(name))}\n".encode())
+        h.update(f"{name}\0{module_behaviour(name)}\n".encode())
     return h.hexdigest()
 
 
@@ -133,7 +155,7 @@ def runtime_fingerprint() -> str:
     return code_digest(closure(RUNTIME_ROOTS))
 
 
-_CACHED = (module_source, imports, runtime_fingerprint)
+_CACHED = (module_source, module_behaviour, imports, runtime_fingerprint)
 
 
 def clear_caches() -> None:

@@ -6,7 +6,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..cache.store import Record, outputs_intact
+from ..cache.record import Record
+from ..cache.store import outputs_intact
 from ..units import human_age, human_size
 from .plan import CompiledStage, Plan
 
@@ -85,10 +86,12 @@ def explain(plan: Plan) -> list[StageStatus]:
             age = time.time() - hit.created
             statuses.append(StageStatus(stage, True, [f"cached {human_age(age)} ago"], hit))
             continue
-        remote = plan.remote.lookup(stage.name, stage.key) if plan.remote and stage.disk else None
-        if remote is not None and not parent_runs:
-            reason = f"in the remote cache: pull {human_size(remote.size)}"
-            statuses.append(StageStatus(stage, False, [reason], None, remote.size))
+        # Only the stage's own blob: its ancestors' pulls show on their own lines.
+        needed = plan.remote.chain(stage.name, stage.key) if plan.remote and stage.disk else None
+        pull = needed[0].size if needed else None
+        if pull is not None and not parent_runs:
+            reason = f"in the remote cache: pull {human_size(pull)}"
+            statuses.append(StageStatus(stage, False, [reason], None, pull))
             continue
         record = plan.store.lookup(stage.name, stage.key, disk=stage.disk)
         reasons: list[str] = []
@@ -99,7 +102,11 @@ def explain(plan: Plan) -> list[StageStatus]:
             if outputs_missing:
                 reasons.append("output missing or overwritten: " + ", ".join(p.name for p in outputs_missing))
             else:
-                reasons.append("its checkpoint chain is incomplete or damaged (see the warnings)")
+                base = plan.base(stage)
+                problem = plan.store.chain_problem(
+                    record, disk=stage.disk, base=(base.name, base.key) if base and not stage.disk else None
+                )
+                reasons.append(problem or "its checkpoint chain is incomplete or damaged (see the warnings)")
         elif parent_runs and stage.parent is not None:
             reasons.append(f"parent stage {stage.parent.name} runs")
         candidates = [r for r in plan.store.records(stage.name) if r.key != stage.key]

@@ -27,7 +27,7 @@ from . import code
 
 # Bump when what a checkpoint or its record means changes in a way no code digest shows (the
 # record's schema, the key's own layout). Task code and the stage runtime are hashed (code.py).
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 
 def digest(data: bytes) -> str:

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from .. import components
+from ..cache.record import Record
 from ..cache.remote import Remote
-from ..cache.store import Record, Store
+from ..cache.store import Store
 from ..common import groups
 from ..manifest import Manifest
 from ..model import graph
@@ -56,7 +57,23 @@ class Plan:
 
     def hit(self, stage: CompiledStage, *, touch: bool) -> Record | None:
         """The stage's record if it is a cache hit (Store.hit: the one definition of one)."""
-        return self.store.hit(stage.name, stage.key, disk=stage.disk, outputs=stage.outputs, touch=touch)
+        base = self.base(stage)
+        return self.store.hit(
+            stage.name,
+            stage.key,
+            disk=stage.disk,
+            outputs=stage.outputs,
+            touch=touch,
+            base=(base.name, base.key) if base and not stage.disk else None,
+        )
+
+    def base(self, stage: CompiledStage) -> CompiledStage | None:
+        """The disk stage whose checkpoint `stage` is built over: its parent's, or for a stage
+        without a checkpoint of its own (image, publish), the newest one before it."""
+        node = stage.parent
+        while node is not None and not node.disk:
+            node = node.parent
+        return node
 
     def checkpoint(self, stage: CompiledStage) -> Path:
         return self.store.checkpoint(stage.name, stage.key)

@@ -43,9 +43,12 @@ class AttachedDisk:
     layout: Layout
     stack: contextlib.ExitStack
     loops: dict[str, str] = field(default_factory=dict)
+    read_only: bool = False
 
     def _attach(self, label: str, offset: int, size: int | None) -> str:
         argv = ["losetup", "--find", "--show", "--offset", str(offset)]
+        if self.read_only:
+            argv.append("--read-only")
         if size is not None:
             argv += ["--sizelimit", str(size)]
         device = self.host.run([*argv, str(self.raw)]).output.strip()
@@ -70,26 +73,42 @@ class AttachedDisk:
         return self.loops["<disk>"]
 
 
+def _blockdevs(image: Path, fmt: str, writable: bool) -> list[str]:
+    if not writable:
+        return [
+            "--blockdev",
+            f"driver=file,node-name=file0,filename={image},read-only=on",
+            "--blockdev",
+            f"driver={fmt},node-name=disk0,file=file0,read-only=on",
+        ]
+    return [
+        # discard=unmap on both nodes: on the qcow2 node alone, a trim frees clusters inside
+        # the qcow2 but never punches them out of the file, and checkpoints keep every block
+        # a stage wrote and deleted.
+        "--blockdev",
+        # cache.no-flush: the image's own fsyncs (dpkg's, apt's, every maintainer script's)
+        # need not reach the disk; the checkpoint is fsynced once, when it is published.
+        f"driver=file,node-name=file0,filename={image},cache.direct=off,cache.no-flush=on,discard=unmap",
+        "--blockdev",
+        f"driver={fmt},node-name=disk0,file=file0,discard=unmap",
+    ]
+
+
 @contextlib.contextmanager
-def exported(host: Host, image: Path, run_dir: Path) -> Iterator[Path]:
-    """Export a qcow2 image read-write as a raw file through qemu-storage-daemon's FUSE export."""
+def exported(
+    host: Host, image: Path, run_dir: Path, fmt: str = "qcow2", writable: bool = True
+) -> Iterator[Path]:
+    """Export a disk image (a qcow2 overlay, or any format qemu reads) as a raw file through
+    qemu-storage-daemon's FUSE export; read-only unless `writable`."""
     raw = run_dir / "disk.raw"
     pidfile = run_dir / "qsd.pid"
     raw.touch()
     host.run(
         [
             "qemu-storage-daemon",
-            # discard=unmap on both nodes: on the qcow2 node alone, a trim frees clusters inside
-            # the qcow2 but never punches them out of the file, and checkpoints keep every block
-            # a stage wrote and deleted.
-            "--blockdev",
-            # cache.no-flush: the image's own fsyncs (dpkg's, apt's, every maintainer script's)
-            # need not reach the disk; the checkpoint is fsynced once, when it is published.
-            f"driver=file,node-name=file0,filename={image},cache.direct=off,cache.no-flush=on,discard=unmap",
-            "--blockdev",
-            "driver=qcow2,node-name=disk0,file=file0,discard=unmap",
+            *_blockdevs(image, fmt, writable),
             "--export",
-            f"type=fuse,id=export0,node-name=disk0,mountpoint={raw},writable=on",
+            f"type=fuse,id=export0,node-name=disk0,mountpoint={raw},writable={'on' if writable else 'off'}",
             "--pidfile",
             str(pidfile),
             "--daemonize",
@@ -159,9 +178,9 @@ def _alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def attached(host: Host, raw: Path, layout: Layout) -> Iterator[AttachedDisk]:
+def attached(host: Host, raw: Path, layout: Layout, read_only: bool = False) -> Iterator[AttachedDisk]:
     with contextlib.ExitStack() as stack:
-        yield AttachedDisk(host, raw, layout, stack)
+        yield AttachedDisk(host, raw, layout, stack, read_only=read_only)
 
 
 @dataclass

@@ -3,7 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ...cache.store import write_atomic
+from ...atomic import write_atomic
 from ...model.info import BuildInfo
 from ...model.phases import Phase
 from ...model.task import Task

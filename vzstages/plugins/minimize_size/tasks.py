@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...cache.store import atomic_output
+from ...atomic import atomic_output
 from ...common.apt import AptUpdate
 from ...common.cleanup import CleanApt
 from ...common.image import ConvertImage

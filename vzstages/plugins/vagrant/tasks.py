@@ -6,7 +6,7 @@ import tarfile
 from pathlib import Path
 from xml.sax.saxutils import escape as xml_escape
 
-from ...cache.store import atomic_output
+from ...atomic import atomic_output
 from ...common.apt import AptInstall
 from ...common.image import ConvertImage
 from ...model.info import BuildInfo

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ...cache.store import atomic_output, write_atomic
+from ...atomic import atomic_output, write_atomic
 from ...model.info import BuildInfo
 from ...model.phases import Phase
 from ...model.task import Task

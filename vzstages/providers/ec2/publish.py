@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ...cache.store import write_atomic
+from ...atomic import write_atomic
 from ...model.info import BuildInfo
 from ...model.phases import Phase
 from ...model.task import Task

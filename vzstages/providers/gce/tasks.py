@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from ...cache.store import atomic_output
+from ...atomic import atomic_output
 from ...common import bootable
 from ...common.apt import AptInstall
 from ...common.image import convert
