@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import runtime
-from .cache.record import Record
+from .cache.record import Record, file_sha256
 from .cache.store import Store, output_signature
 from .common.image import FORMATS
 from .compiler.plan import CompiledStage, Plan
@@ -212,7 +212,10 @@ def _build_disk_stage(
         now = store.lookup(base.stage, base.key, disk=True) if base else None
         if not _same_file(parent, before) or (base and (now is None or now.digest != base.digest)):
             raise VzError(f"stage {stage.name}: its parent checkpoint was replaced while it ran; run again")
-        return store.publish_checkpoint(tmp, stage.name, stage.key)
+        started = time.monotonic()
+        digest = file_sha256(tmp)
+        timings["digest"] = round(time.monotonic() - started, 3)
+        return store.publish_checkpoint(tmp, stage.name, stage.key, digest)
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -11,10 +11,12 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import boto3
 import pytest
 
 from vzstages.common.archive import choose_mirror
@@ -291,3 +293,14 @@ def wait_until_mounted(cache: Path, timeout: float) -> None:
     while time.monotonic() < deadline and not leftovers(cache)["mounts"]:
         time.sleep(0.2)
     assert leftovers(cache)["mounts"], "the build never mounted its disk"
+
+
+@pytest.fixture
+def remote(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """A fresh bucket; the `--remote ...` arguments that point a build at it."""
+    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")):
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    bucket = f"vzstages-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=moto_endpoint).create_bucket(Bucket=bucket)
+    return ["--remote", f"s3://{bucket}/ci", "--remote-endpoint", moto_endpoint]

@@ -3,39 +3,17 @@ real S3 API on loopback; and several manifests in one build, their common stages
 
 from __future__ import annotations
 
-import hashlib
 import re
-import uuid
-from pathlib import Path
 
-import boto3
 import pytest
 
 from vzstages.boottest import boot
+from vzstages.cache.record import file_sha256
 
 from ..conftest import REPO
 from .conftest import nothing_left, vzstages, with_workspace
 
 pytestmark = pytest.mark.system
-
-
-@pytest.fixture
-def remote(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """A fresh bucket; the `--remote ...` arguments that point a build at it."""
-    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")):
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("AWS_REGION", "us-east-1")
-    bucket = f"vzstages-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=moto_endpoint).create_bucket(Bucket=bucket)
-    return ["--remote", f"s3://{bucket}/ci", "--remote-endpoint", moto_endpoint]
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def statuses(output: str) -> dict[str, str]:
@@ -54,7 +32,7 @@ def test_a_second_machine_pulls_every_stage_and_gets_the_same_image(cache, works
     push = vzstages("cache", "push", *remote, str(manifest), cache=cache)
     assert re.search(r"pushed [1-9]\d* of \d+ entries", push.stdout), push.stdout
     image_a = workspace / "debian-bookworm-amd64-kvm.qcow2"
-    digest_a = sha256(image_a)
+    digest_a = file_sha256(image_a)
 
     # Machine B: an empty cache and another workspace.
     cache_b, workspace_b = tmp_path / "cache-b", tmp_path / "build-b"
@@ -71,7 +49,7 @@ def test_a_second_machine_pulls_every_stage_and_gets_the_same_image(cache, works
     assert "mmdebstrap" not in log
     assert "pulled volume, os, packages, system, cleanup" in out.stdout, out.stdout
     image_b = workspace_b / "debian-bookworm-amd64-kvm.qcow2"
-    assert sha256(image_b) == digest_a
+    assert file_sha256(image_b) == digest_a
     nothing_left(cache_b)
     report = boot(image_b, hostname="vzstages-kvm", timeout=400, console_log=tmp_path / "console.log")
     assert report.ok, f"{report.failure}; missing {report.missing}; console tail:\n{report.console[-3000:]}"

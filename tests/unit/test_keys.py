@@ -250,7 +250,13 @@ def test_a_change_of_behaviour_still_changes_the_keys_of_the_stages_that_can_run
 
 @pytest.mark.parametrize(
     "module",
-    ["vzstages.manifest", "vzstages.manifest.layers", "vzstages.cli", "vzstages.cache.store", "vzstages.runner"],
+    [
+        "vzstages.manifest",
+        "vzstages.manifest.layers",
+        "vzstages.cli",
+        "vzstages.cache.store",
+        "vzstages.runner",
+    ],
 )
 def test_loading_validation_the_cli_and_the_cache_are_in_no_key(write_manifest, edit_source, module):
     """They decide whether and when a stage runs, never what it holds."""
