@@ -194,3 +194,27 @@ def test_rebuilding_a_stage_under_a_known_key_drops_what_was_built_on_it(store):
     add(store, "packages", P1, ("os", OSK), time.time())
     assert store.drop_descendants(VOL) == [f"os-{OSK}", f"packages-{P1}"]
     assert keys_left(store) == {VOL}
+
+
+def test_a_checkpoint_over_other_parent_bytes_is_no_hit_and_verify_says_why(store):
+    add(store, "volume", VOL, None, time.time())
+    add(store, "os", OSK, ("volume", VOL), time.time())
+    assert store.hit("os", OSK, disk=True, outputs=[], touch=False) is not None
+    # The parent rebuilt under its key (other bytes): its old child must not be stacked on it.
+    record = store.lookup("volume", VOL, disk=True)
+    assert record is not None
+    record.digest = "f" * 64
+    store.save_record(record)
+    assert store.hit("os", OSK, disk=True, outputs=[], touch=False) is None
+    problem = store.chain_problem(store.lookup("os", OSK, disk=True))
+    assert problem is not None and "sha256:ffffffffffff" in problem
+    results = {name[:3]: (ok, detail) for name, ok, detail in manage.verify(store)}
+    assert not results["os-"][0] and "built over volume bytes" in results["os-"][1]
+    assert not results["vol"][0] and "sha256 differs" in results["vol"][1]
+
+
+def test_a_record_without_digests_is_no_hit(store):
+    from ..conftest import fake_entry
+
+    fake_entry(store, "volume", VOL, None, digest="")
+    assert store.hit("volume", VOL, disk=True, outputs=[], touch=False) is None

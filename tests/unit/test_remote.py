@@ -297,3 +297,58 @@ def test_remote_configuration_errors_are_clear(tmp_path, monkeypatch):
         remote_config("s3://bucket", signing_key=str(tmp_path / "not-a-key"))
     with pytest.raises(VzError, match="trusted keys"):
         remote_config("s3://bucket", trusted_keys=str(tmp_path / "not-a-key"))
+
+
+def test_a_host_whose_parent_differs_from_the_remotes_pushes_nothing_over_it(
+    tmp_path, s3, bucket, moto_endpoint
+):
+    """The remote holds consistent chains only: B built os itself, A pushed its own first."""
+    a, b = Store(tmp_path / "a"), Store(tmp_path / "b")
+    local_chain(a)
+    local_chain(b)  # the same keys, other bytes (random data)
+    assert remote(a, bucket, moto_endpoint).push("volume", VOL)
+    assert remote(a, bucket, moto_endpoint).push("os", OSK)
+    other = remote(b, bucket, moto_endpoint)
+    assert not other.push("os", OSK)  # A's is there
+    assert not other.push("packages", PKG)  # built over B's os, which is not the remote's
+    assert any("not pushed" in w for w in other.warnings), other.warnings
+    assert other.lookup("packages", PKG) is None
+
+
+def test_pulling_over_a_local_parent_with_other_bytes_takes_the_remotes_chain(
+    tmp_path, s3, bucket, moto_endpoint
+):
+    a, b = Store(tmp_path / "a"), Store(tmp_path / "b")
+    local_chain(a)
+    local_chain(b)
+    pusher = remote(a, bucket, moto_endpoint)
+    assert all(pusher.push(s, k) for s, k in (("volume", VOL), ("os", OSK), ("packages", PKG)))
+    b.delete(next(e for e in b.entries() if e.record.stage == "packages"))
+    puller = remote(b, bucket, moto_endpoint)
+    assert [r.name for r in puller.chain("packages", PKG) or []] == [
+        f"packages-{PKG}",
+        f"os-{OSK}",
+        f"volume-{VOL}",
+    ]
+    assert puller.pull("packages", PKG, ("os", OSK), held=False)
+    for stage, key in (("volume", VOL), ("os", OSK), ("packages", PKG)):
+        assert digest(b.checkpoint(stage, key)) == digest(a.checkpoint(stage, key))
+    assert b.hit("packages", PKG, disk=True, outputs=[], touch=False) is not None
+
+
+def test_a_blob_that_unpacks_to_other_bytes_than_its_record_names_is_a_miss(
+    tmp_path, s3, bucket, moto_endpoint
+):
+    a, b = Store(tmp_path / "a"), Store(tmp_path / "b")
+    local_chain(a)
+    pusher = remote(a, bucket, moto_endpoint)
+    record = a.lookup("volume", VOL, disk=True)
+    assert record is not None
+    record.digest = "0" * 64  # a record that lies about the checkpoint's bytes
+    a.save_record(record)
+    assert pusher.push("volume", VOL)
+    b.ensure()
+    puller = remote(b, bucket, moto_endpoint)
+    assert not puller.pull("volume", VOL, None, held=False)
+    assert any("other bytes than its record names" in w for w in puller.warnings), puller.warnings
+    assert b.lookup("volume", VOL, disk=True) is None
