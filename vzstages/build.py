@@ -31,7 +31,7 @@ from .compiler import doit_tasks
 from .compiler.explain import explain
 from .compiler.plan import CompiledStage, Plan, compile_plan
 from .errors import CommandError, ManifestError, VzError
-from .host import Host, require_build_host, require_tools
+from .host import UMASK, Host, require_build_host, require_tools
 from .manifest import Manifest, load_manifest
 from .model.view import ManifestView
 from .runner import run_stage
@@ -123,6 +123,8 @@ class Build:
         if self._prepared:
             return
         self.check()
+        # Files vzstages itself writes into the image get the same modes whatever the caller's umask.
+        os.umask(UMASK)
         redact = RedactSecrets([p.manifest for p in self.plans])
         for handler in logging.getLogger("vzstages").handlers:
             handler.addFilter(redact)

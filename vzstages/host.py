@@ -7,6 +7,7 @@ tail. Tests of the core logic use a `Host` subclass that records instead of runn
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import shutil
@@ -60,7 +61,14 @@ CHROOT_ENV = {
     "DEBIAN_FRONTEND": "noninteractive",
     "DEBCONF_NONINTERACTIVE_SEEN": "true",
     "HOME": "/root",
+    "TZ": "UTC",
 }
+
+# What every host command runs with, whatever the caller's shell had: a hardened root shell's
+# umask 077 made files apt's unprivileged fetcher could not read, and a caller's locale or time
+# zone must not reach the image nor change what a command prints for vzstages to read.
+HOST_ENV = {"LC_ALL": "C.UTF-8", "LANG": "C.UTF-8", "LANGUAGE": "", "TZ": "UTC"}
+UMASK = 0o022
 
 
 @dataclass(frozen=True)
@@ -85,7 +93,7 @@ class Host:
         log.info("$ %s", " ".join(argv))
         if input is not None and not secret_input:
             log.debug("  stdin: %s", input.rstrip()[:2000])
-        full_env = None if env is None else {**os.environ, **env}
+        full_env = {**os.environ, **HOST_ENV, **(env or {})}
         try:
             proc = subprocess.Popen(
                 argv,
@@ -98,6 +106,7 @@ class Host:
                 # A group of its own: on Ctrl-C or SIGTERM the build stops the command and all it
                 # started (mmdebstrap's apt, a maintainer script's children) before it unmounts.
                 start_new_session=True,
+                umask=UMASK,
             )
         except OSError as exc:
             raise CommandError(argv, 127, f"cannot run {argv[0]}: {exc.strerror}") from None
@@ -164,6 +173,30 @@ def _feed(proc: subprocess.Popen[str], text: str) -> None:
     with contextlib.suppress(BrokenPipeError, OSError):
         proc.stdin.write(text)
         proc.stdin.close()
+
+
+@functools.cache
+def package_versions(packages: tuple[str, ...]) -> dict[str, str]:
+    """The installed version of each Debian package of the build host ("absent" when it is not
+    installed, "unknown" off Debian), as keys name the tools that shaped a checkpoint."""
+    versions = dict.fromkeys(packages, "absent")
+    if not packages:
+        return versions
+    try:
+        listed = subprocess.run(
+            ["dpkg-query", "-W", "-f", "${Package}\t${db:Status-Abbrev}\t${Version}\n", *packages],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return dict.fromkeys(packages, "unknown")
+    for line in listed.splitlines():
+        name, status, version = [*line.split("\t"), "", ""][:3]
+        if name.split(":")[0] in versions and status.startswith("ii"):
+            versions[name.split(":")[0]] = version
+    return versions
 
 
 def missing_tools(tools: Iterable[str]) -> list[str]:

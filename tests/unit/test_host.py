@@ -95,3 +95,19 @@ def test_foreign_architecture_needs_a_binfmt_handler_with_the_f_flag(tmp_path):
         f"enabled\ninterpreter /usr/libexec/qemu-binfmt/{qemu}\nflags: PF\n"
     )
     assert foreign_architecture_problem(foreign, tmp_path) is None
+
+
+def test_commands_run_with_the_builds_umask_locale_and_time_zone_not_the_callers(monkeypatch):
+    """A hardened root shell (umask 077, another locale and time zone) builds the same image."""
+    import os
+
+    from vzstages.host import Host
+
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    monkeypatch.setenv("LC_ALL", "de_DE.UTF-8")
+    old = os.umask(0o077)
+    try:
+        out = Host().run(["sh", "-c", 'umask; echo "$TZ $LC_ALL"']).output.split()
+    finally:
+        os.umask(old)
+    assert out == ["0022", "UTC", "C.UTF-8"]

@@ -264,3 +264,26 @@ def test_loading_validation_the_cli_and_the_cache_are_in_no_key(write_manifest, 
     before = keys(path)
     edit_source(module)
     assert keys(path) == before
+
+
+def test_the_build_hosts_tools_that_shape_a_stage_enter_its_key(write_manifest, monkeypatch):
+    """Another mke2fs gives other bytes: another key for the volume stage (and all after it);
+    another mmdebstrap leaves the volume stage alone."""
+    from vzstages.compiler import plan as plan_module
+
+    real = plan_module.package_versions
+    path = write_manifest()
+    before = keys(path)
+    for package, first in (("e2fsprogs", "volume"), ("mmdebstrap", "os")):
+
+        def versions(packages: tuple[str, ...], package: str = package) -> dict[str, str]:
+            found = dict(real(packages))
+            if package in found:
+                found[package] = "9:99-changed"
+            return found
+
+        monkeypatch.setattr(plan_module, "package_versions", versions)
+        after = keys(path)
+        assert changed(before, after)[0] == first
+        assert len(changed(before, after)) == len(before) - list(before).index(first)
+    monkeypatch.undo()

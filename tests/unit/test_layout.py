@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from vzstages.units import MiB, parse_size
@@ -166,3 +168,17 @@ def test_the_lv_segment_is_read_past_lvm_warnings():
     assert lv_segment(report, "root") == (0, 74, 4194304, 1048576)
     with pytest.raises(VzError, match="0 segments"):
         lv_segment(report, "home")
+
+
+def test_the_tables_identities_follow_the_seed():
+    """The same key gives the same partition table; another key, other GUIDs."""
+    layout = compute_layout({"type": "gpt", "root": {"filesystem": "ext4", "size": "1GiB"}}, "grub")
+    one, again, other = (
+        layout.sfdisk_script("a" * 32),
+        layout.sfdisk_script("a" * 32),
+        layout.sfdisk_script("b" * 32),
+    )
+    assert one == again and one != other
+    assert "label-id: " in one and one.count("uuid=") == 2  # bios_boot and root
+    msdos = compute_layout({"type": "msdos", "root": {"filesystem": "ext4", "size": "1GiB"}}, "grub")
+    assert re.search(r"^label-id: 0x[0-9a-f]{8}$", msdos.sfdisk_script("a" * 32), re.MULTILINE)

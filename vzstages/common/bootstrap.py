@@ -77,6 +77,7 @@ class Bootstrap(Task):
     it finishes). The checkpoint is a plain minbase (or the variant asked for)."""
 
     description = "Installing the base system with mmdebstrap"
+    host_packages = ("mmdebstrap",)
     phase = Phase.OS_INSTALLATION
     reads = (
         "system.release",

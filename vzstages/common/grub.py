@@ -129,6 +129,7 @@ class InstallGrubEfi(Task):
     description = "Installing grub to the EFI system partition"
     phase = Phase.SYSTEM_MODIFICATION
     reads = ("provider.console", "system.architecture")  # kernel_cmdline
+    host_packages = ("mtools",)
 
     @classmethod
     def run(cls, info: BuildInfo) -> None:

@@ -46,6 +46,7 @@ def convert(info: BuildInfo, fmt: str, target: Path) -> None:
 
 class ConvertImage(Task):
     description = "Converting the image"
+    host_packages = ("qemu-utils",)
     phase = Phase.IMAGE_REGISTRATION
     reads = ("volume.backing",)
     default_format: ClassVar[str] = "qcow2"  # providers override

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import uuid
-
 from ..errors import VzError
 from ..model.info import BuildInfo
 from ..model.phases import Phase
 from ..model.task import Task
-from ..volume.layout import Layout, Partition
+from ..volume.layout import Layout, Partition, identity
 
-# Filesystem UUIDs are derived from the stage key, so the same inputs give the same image.
-UUID_NAMESPACE = uuid.UUID("5b1f6a0e-6d2b-4f4e-9a51-7a2a6b7f0c11")
+# The time mke2fs writes into the superblock and the root directory: a constant, since the volume
+# stage's key names no date (reproducible-builds.org: no build time in the image).
+MKFS_TIME = "1672531200"  # 2023-01-01T00:00:00Z
 
 MKFS_ARGS = {
     "ext2": ["mkfs.ext2", "-q", "-F"],
@@ -54,13 +53,15 @@ LVM_CONFIG = (
 
 
 def partition_uuid(key: str, part: Partition) -> str:
-    return str(uuid.uuid5(UUID_NAMESPACE, f"{key}:{part.name}"))
+    """A filesystem's UUID (kept as before: checkpoints' fstab and grub name it)."""
+    return str(identity(key, part.name))
 
 
 class PartitionDisk(Task):
     description = "Writing the partition table"
     phase = Phase.VOLUME_CREATION
     reads = LAYOUT_KEYS
+    host_packages = ("fdisk",)
 
     @classmethod
     def run(cls, info: BuildInfo) -> None:
@@ -69,7 +70,7 @@ class PartitionDisk(Task):
             return
         info.host.run(
             ["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", str(info.disk.raw)],
-            input=info.layout.sfdisk_script(),
+            input=info.layout.sfdisk_script(seed=info.key),
         )
 
 
@@ -77,6 +78,7 @@ class FormatPartitions(Task):
     description = "Formatting the partitions"
     phase = Phase.VOLUME_PREPARATION
     reads = LAYOUT_KEYS
+    host_packages = ("e2fsprogs", "xfsprogs", "dosfstools", "lvm2", "util-linux")
 
     @classmethod
     def run(cls, info: BuildInfo) -> None:
@@ -95,12 +97,15 @@ class FormatPartitions(Task):
             elif part.filesystem == "vfat":
                 # FAT has a 32-bit volume id, not a UUID: blkid shows it as XXXX-XXXX.
                 volume_id = fs_uuid[:8].upper()
-                info.host.run([*MKFS_ARGS["vfat"], "-i", volume_id, "-n", part.label.upper()[:11], device])
+                vfat = [*MKFS_ARGS["vfat"], "--invariant", "-i", volume_id, "-n", part.label.upper()[:11]]
+                info.host.run([*vfat, device])
                 fs_uuid = f"{volume_id[:4]}-{volume_id[4:]}"
             elif part.filesystem == "xfs":
                 info.host.run([*MKFS_ARGS["xfs"], "-m", f"uuid={fs_uuid}", "-L", part.label[:12], device])
             else:
-                info.host.run([*MKFS_ARGS[part.filesystem], "-U", fs_uuid, "-L", part.label[:16], device])
+                seed = identity(info.key, f"hash_seed:{part.name}")
+                ext = [*MKFS_ARGS[part.filesystem], "-U", fs_uuid, "-E", f"hash_seed={seed}"]
+                info.host.run([*ext, "-L", part.label[:16], device], env={"E2FSPROGS_FAKE_TIME": MKFS_TIME})
             uuids[part.name] = fs_uuid
         info.facts["uuids"] = uuids
 

@@ -63,6 +63,12 @@ def diff_inputs(new: dict[str, Any], old: dict[str, Any]) -> list[str]:
             reasons.append(f"file removed: {name}")
         elif old_f[name] != new_f[name]:
             reasons.append(f"file changed: {name}")
+    old_t, new_t = old.get("host_tools") or {}, new.get("host_tools") or {}
+    reasons += [
+        f"build host's {name} changed: {old_t.get(name, 'absent')} -> {new_t.get(name, 'absent')}"
+        for name in sorted(set(old_t) | set(new_t))
+        if old_t.get(name) != new_t.get(name)
+    ]
     if new.get("archive") != old.get("archive"):
         changed = sorted(
             k

@@ -141,6 +141,7 @@ def stage_inputs(
     manifest: Manifest,
     secret_key: bytes,
     archive: dict[str, str] | None = None,
+    tools: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     inputs: dict[str, Any] = {
         "format": FORMAT_VERSION,
@@ -153,6 +154,8 @@ def stage_inputs(
     }
     if archive is not None:
         inputs["archive"] = archive
+    if tools:
+        inputs["host_tools"] = tools
     return inputs
 
 

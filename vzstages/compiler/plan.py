@@ -12,6 +12,7 @@ from ..cache.record import Record
 from ..cache.remote import Remote
 from ..cache.store import Store
 from ..common import groups
+from ..host import package_versions
 from ..manifest import Manifest
 from ..model import graph
 from ..model.phases import STAGE_KINDS, Phase, StageKind, stage_kind_of
@@ -91,6 +92,15 @@ class Plan:
         return stage.outputs or [self.store.record_path(stage.name, stage.key)]
 
 
+# What writes every disk checkpoint: qemu-img creates the overlay, qemu-storage-daemon its clusters.
+DISK_STAGE_PACKAGES = ("qemu-utils", "qemu-system-common")
+
+
+def host_packages(kind: StageKind, tasks: Sequence[type[Task]]) -> tuple[str, ...]:
+    found = {p for t in tasks for p in t.host_packages} | set(DISK_STAGE_PACKAGES if kind.disk else ())
+    return tuple(sorted(found))
+
+
 def resolve_tasks(manifest: Manifest) -> TaskSet:
     taskset = TaskSet()
     groups.resolve_tasks(taskset, manifest)
@@ -124,7 +134,10 @@ def compile_plan(
             continue
         suites = sorted({s for t in tasks for s in t.archive_suites})
         archive = archive_probe(manifest, suites) if suites and archive_probe is not None else None
-        inputs = stage_inputs(kind.name, parent.key if parent else None, tasks, manifest, secret_key, archive)
+        tools = package_versions(host_packages(kind, tasks))
+        inputs = stage_inputs(
+            kind.name, parent.key if parent else None, tasks, manifest, secret_key, archive, tools
+        )
         stage = CompiledStage(kind, tasks, inputs, key_of(inputs), parent)
         for task in tasks:
             view = ManifestView(manifest, task.name(), task.reads)

@@ -33,6 +33,10 @@ class Task:
     # Tasks of one batch kind that follow each other in a stage run as one (run_batch): packages
     # that several tasks install are installed in one apt run. The order is the graph's.
     batch: ClassVar[str | None] = None
+    # Debian packages of the build host whose programs shape the bytes the task writes (mkfs,
+    # sfdisk, mmdebstrap): their versions enter the stage key, so two hosts with other tools get
+    # other keys rather than one key with other bytes.
+    host_packages: ClassVar[Sequence[str]] = ()
 
     @classmethod
     def name(cls) -> str:

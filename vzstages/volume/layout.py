@@ -6,6 +6,7 @@ Every partition starts on a MiB boundary; gpt keeps 1 MiB free at the end for it
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,15 @@ MIN_FS_SIZE = {"ext2": 4 * MiB, "ext3": 8 * MiB, "ext4": 16 * MiB, "xfs": 300 * 
 # The largest disk the clouds take (an EBS volume, a GCE disk); an msdos table addresses 2 TiB.
 MAX_DISK_SIZE = 64 * TiB
 MAX_MSDOS_DISK_SIZE = 2 * TiB
+
+
+# Identities in an image (GUIDs, UUIDs, ids) are derived from the stage key with this namespace,
+# so they are stable for one key and differ between images that differ.
+IDENTITY_NAMESPACE = uuid.UUID("5b1f6a0e-6d2b-4f4e-9a51-7a2a6b7f0c11")
+
+
+def identity(seed: str, what: str) -> uuid.UUID:
+    return uuid.uuid5(IDENTITY_NAMESPACE, f"{seed}:{what}")
 
 
 class LayoutError(ValueError):
@@ -111,13 +121,20 @@ class Layout:
         that a container cannot load, so grub's EFI binary goes onto it with mtools instead."""
         return [p for p in self.mounted() if p.filesystem != "vfat"]
 
-    def sfdisk_script(self) -> str:
+    def sfdisk_script(self, seed: str = "") -> str:
+        """The table for sfdisk. Its identities (the disk's GUID or id, each GPT partition's
+        GUID) come from `seed`, the stage key: the same key gives the same table, byte for byte."""
         lines = [f"label: {'dos' if self.table == 'msdos' else 'gpt'}", "unit: sectors"]
+        if self.table == "gpt":
+            lines.append(f"label-id: {identity(seed, 'disk')}")
+        else:
+            lines.append(f"label-id: 0x{identity(seed, 'disk').hex[:8]}")
         boot_flag = self.boot.name
         for p in (p for p in self.partitions if not p.logical):
             fields = [f"start={p.start // 512}", f"size={p.size // 512}", f"type={self._type(p)}"]
             if self.table == "gpt":
                 fields.append(f"name={p.label}")
+                fields.append(f"uuid={identity(seed, 'partition:' + p.name)}")
                 if p.name == boot_flag and self.bootloader == "extlinux":
                     fields.append("attrs=LegacyBIOSBootable")  # gptmbr.bin boots the flagged one
             elif p.name == boot_flag:
