@@ -229,15 +229,23 @@ def with_workspace(manifest: Path, workspace: Path, target: Path, edit: dict[str
     return target
 
 
+# A caller a build must not depend on: a hardened root shell's umask, another time zone and
+# locale, another host name (a UTS namespace of its own), one CPU, another working folder.
+HARDENED = ["unshare", "--uts", "sh", "-c", 'umask 077; hostname elsewhere; exec taskset -c 0 "$@"', "sh"]
+HARDENED_ENV = {"TZ": "Asia/Tokyo", "LC_ALL": "de_DE.UTF-8", "LANG": "de_DE.UTF-8"}
+
+
 def vzstages(
-    *args: str, cache: Path, check: bool = True, timeout: float = 1500
+    *args: str, cache: Path, check: bool = True, timeout: float = 1500, hardened: bool = False
 ) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "vzstages", "--cache", str(cache), *args]
     proc = subprocess.run(
-        [sys.executable, "-m", "vzstages", "--cache", str(cache), *args],
-        cwd=REPO,
+        [*HARDENED, *command] if hardened else command,
+        cwd="/" if hardened else REPO,
         capture_output=True,
         text=True,
         timeout=timeout,
+        env={**os.environ, **HARDENED_ENV} if hardened else None,
     )
     if check and proc.returncode != 0:
         raise AssertionError(

@@ -74,12 +74,13 @@ def test_two_machines_racing_converge_on_one_chain_and_never_stack_on_other_byte
     vzstages("build", *remote, str(manifest_a), cache=cache)
     vzstages("cache", "push", *remote, str(manifest_a), cache=cache)
 
-    # Machine B built the same manifest at the same time, on its own: the same keys, other bytes
-    # from the packages stage on (volume and os copied from A, to save a cold build).
+    # Machine B built the same manifest at the same time, on its own, from a hardened root shell:
+    # the same keys, other bytes from the packages stage on (volume and os copied from A, to save
+    # a cold build).
     cache_b, workspace_b = tmp_path / "cache-b", tmp_path / "build-b"
     manifest_b = with_workspace(REPO / "manifests/kvm.yml", workspace_b, tmp_path / "b.yml")
     copy_stages(cache, cache_b, manifest_a, ("volume", "os"))
-    vzstages("build", str(manifest_b), cache=cache_b)
+    vzstages("build", str(manifest_b), cache=cache_b, hardened=True)  # umask 077, TZ, locale, UTS
     ours, theirs = records(cache_b, manifest_b), records(cache, manifest_a)
     assert ours["packages"]["digest"] != theirs["packages"]["digest"], "the race needs two builds' bytes"
 
