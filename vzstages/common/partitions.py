@@ -104,7 +104,10 @@ class FormatPartitions(Task):
                 info.host.run([*MKFS_ARGS["xfs"], "-m", f"uuid={fs_uuid}", "-L", part.label[:12], device])
             else:
                 seed = identity(info.key, f"hash_seed:{part.name}")
-                ext = [*MKFS_ARGS[part.filesystem], "-U", fs_uuid, "-E", f"hash_seed={seed}"]
+                # Inode tables and journal zeroed now, not by the kernel in the background of a
+                # later stage (whose checkpoint would then hold more or less of it by chance).
+                extended = f"hash_seed={seed},lazy_itable_init=0,lazy_journal_init=0"
+                ext = [*MKFS_ARGS[part.filesystem], "-U", fs_uuid, "-E", extended]
                 info.host.run([*ext, "-L", part.label[:16], device], env={"E2FSPROGS_FAKE_TIME": MKFS_TIME})
             uuids[part.name] = fs_uuid
         info.facts["uuids"] = uuids
