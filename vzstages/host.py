@@ -175,6 +175,14 @@ def _feed(proc: subprocess.Popen[str], text: str) -> None:
         proc.stdin.close()
 
 
+def qemu_img_check(path: Path) -> str | None:
+    """None if `qemu-img check` finds the qcow2 consistent, else what it says."""
+    result = Host().run(["qemu-img", "check", "-q", "-f", "qcow2", str(path)], check=False)
+    if result.returncode == 0:
+        return None
+    return result.output.strip() or f"qemu-img check exit {result.returncode}"
+
+
 @functools.cache
 def package_versions(packages: tuple[str, ...]) -> dict[str, str]:
     """The installed version of each Debian package of the build host ("absent" when it is not

@@ -145,7 +145,7 @@ def test_hosts_sharing_a_remote_cache_share_the_archive_state(
     assert third["bookworm"] not in (first["bookworm"], refreshed["bookworm"])
 
     for key in states:
-        s3.put_object(Bucket="team-cache", Key=key, Body=b'{"format": 1, "url": 3, "digest": "../.."}')
+        s3.put_object(Bucket="team-cache", Key=key, Body=b'{"format": 2, "url": 3, "digest": "../.."}')
     lonely = host("d")
     assert lonely.suites(manifest, [""]) == third
     assert any("malformed" in w for w in lonely.shared.warnings)  # type: ignore[union-attr]

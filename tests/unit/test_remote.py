@@ -185,9 +185,10 @@ def test_a_signature_over_other_content_is_a_miss(tmp_path, s3, bucket, moto_end
     b, _ = pushed(tmp_path, bucket, moto_endpoint, signing_key=private)
 
     def more_facts(body: bytes) -> bytes:
-        document = json.loads(body)
+        signature, _, payload = body.partition(b"\n")
+        document = json.loads(payload)
         document["record"]["facts"]["kernel_version"] = "evil"
-        return json.dumps(document).encode()
+        return signature + b"\n" + json.dumps(document).encode()
 
     tamper(s3, bucket, f"team/records/volume-{VOL}.json", more_facts)
     puller = remote(b, bucket, moto_endpoint, trusted_keys=public)
@@ -352,3 +353,72 @@ def test_a_blob_that_unpacks_to_other_bytes_than_its_record_names_is_a_miss(
     assert not puller.pull("volume", VOL, None, held=False)
     assert any("other bytes than its record names" in w for w in puller.warnings), puller.warnings
     assert b.lookup("volume", VOL, disk=True) is None
+
+
+def test_a_zstd_bomb_stops_at_the_declared_size(tmp_path, s3, bucket, moto_endpoint):
+    """A 20 KB blob that unpacks to 600 MiB, under a record that declares 256 KiB: the pull
+    stops as soon as more than that is produced, never writing the bomb out."""
+    import zstandard
+
+    b, _ = pushed(tmp_path, bucket, moto_endpoint)
+    bomb = zstandard.ZstdCompressor(level=19).compress(bytes(600 << 20))
+    sha = hashlib.sha256(bomb).hexdigest()
+    s3.put_object(Bucket=bucket, Key=f"team/blobs/{sha}", Body=bomb)
+
+    def point_at_bomb(body: bytes) -> bytes:
+        document = json.loads(body)
+        document["blob"].update(sha256=sha, size=len(bomb), raw_size=256 << 10)
+        return json.dumps(document).encode()
+
+    tamper(s3, bucket, f"team/records/volume-{VOL}.json", point_at_bomb)
+    puller = remote(b, bucket, moto_endpoint)
+    assert not puller.pull("volume", VOL, None, held=False)
+    assert any("unpacks to more than" in w for w in puller.warnings), puller.warnings
+    assert not list(b.stages.glob(".*"))
+
+
+def test_a_junk_record_is_replaced_by_the_next_valid_push(tmp_path, s3, bucket, moto_endpoint):
+    a = Store(tmp_path / "a")
+    local_chain(a)
+    s3.put_object(Bucket=bucket, Key=f"team/records/volume-{VOL}.json", Body=b"[" * 100_000)
+    pusher = remote(a, bucket, moto_endpoint)
+    assert pusher.push("volume", VOL)
+    assert any("does not verify" in w for w in pusher.warnings), pusher.warnings
+    assert remote(a, bucket, moto_endpoint).lookup("volume", VOL) is not None
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "junk line\n",
+        'from="10.0.0.1",no-pty ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI0000 x\n',
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n",
+        "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ== rsa\n",
+    ],
+)
+def test_a_bad_trusted_keys_file_is_one_clear_error(tmp_path, content):
+    path = tmp_path / "trusted"
+    path.write_text(content)
+    with pytest.raises(VzError, match="trusted keys"):
+        remote_config("s3://bucket", trusted_keys=str(path))
+
+
+def test_an_authorized_keys_line_with_options_is_a_trusted_key(tmp_path):
+    _, public = keypair(tmp_path, "ci")
+    path = tmp_path / "trusted"
+    path.write_text('from="10.0.0.1",no-pty ' + public.read_text())
+    assert remote_config("s3://bucket", trusted_keys=str(path)) is not None
+
+
+@pytest.mark.parametrize("special", ["fifo", "/dev/zero", "directory"])
+def test_a_key_file_that_is_not_a_file_is_refused_without_hanging(tmp_path, special):
+    if special == "fifo":
+        path = tmp_path / "fifo"
+        os.mkfifo(path)
+    elif special == "directory":
+        path = tmp_path
+    else:
+        path = Path(special)
+    for option in ("signing_key", "trusted_keys"):
+        with pytest.raises(VzError, match="not a regular file"):
+            remote_config("s3://bucket", **{option: str(path)})

@@ -8,10 +8,10 @@ stage and key (Store.delete): a record's content never names what gets deleted.
 
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
 
+from ..host import qemu_img_check
 from ..units import human_age, human_size
 from . import qcow2
 from .record import STAGE_NAMES, file_sha256
@@ -109,14 +109,8 @@ def verify(store: Store) -> list[tuple[str, bool, str]]:
         if backing:
             problems.append(backing)
         elif not problems:
-            check = subprocess.run(
-                ["qemu-img", "check", "-q", "-f", "qcow2", str(entry.checkpoint)],
-                capture_output=True,
-                text=True,
-            )
-            if check.returncode != 0:
-                problems.append(
-                    (check.stdout + check.stderr).strip() or f"qemu-img check exit {check.returncode}"
-                )
+            check = qemu_img_check(entry.checkpoint)
+            if check is not None:
+                problems.append(check)
         results.append((entry.name, not problems, "; ".join(problems) or "ok"))
     return results

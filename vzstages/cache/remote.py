@@ -27,44 +27,50 @@ warning, and the build goes on locally.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
 import json
 import logging
 import os
 import re
-import subprocess
 import time
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from ..errors import VzError
+from ..host import qemu_img_check
 from ..runid import run_id
 from ..units import human_size
 from . import qcow2
-from .record import MAX_RECORD_BYTES, Record, RecordError, load_json, valid_entry
+from .record import MAX_RECORD_BYTES, Record, valid_entry
+from .remote_record import (
+    _ARCHIVE_NAME,
+    FORMAT,
+    MAX_ARCHIVE_STATE_BYTES,
+    RemoteError,
+    RemoteRecord,
+    parse_archive_state,
+)
+from .signing import load_signing_key, load_trusted_keys, seal
 from .store import Store
+from .transfer import CHUNK, DeadlineExceeded, SparseWriter, TooLarge, compress, cut_off, deadline
 
 log = logging.getLogger("vzstages.progress")
 
-FORMAT = 1
-CODEC = "zstd"
-CHUNK = 1 << 22
-# Nothing the remote says is believed beyond these.
-MAX_BLOB = 256 << 30
 MODES = ("readwrite", "read", "write", "off")
 _URL = re.compile(r"s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(?P<prefix>[\w./-]*))?", re.ASCII)
-_SHA256 = re.compile(r"[0-9a-f]{64}", re.ASCII)
 _RECORD = re.compile(r"(?P<stage>[a-z]+)-(?P<key>[0-9a-f]{32})\.json", re.ASCII)
-_ARCHIVE_NAME = re.compile(r"[0-9a-f]{32}", re.ASCII)
-MAX_ARCHIVE_STATE_BYTES = 4096
-
-
-class RemoteError(VzError):
-    """The remote cache cannot be used for this entry (unreachable, missing, not trustworthy)."""
+# A remote that fails this often in one run is left alone for the rest of it.
+MAX_FAILURES = 3
+# Deadlines for a whole object: a small one, and a blob at no less than this rate.
+SMALL_OBJECT_SECONDS = 30.0
+MIN_RATE = 1 << 20
+# Per socket read; a whole object has its deadline above.
+CONNECT_TIMEOUT = 5.0
+READ_TIMEOUT = 10.0
 
 
 # --- configuration -----------------------------------------------------------------------------
@@ -122,12 +128,17 @@ def remote_config(
         return None
     if not _URL.fullmatch(url):
         raise VzError(f"remote cache {url!r}: expected s3://BUCKET or s3://BUCKET/PREFIX")
+    endpoint_url = endpoint_url or env("VZSTAGES_REMOTE_ENDPOINT") or None
+    if endpoint_url is not None:
+        parsed = urllib.parse.urlsplit(endpoint_url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise VzError(f"remote endpoint {endpoint_url!r}: expected http(s)://HOST[:PORT]")
     signing = signing_key or env("VZSTAGES_REMOTE_SIGNING_KEY")
     trusted = trusted_keys or env("VZSTAGES_REMOTE_TRUSTED_KEYS")
     config = RemoteConfig(
         url=url,
         mode=mode,
-        endpoint_url=endpoint_url or env("VZSTAGES_REMOTE_ENDPOINT") or None,
+        endpoint_url=endpoint_url,
         signing_key=Path(signing) if signing else None,
         trusted_keys=Path(trusted) if trusted else None,
     )
@@ -137,265 +148,6 @@ def remote_config(
     if config.trusted_keys:
         load_trusted_keys(config.trusted_keys)
     return config
-
-
-# --- signatures ---------------------------------------------------------------------------------
-
-
-def load_signing_key(path: Path) -> Any:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    from cryptography.hazmat.primitives.serialization import load_ssh_private_key
-
-    try:
-        key = load_ssh_private_key(path.read_bytes()[:65536], password=None)
-    except (OSError, ValueError, TypeError) as exc:
-        raise VzError(
-            f"remote signing key {path}: {exc} (make one with ssh-keygen -t ed25519 -N '')"
-        ) from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise VzError(f"remote signing key {path}: not an ed25519 key (ssh-keygen -t ed25519)")
-    return key
-
-
-def load_trusted_keys(path: Path) -> list[bytes]:
-    """The raw public keys in an OpenSSH public key list (`ssh-ed25519 AAAA... comment`)."""
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_ssh_public_key
-
-    try:
-        lines = path.read_bytes()[: 1 << 20].decode().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise VzError(f"remote trusted keys {path}: {exc}") from None
-    keys = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        try:
-            key = load_ssh_public_key(" ".join(line.split()[:2]).encode())
-        except (ValueError, TypeError, IndexError) as exc:
-            raise VzError(f"remote trusted keys {path}:{number}: {exc}") from None
-        if not isinstance(key, Ed25519PublicKey):
-            raise VzError(f"remote trusted keys {path}:{number}: not an ed25519 key")
-        keys.append(key.public_bytes(Encoding.Raw, PublicFormat.Raw))
-    if not keys:
-        raise VzError(f"remote trusted keys {path}: no keys in it")
-    return keys
-
-
-def _signed_part(document: dict[str, Any]) -> bytes:
-    unsigned = {k: v for k, v in document.items() if k != "signature"}
-    return json.dumps(unsigned, sort_keys=True, separators=(",", ":")).encode()
-
-
-def sign(document: dict[str, Any], key: Any) -> dict[str, Any]:
-    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
-    public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    signature = key.sign(_signed_part(document))
-    return {
-        **document,
-        "signature": {
-            "public_key": base64.b64encode(public).decode(),
-            "value": base64.b64encode(signature).decode(),
-        },
-    }
-
-
-def signature_problem(document: dict[str, Any], trusted: list[bytes]) -> str | None:
-    """None if a trusted key signed the document, else why it is not trusted."""
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-    signature = document.get("signature")
-    if not isinstance(signature, dict):
-        return "it is not signed, and trusted keys are configured"
-    try:
-        public = base64.b64decode(str(signature.get("public_key")), validate=True)
-        value = base64.b64decode(str(signature.get("value")), validate=True)
-    except ValueError:
-        return "its signature is malformed"
-    if public not in trusted:
-        return "it is signed by a key that is not trusted"
-    try:
-        Ed25519PublicKey.from_public_bytes(public).verify(value, _signed_part(document))
-    except (InvalidSignature, ValueError):
-        return "its signature does not match its content"
-    return None
-
-
-# --- records ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RemoteRecord:
-    stage: str
-    key: str
-    parent: str | None
-    parent_stage: str | None
-    sha256: str  # of the blob (the compressed checkpoint)
-    size: int  # the blob's bytes
-    raw_size: int  # the checkpoint's bytes
-    record: Record  # the local record of the pushing host (facts, timings ...)
-    created: float = 0.0
-
-    @property
-    def name(self) -> str:
-        return f"{self.stage}-{self.key}"
-
-    def document(self) -> dict[str, Any]:
-        return {
-            "format": FORMAT,
-            "stage": self.stage,
-            "key": self.key,
-            "parent": self.parent,
-            "parent_stage": self.parent_stage,
-            "blob": {"sha256": self.sha256, "size": self.size, "raw_size": self.raw_size, "codec": CODEC},
-            "record": self.record.document(),
-            "created": self.created,
-        }
-
-    @classmethod
-    def parse(cls, raw: bytes, stage: str, key: str, trusted: list[bytes] | None) -> RemoteRecord:
-        """A remote record for `<stage>-<key>`, or RemoteError saying why it cannot be one."""
-        try:
-            document = load_json(raw)
-        except ValueError as exc:
-            raise RemoteError(f"not JSON ({exc})") from None
-        if not isinstance(document, dict):
-            raise RemoteError("not a JSON object")
-        if trusted is not None:
-            problem = signature_problem(document, trusted)
-            if problem:
-                raise RemoteError(problem)
-        if document.get("format") != FORMAT:
-            raise RemoteError(f"format {document.get('format')!r}, not {FORMAT}")
-        if document.get("stage") != stage or document.get("key") != key:
-            raise RemoteError("its stage and key are not those asked for")
-        parent, parent_stage = document.get("parent"), document.get("parent_stage")
-        if not (parent is None and parent_stage is None) and not (
-            isinstance(parent, str) and isinstance(parent_stage, str) and valid_entry(parent_stage, parent)
-        ):
-            raise RemoteError("its parent is not a stage and key")
-        blob = document.get("blob")
-        if not isinstance(blob, dict) or blob.get("codec") != CODEC:
-            raise RemoteError("no blob of a known codec")
-        sha, size, raw_size = blob.get("sha256"), blob.get("size"), blob.get("raw_size")
-        if not (isinstance(sha, str) and _SHA256.fullmatch(sha)):
-            raise RemoteError("a malformed blob digest")
-        if not all(_size_ok(n) for n in (size, raw_size)):
-            raise RemoteError("a blob size out of bounds")
-        assert isinstance(size, int) and isinstance(raw_size, int)
-        try:
-            record = Record.from_document(document.get("record"), stage, key)
-        except RecordError as exc:
-            raise RemoteError(f"its local record is malformed: {exc}") from None
-        if record.parent != parent or record.parent_stage != parent_stage:
-            raise RemoteError("its local record names another parent")
-        if not record.digest or (parent is not None and not record.parent_digest):
-            raise RemoteError("its local record does not name its checkpoint's and its parent's digests")
-        created = document.get("created", 0.0)
-        if isinstance(created, bool) or not isinstance(created, int | float):
-            raise RemoteError("a malformed creation time")
-        return cls(stage, key, parent, parent_stage, sha, size, raw_size, record, float(created))
-
-
-def parse_archive_state(raw: bytes, trusted: list[bytes] | None) -> dict[str, Any]:
-    """{"url", "fetched", "digest"} from a remote archive state, or RemoteError saying why not."""
-    if len(raw) > MAX_ARCHIVE_STATE_BYTES:
-        raise RemoteError("an archive state larger than one can be")
-    try:
-        document = load_json(raw)
-    except ValueError as exc:
-        raise RemoteError(f"an archive state that is not JSON ({exc})") from None
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
-        raise RemoteError("not an archive state of a known format")
-    if trusted is not None:
-        problem = signature_problem(document, trusted)
-        if problem:
-            raise RemoteError(f"archive state: {problem}")
-    url, fetched, digest = document.get("url"), document.get("fetched"), document.get("digest")
-    if not (
-        isinstance(url, str)
-        and len(url) < 2048
-        and isinstance(digest, str)
-        and _ARCHIVE_NAME.fullmatch(digest)
-        and isinstance(fetched, int | float)
-        and not isinstance(fetched, bool)
-    ):
-        raise RemoteError("an archive state with malformed fields")
-    return {"url": url, "fetched": float(fetched), "digest": digest}
-
-
-def _size_ok(number: Any) -> bool:
-    return isinstance(number, int) and not isinstance(number, bool) and 0 < number <= MAX_BLOB
-
-
-# --- transfer helpers ---------------------------------------------------------------------------
-
-
-class _HashingWriter:
-    def __init__(self, out: IO[bytes]):
-        self.out = out
-        self.sha = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> int:
-        self.sha.update(data)
-        self.size += len(data)
-        return self.out.write(data)
-
-    def flush(self) -> None:
-        self.out.flush()
-
-
-class _SparseWriter:
-    """Writes a checkpoint back with its holes: all-zero blocks are skipped, not written."""
-
-    BLOCK = 1 << 16
-
-    def __init__(self, out: IO[bytes]):
-        self.out = out
-        self.size = 0
-        self.pending = b""
-        self.sha = hashlib.sha256()  # of the checkpoint's bytes, holes included
-
-    def write(self, data: bytes) -> int:
-        self.pending += data
-        whole = len(self.pending) - len(self.pending) % self.BLOCK
-        for offset in range(0, whole, self.BLOCK):
-            self._block(self.pending[offset : offset + self.BLOCK])
-        self.pending = self.pending[whole:]
-        return len(data)
-
-    def flush(self) -> None:
-        pass
-
-    def _block(self, block: bytes) -> None:
-        self.sha.update(block)
-        if block.count(0) == len(block):
-            self.out.seek(len(block), os.SEEK_CUR)
-        else:
-            self.out.write(block)
-        self.size += len(block)
-
-    def close(self) -> None:
-        if self.pending:
-            self.sha.update(self.pending)
-            self.out.write(self.pending)
-            self.size += len(self.pending)
-        self.out.truncate(self.size)
-
-
-def compress(source: Path, target: Path) -> tuple[str, int, int]:
-    """zstd-compress a checkpoint; (sha256 of the blob, blob size, checkpoint size)."""
-    import zstandard
-
-    with open(source, "rb") as src, open(target, "wb") as out:
-        writer = _HashingWriter(out)
-        cctx = zstandard.ZstdCompressor(level=3, threads=-1)
-        read, _ = cctx.copy_stream(src, writer, read_size=CHUNK, write_size=CHUNK)  # type: ignore[arg-type]
-        out.flush()
-    return writer.sha.hexdigest(), writer.size, int(read)
 
 
 @dataclass
@@ -426,6 +178,7 @@ class Remote:
         self._signing = load_signing_key(config.signing_key) if config.signing_key else None
         self._records: dict[str, RemoteRecord | None] = {}
         self._unreachable = False
+        self._failures = 0
 
     # --- plumbing ---
     @property
@@ -440,7 +193,9 @@ class Remote:
                 endpoint_url=self.config.endpoint_url,
                 region_name=session.region_name or "us-east-1",
                 config=Config(
-                    connect_timeout=5, read_timeout=60, retries={"max_attempts": 2, "mode": "standard"}
+                    connect_timeout=CONNECT_TIMEOUT,
+                    read_timeout=READ_TIMEOUT,
+                    retries={"max_attempts": 2, "mode": "standard"},
                 ),
             )
         return self._client
@@ -461,16 +216,44 @@ class Remote:
 
         try:
             yield
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, OSError) as exc:
-            if isinstance(
-                exc, botocore.exceptions.EndpointConnectionError | botocore.exceptions.ConnectTimeoutError
-            ):
-                self._unreachable = True
-            self.warn(f"{what} failed ({exc}); building locally")
+        except (
+            botocore.exceptions.BotoCoreError,
+            botocore.exceptions.ClientError,
+            OSError,
+            ValueError,  # a connection closed under a read by the deadline, a junk answer
+        ) as exc:
+            self._failed(exc)
+            self.warn(f"{what} failed ({self._redacted(exc)}); building locally")
             raise RemoteError(str(exc)) from None
         except RemoteError as exc:
             self.warn(f"{what}: {exc}")
             raise
+
+    def _failed(self, exc: BaseException) -> None:
+        """Count a failure of the remote itself; after a few (or one it cannot answer at all)
+        it is left alone for the rest of the run, with one warning."""
+        import botocore.exceptions
+
+        gone = (
+            botocore.exceptions.EndpointConnectionError
+            | botocore.exceptions.ConnectTimeoutError
+            | botocore.exceptions.ReadTimeoutError
+            | DeadlineExceeded
+        )
+        self._failures += 1
+        if not self._unreachable and (isinstance(exc, gone) or self._failures >= MAX_FAILURES):
+            self._unreachable = True
+            self.warn(f"{self.config.url} is not answering; going on without it for this run")
+
+    def _redacted(self, exc: BaseException) -> str:
+        """An error's text without credentials an endpoint URL may carry (user:password@)."""
+        text = str(exc)
+        endpoint = self.config.endpoint_url
+        if endpoint:
+            parsed = urllib.parse.urlsplit(endpoint)
+            if parsed.password:
+                text = text.replace(parsed.password, "***")
+        return text
 
     def _exists(self, kind: str, name: str) -> bool:
         import botocore.exceptions
@@ -508,7 +291,8 @@ class Remote:
                 return None
             raise
         body = response["Body"]
-        raw: bytes = body.read(limit + 1)
+        with deadline(SMALL_OBJECT_SECONDS, cut_off(body)):
+            raw: bytes = body.read(limit + 1)
         body.close()
         return raw
 
@@ -599,16 +383,9 @@ class Remote:
             problem = qcow2.check_backing(tmp, expected_backing)
             if problem:
                 raise RemoteError(f"blob of {record.name} is not the checkpoint it claims: {problem}")
-            check = subprocess.run(
-                ["qemu-img", "check", "-q", "-f", "qcow2", str(tmp)],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if check.returncode != 0:
-                raise RemoteError(
-                    f"blob of {record.name} fails qemu-img check: {(check.stdout + check.stderr).strip()}"
-                )
+            check = qemu_img_check(tmp)
+            if check is not None:
+                raise RemoteError(f"blob of {record.name} fails qemu-img check: {check}")
             below = None
             if record.parent and record.parent_stage:
                 below = store.lookup(record.parent_stage, record.parent, disk=True)
@@ -639,8 +416,11 @@ class Remote:
         sha = hashlib.sha256()
         received = 0
         dctx = zstandard.ZstdDecompressor()
-        with open(target, "wb") as out:
-            sparse = _SparseWriter(out)
+        with (
+            open(target, "wb") as out,
+            deadline(SMALL_OBJECT_SECONDS + record.size / MIN_RATE, cut_off(body)),
+        ):
+            sparse = SparseWriter(out, record.raw_size)
             writer = dctx.stream_writer(sparse, write_size=CHUNK, closefd=False)  # type: ignore[arg-type]
             with writer as decompressor:
                 try:
@@ -650,10 +430,10 @@ class Remote:
                             raise RemoteError(f"blob of {record.name} is larger than its record says")
                         sha.update(chunk)
                         decompressor.write(chunk)
-                        if sparse.size > record.raw_size:
-                            raise RemoteError(f"blob of {record.name} unpacks larger than its record says")
                 except zstandard.ZstdError as exc:
                     raise RemoteError(f"blob of {record.name} is not zstd data: {exc}") from None
+                except TooLarge as exc:
+                    raise RemoteError(f"blob of {record.name} {exc}") from None
                 finally:
                     body.close()
                     self.counters.received += received
@@ -677,7 +457,7 @@ class Remote:
         name = f"{stage}-{key}"
         try:
             with self.guarded(f"pushing {name}"):
-                if self._exists("records", f"{name}.json"):
+                if self._valid_record_there(stage, key):
                     return False
                 if not self._parent_matches(local):
                     return False
@@ -685,6 +465,21 @@ class Remote:
                 return True
         except RemoteError:
             return False
+
+    def _valid_record_there(self, stage: str, key: str) -> bool:
+        """Whether the remote has a record for this entry that verifies. One that does not
+        (junk, damaged, signed by no trusted key) is replaced by a valid push, so one bad
+        object never blocks a stage for good."""
+        name = f"{stage}-{key}"
+        if not self._exists("records", f"{name}.json"):
+            return False
+        try:
+            found = self._fetch_record(stage, key)
+        except RemoteError as exc:
+            self.warn(f"replacing {name}: the remote's record does not verify ({exc})")
+            return False
+        self._records[name] = found
+        return found is not None
 
     def _parent_matches(self, local: Record) -> bool:
         """The remote holds consistent chains only: an entry goes up only over a remote parent
@@ -716,10 +511,7 @@ class Remote:
         remote = RemoteRecord(
             local.stage, local.key, local.parent, local.parent_stage, sha, size, raw_size, local, time.time()
         )
-        document = remote.document()
-        if self._signing is not None:
-            document = sign(document, self._signing)
-        body = json.dumps(document, sort_keys=True, indent=1).encode()
+        body = seal(json.dumps(remote.document(), sort_keys=True, indent=1).encode(), self._signing)
         self.client.put_object(
             Bucket=self.config.bucket, Key=self._object("records", f"{remote.name}.json"), Body=body
         )
@@ -749,14 +541,10 @@ class Remote:
     def publish_archive_state(self, name: str, state: dict[str, Any]) -> None:
         if not self.config.can_write or self._unreachable or not _ARCHIVE_NAME.fullmatch(name):
             return
-        document = {"format": FORMAT, **state}
-        if self._signing is not None:
-            document = sign(document, self._signing)
+        body = seal(json.dumps({"format": FORMAT, **state}, sort_keys=True).encode(), self._signing)
         with contextlib.suppress(RemoteError), self.guarded(f"publishing the archive state {name}"):
             self.client.put_object(
-                Bucket=self.config.bucket,
-                Key=self._object("archive", f"{name}.json"),
-                Body=json.dumps(document, sort_keys=True).encode(),
+                Bucket=self.config.bucket, Key=self._object("archive", f"{name}.json"), Body=body
             )
 
     # --- listing and collecting ---

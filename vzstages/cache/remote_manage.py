@@ -11,7 +11,8 @@ from pathlib import Path
 from ..errors import VzError
 from ..units import human_age, human_size
 from .record import KEY, STAGE_NAMES, Record
-from .remote import Remote, RemoteRecord
+from .remote import Remote
+from .remote_record import RemoteRecord
 from .store import Store
 
 

@@ -1,0 +1,138 @@
+"""Moving checkpoints to and from a remote: compressed with zstd, hashed as they stream, written
+back sparse, and never larger than declared nor slower than a deadline for the whole object."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import IO
+
+CHUNK = 1 << 22
+
+
+def cut_off(body: object) -> Callable[[], None]:
+    """What stops a transfer from another thread: shut the socket under the response down (a
+    blocked read returns at once), then close the response. Closing alone does not unblock a
+    read that a trickling server keeps alive."""
+
+    def abort() -> None:
+        raw = getattr(body, "_raw_stream", body)
+        connection = getattr(raw, "_connection", None) or getattr(raw, "connection", None)
+        sock = getattr(connection, "sock", None)
+        if isinstance(sock, socket.socket):
+            with suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        close = getattr(body, "close", None)
+        if callable(close):
+            close()
+
+    return abort
+
+
+class TooLarge(ValueError):
+    """More bytes than the record declared: a bomb, or another object."""
+
+
+class DeadlineExceeded(TimeoutError):
+    pass
+
+
+@contextmanager
+def deadline(seconds: float, abort: Callable[[], object]) -> Iterator[threading.Event]:
+    """Run the block with `abort` called (closing the connection under a blocked read) once
+    `seconds` have passed: a server that trickles a byte a minute cannot hold a build. The
+    event tells whether it fired; DeadlineExceeded is raised when the block ends after it."""
+    fired = threading.Event()
+
+    def expire() -> None:
+        fired.set()
+        with suppress(Exception):  # the transfer may be closing itself at this moment
+            abort()
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield fired
+    except Exception:
+        if fired.is_set():
+            raise DeadlineExceeded(f"no complete answer within {seconds:.0f}s") from None
+        raise
+    finally:
+        timer.cancel()
+    if fired.is_set():
+        raise DeadlineExceeded(f"no complete answer within {seconds:.0f}s")
+
+
+class HashingWriter:
+    def __init__(self, out: IO[bytes]):
+        self.out = out
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.sha.update(data)
+        self.size += len(data)
+        return self.out.write(data)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+
+class SparseWriter:
+    """Writes a checkpoint back with its holes: all-zero blocks are skipped, not written."""
+
+    BLOCK = 1 << 16
+
+    def __init__(self, out: IO[bytes], limit: int):
+        self.out = out
+        self.limit = limit
+        self.size = 0
+        self.pending = b""
+        self.sha = hashlib.sha256()  # of the checkpoint's bytes, holes included
+
+    def write(self, data: bytes) -> int:
+        # Counted as the decompressor produces it: a small bomb stops at the declared size.
+        if self.size + len(self.pending) + len(data) > self.limit:
+            raise TooLarge(f"unpacks to more than the {self.limit} bytes declared")
+        self.pending += data
+        whole = len(self.pending) - len(self.pending) % self.BLOCK
+        for offset in range(0, whole, self.BLOCK):
+            self._block(self.pending[offset : offset + self.BLOCK])
+        self.pending = self.pending[whole:]
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def _block(self, block: bytes) -> None:
+        self.sha.update(block)
+        if block.count(0) == len(block):
+            self.out.seek(len(block), os.SEEK_CUR)
+        else:
+            self.out.write(block)
+        self.size += len(block)
+
+    def close(self) -> None:
+        if self.pending:
+            self.sha.update(self.pending)
+            self.out.write(self.pending)
+            self.size += len(self.pending)
+        self.out.truncate(self.size)
+
+
+def compress(source: Path, target: Path) -> tuple[str, int, int]:
+    """zstd-compress a checkpoint; (sha256 of the blob, blob size, checkpoint size)."""
+    import zstandard
+
+    with open(source, "rb") as src, open(target, "wb") as out:
+        writer = HashingWriter(out)
+        cctx = zstandard.ZstdCompressor(level=3, threads=-1)
+        read, _ = cctx.copy_stream(src, writer, read_size=CHUNK, write_size=CHUNK)  # type: ignore[arg-type]
+        out.flush()
+    return writer.sha.hexdigest(), writer.size, int(read)
