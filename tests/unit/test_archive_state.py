@@ -149,3 +149,22 @@ def test_hosts_sharing_a_remote_cache_share_the_archive_state(
     lonely = host("d")
     assert lonely.suites(manifest, [""]) == third
     assert any("malformed" in w for w in lonely.shared.warnings)  # type: ignore[union-attr]
+
+
+def test_a_state_dated_in_the_future_or_nested_deep_is_fetched_again(tmp_path, write_manifest, mirror):
+    """A planted state cannot pin a suite for a day: it is ignored with a warning."""
+    import time
+
+    _, url, _ = mirror
+    manifest = manifest_for(write_manifest, url)
+    state = ArchiveState(tmp_path / "archive", max_age=3600)
+    first = state.suites(manifest, [""])
+    [path] = (tmp_path / "archive").glob("*.json")
+    for planted in (
+        json.dumps({"url": "x", "fetched": time.time() + 86400, "digest": "0" * 32}),
+        "[" * 50_000,
+    ):
+        path.write_text(planted)
+        again = ArchiveState(tmp_path / "archive", max_age=3600)
+        assert again.suites(manifest, [""]) == first
+        assert again.warnings, planted[:20]

@@ -218,3 +218,12 @@ def test_a_record_without_digests_is_no_hit(store):
 
     fake_entry(store, "volume", VOL, None, digest="")
     assert store.hit("volume", VOL, disk=True, outputs=[], touch=False) is None
+
+
+def test_a_deeply_nested_record_is_skipped_with_a_warning(store):
+    add(store, "volume", VOL, None, time.time())
+    store.record_path("os", OSK).write_text("[" * 100_000)
+    assert [e.record.key for e in store.entries()] == [VOL]
+    assert store.lookup("os", OSK, disk=False) is None
+    assert any("nested deeper" in w for w in store.warnings), store.warnings
+    assert manage.list_lines(store)[-1].startswith("1 entries")

@@ -422,3 +422,48 @@ def test_a_key_file_that_is_not_a_file_is_refused_without_hanging(tmp_path, spec
     for option in ("signing_key", "trusted_keys"):
         with pytest.raises(VzError, match="not a regular file"):
             remote_config("s3://bucket", **{option: str(path)})
+
+
+def test_remote_gc_removes_what_does_not_verify_and_keeps_valid_chains(
+    tmp_path, s3, bucket, moto_endpoint, monkeypatch
+):
+    from vzstages.cache import remote_manage
+
+    monkeypatch.setattr(remote_manage, "ORPHAN_AGE", -1.0)
+    pushed(tmp_path, bucket, moto_endpoint)
+    junk = {"records/system-" + "e" * 32 + ".json": b"[" * 100_000, "records/os-bad.json": b"x"}
+    for name, body in junk.items():
+        s3.put_object(Bucket=bucket, Key=f"team/{name}", Body=body)
+    s3.put_object(Bucket=bucket, Key="team/blobs/" + "f" * 64, Body=b"an orphan")
+    fresh = remote(Store(tmp_path / "c"), bucket, moto_endpoint)
+    deleted = remote_manage.collect(fresh, max_size=None, max_age=None)
+    assert len(deleted) == 3, deleted  # two junk records and the orphan blob; every valid entry stays
+    left = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="team/")["Contents"]}
+    assert all(f"team/{name}" not in left for name in junk)
+    assert "team/blobs/" + "f" * 64 not in left
+    assert {
+        f"team/records/{s}-{k}.json" for s, k in (("volume", VOL), ("os", OSK), ("packages", PKG))
+    } <= left
+
+
+def test_remote_gc_refuses_to_delete_in_read_mode(tmp_path, s3, bucket, moto_endpoint):
+    from vzstages.cache import remote_manage
+
+    pushed(tmp_path, bucket, moto_endpoint)
+    reader = Remote(
+        RemoteConfig(f"s3://{bucket}/team", mode="read", endpoint_url=moto_endpoint), Store(tmp_path / "c")
+    )
+    with pytest.raises(VzError, match="not with --remote-mode read"):
+        remote_manage.collect(reader, max_size=1, max_age=None)
+    assert remote(Store(tmp_path / "d"), bucket, moto_endpoint).lookup("packages", PKG) is not None
+
+
+def test_listing_an_unreachable_remote_is_one_clear_error(tmp_path):
+    from vzstages.cache import remote_manage
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    gone = remote(Store(tmp_path / "c"), "bucket", f"http://127.0.0.1:{port}")
+    with pytest.raises(VzError, match="cannot list it"):
+        remote_manage.list_lines(gone)

@@ -31,6 +31,7 @@ from ..errors import VzError
 from ..manifest import Manifest
 from ..manifest.releases import lookup
 from ..units import parse_age
+from .record import load_json
 
 log = logging.getLogger("vzstages.progress")
 DEFAULT_MAX_AGE = 24 * 3600.0
@@ -151,15 +152,18 @@ class ArchiveState:
         try:
             if not path.is_file():
                 return None
-            data = json.loads(path.read_bytes()[:65536])
+            data = load_json(path.read_bytes()[:65536])
             if (
                 isinstance(data, dict)
                 and isinstance(data.get("digest"), str)
                 and isinstance(data.get("fetched"), int | float)
                 and not isinstance(data.get("fetched"), bool)
             ):
-                return data
-            problem = "not an archive state record"
+                if data["fetched"] <= time.time() + CLOCK_SKEW:
+                    return data
+                problem = "dated in the future (a wrong clock, or planted): fetched again"
+            else:
+                problem = "not an archive state record"
         except (OSError, ValueError) as exc:
             problem = str(exc)
         warning = f"ignoring {path}: {problem}"

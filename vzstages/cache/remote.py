@@ -548,20 +548,53 @@ class Remote:
             )
 
     # --- listing and collecting ---
+    def scan(self) -> tuple[list[tuple[RemoteRecord, float]], list[tuple[str, float]]]:
+        """Every record on the remote: those that verify (with when each was written), and the
+        names of those that do not (junk, damaged, signed by no trusted key). VzError if the
+        remote cannot be listed; a record that cannot be read now is neither (it is skipped)."""
+        valid: list[tuple[RemoteRecord, float]] = []
+        junk: list[tuple[str, float]] = []
+        for name, modified in self._listing("records"):
+            match = _RECORD.fullmatch(name)
+            if not match or not valid_entry(match["stage"], match["key"]):
+                junk.append((name, modified))
+                continue
+            failures = self._failures
+            record = self.lookup(match["stage"], match["key"])
+            if self._unreachable:
+                raise VzError(
+                    f"remote cache {self.config.url}: {self.warnings[-1] if self.warnings else 'unreachable'}"
+                )
+            if record is not None:
+                valid.append((record, modified))
+            elif self._failures == failures:  # it was read, and it does not verify
+                junk.append((name, modified))
+        return valid, junk
+
     def entries(self) -> list[tuple[RemoteRecord, float]]:
         """Every trustworthy record on the remote, with when it was last written."""
+        return self.scan()[0]
+
+    def _listing(self, kind: str) -> list[tuple[str, float]]:
+        """(name, last written) of every object under `kind/`; VzError if the remote cannot say."""
         found = []
-        paginator = self.client.get_paginator("list_objects_v2")
-        prefix = self._object("records", "")
-        for page in paginator.paginate(Bucket=self.config.bucket, Prefix=prefix):
-            for item in page.get("Contents", []):
-                match = _RECORD.fullmatch(item["Key"][len(prefix) :])
-                if not match or not valid_entry(match["stage"], match["key"]):
-                    continue
-                record = self.lookup(match["stage"], match["key"])
-                if record is not None:
-                    found.append((record, item["LastModified"].timestamp()))
+        prefix = self._object(kind, "")
+        try:
+            with self.guarded(f"listing {kind}"):
+                paginator = self.client.get_paginator("list_objects_v2")
+                for page in paginator.paginate(Bucket=self.config.bucket, Prefix=prefix):
+                    for item in page.get("Contents", []):
+                        found.append((str(item["Key"])[len(prefix) :], item["LastModified"].timestamp()))
+        except RemoteError as exc:
+            raise VzError(f"remote cache {self.config.url}: cannot list it ({self._redacted(exc)})") from None
         return found
+
+    def blobs(self) -> list[tuple[str, float]]:
+        return self._listing("blobs")
+
+    def delete_object(self, kind: str, name: str) -> None:
+        with contextlib.suppress(RemoteError), self.guarded(f"deleting {kind}/{name}"):
+            self.client.delete_object(Bucket=self.config.bucket, Key=self._object(kind, name))
 
     def delete(self, record: RemoteRecord, blob_in_use: bool) -> None:
         """Record first: without it the blob is no longer an entry."""

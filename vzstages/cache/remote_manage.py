@@ -30,7 +30,7 @@ def list_lines(remote: Remote) -> list[str]:
         label = "  " * depth + f"{record.stage}-{record.key[:12]}"
         lines.append(
             f"{label:<30}{human_size(record.size):>10}{human_size(record.raw_size):>10}"
-            f"{human_age(now - modified):>7}"
+            f"{human_age(now - modified):>7}  {record.signer[-16:] or 'no'}"
         )
         for child, when in sorted(children.get(record.key, []), key=lambda c: c[1]):
             if depth < len(STAGE_NAMES):
@@ -44,12 +44,31 @@ def list_lines(remote: Remote) -> list[str]:
     return lines
 
 
+# A blob no record names is an orphan once it is this old (younger: a push still under way).
+ORPHAN_AGE = 3600.0
+
+
 def collect(remote: Remote, max_size: int | None, max_age: float | None, dry_run: bool = False) -> list[str]:
     """As local gc: leaves first, oldest first, chains kept whole; a blob goes with the last
-    record that names it."""
-    remaining = remote.entries()
+    record that names it. First, what does not verify goes (records, then blobs no valid record
+    names), so one junk object cannot hold a bucket; a parent a valid child names stays."""
+    if not remote.config.can_write:
+        raise VzError(
+            f"cache gc --remote deletes from the remote: not with --remote-mode {remote.config.mode}"
+        )
+    remaining, junk = remote.scan()
     now = time.time()
     deleted: list[str] = []
+    for name, _ in junk:
+        if not dry_run:
+            remote.delete_object("records", name)
+        deleted.append(f"records/{name} (does not verify)")
+    named = {r.sha256 for r, _ in remaining}
+    for name, modified in remote.blobs():
+        if name not in named and now - modified > ORPHAN_AGE:
+            if not dry_run:
+                remote.delete_object("blobs", name)
+            deleted.append(f"blobs/{name[:16]}... (no valid record names it)")
     while True:
         parents = {r.parent for r, _ in remaining if r.parent}
         leaves = sorted((e for e in remaining if e[0].key not in parents), key=lambda e: e[1])

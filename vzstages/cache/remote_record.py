@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import VzError
 from .record import Record, RecordError, load_json, valid_entry
-from .signing import SignatureError, unseal
+from .signing import SignatureError, signer_of, unseal
 
 # 2: objects signed over their bytes (signing.py), records naming checkpoint and parent digests.
 FORMAT = 2
@@ -36,6 +36,7 @@ class RemoteRecord:
     raw_size: int  # the checkpoint's bytes
     record: Record  # the local record of the pushing host (facts, timings ...)
     created: float = 0.0
+    signer: str = ""  # the key the record says signed it (verified when keys are trusted)
 
     @property
     def name(self) -> str:
@@ -93,7 +94,8 @@ class RemoteRecord:
         created = document.get("created", 0.0)
         if isinstance(created, bool) or not isinstance(created, int | float):
             raise RemoteError("a malformed creation time")
-        return cls(stage, key, parent, parent_stage, sha, size, raw_size, record, float(created))
+        signer = signer_of(raw)
+        return cls(stage, key, parent, parent_stage, sha, size, raw_size, record, float(created), signer)
 
 
 def parse_archive_state(raw: bytes, trusted: list[bytes] | None) -> dict[str, Any]:

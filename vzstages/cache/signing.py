@@ -113,6 +113,14 @@ def seal(payload: bytes, key: Any | None) -> bytes:
     return header + payload
 
 
+def signer_of(raw: bytes) -> str:
+    """The public key (ssh-ed25519 base64 body) a stored object says signed it, or ""."""
+    if not raw.startswith(MAGIC):
+        return ""
+    header = raw.partition(b"\n")[0][len(MAGIC) : MAX_HEADER]
+    return header.split(b" ")[0].decode("ascii", "replace")
+
+
 def unseal(raw: bytes, trusted: list[bytes] | None) -> bytes:
     """The payload of a stored object; SignatureError unless a trusted key signed exactly these
     bytes (when keys are trusted at all). Checked before anything parses the payload."""
