@@ -308,7 +308,23 @@ def load_plans(
         plan = compile_plan(loaded, store, archive.suites, publish=publish)
         plan.remote = shared
         plans.append(plan)
+    check_one_output_one_manifest(plans)
     return plans
+
+
+def check_one_output_one_manifest(plans: Sequence[Plan]) -> None:
+    """Two manifests that would write one file (an image name shared by a copy with another
+    hostname) are refused before any stage runs: one would silently overwrite the other."""
+    writers: dict[Path, tuple[str, Plan]] = {}
+    for plan in plans:
+        for stage in plan.stages:
+            for output in stage.outputs:
+                earlier = writers.setdefault(output, (stage.key, plan))
+                if earlier[0] != stage.key:
+                    raise VzError(
+                        f"{earlier[1].manifest.path} and {plan.manifest.path} would both write {output}: "
+                        "give one of them another name (or bootstrapper.workspace)"
+                    )
 
 
 def load_plan(

@@ -7,11 +7,13 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from doit.cmd_base import TaskLoader2
 from doit.doit_cmd import DoitMain
 from doit.loader import generate_tasks
 
+from . import __version__
 from .build import (
     DOIT_PLUGINS,
     Build,
@@ -260,11 +262,12 @@ def add_common(parser: argparse.ArgumentParser, default: object, url_optional: b
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="vzstages", description=__doc__)
+    top = Parser(prog="vzstages", description=__doc__)
+    top.add_argument("--version", action="version", version=f"vzstages {__version__}")
     add_common(top, None)
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     add_common(common, argparse.SUPPRESS)
-    sub = top.add_subparsers(dest="command", required=True)
+    sub = top.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     p = sub.add_parser("validate", parents=[common], help="check manifests (no root, no network)")
     p.add_argument("manifests", nargs="+")
@@ -292,7 +295,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-publish", action="store_true", help=NO_PUBLISH_HELP)
     p.set_defaults(func=cmd_build)
 
-    cache_common = argparse.ArgumentParser(add_help=False)
+    cache_common = Parser(add_help=False)
     add_common(cache_common, argparse.SUPPRESS, url_optional=True)
     cache_help = "list, collect, verify, push or pull cache entries"
     p = sub.add_parser("cache", parents=[cache_common], help=cache_help)
@@ -327,6 +330,22 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--console-log", help="write the serial console to this file")
     p.set_defaults(func=cmd_boot)
     return top
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that names the nearest command when one is misspelt (`vzstages biuld`)."""
+
+    def error(self, message: str) -> NoReturn:
+        import difflib
+        import re
+
+        wrong = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if wrong:
+            choices = re.findall(r"'([^']*)'", wrong[2])
+            near = difflib.get_close_matches(wrong[1], choices, n=1)
+            if near:
+                message += f"; did you mean {near[0]!r}?"
+        super().error(message)
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

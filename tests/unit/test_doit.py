@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from doit.doit_cmd import DoitMain
 
 from vzstages.build import DOIT_PLUGINS, Build
@@ -185,3 +186,52 @@ def test_a_matrix_file_and_a_comma_list_name_several_manifests(tmp_path, write_m
     matrix.write_text("manifests: [one.yml, two.yml]\n")
     assert expand_manifests([str(matrix)]) == [one, two]
     assert expand_manifests([f"{one},{two}"]) == [one, two]
+
+
+class PretendBuild(Build):
+    """Runs no stage: each "builds" at once, writing its targets (checkpoint, image)."""
+
+    def run_stage(self, plan, stage, display=""):  # type: ignore[override]
+        for output in plan.targets(stage):
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text(f"made by {stage.name}")
+        return {"status": "built", "seconds": 0.0}
+
+
+def test_a_partial_build_names_no_image(tmp_path, write_manifest, capfd):
+    manifest = write_manifest(KVM_MANIFEST + f"bootstrapper:\n  workspace: {tmp_path / 'build'}\n")
+    build = PretendBuild([plan_for(manifest, tmp_path / "cache")])
+    image = build.plan.stage("image").outputs[0]
+    image.parent.mkdir(parents=True)
+    image.write_text("an old image, from another run")
+    out = tmp_path / "out.txt"
+    run_doit(capfd, build, "run", "--output-file", str(out), "os")
+    partial = out.read_text()
+    assert "built volume, os" in partial and "image:" not in partial, partial
+    run_doit(capfd, build, "run", "--output-file", str(out))
+    whole = out.read_text()
+    assert f"image: {image}" in whole, whole
+
+
+def test_two_manifests_writing_one_image_are_refused_before_any_stage(tmp_path, write_manifest):
+    from vzstages.build import load_plans
+    from vzstages.errors import VzError
+
+    one = write_manifest(KVM_MANIFEST, "one.yml")
+    other = write_manifest(KVM_MANIFEST.replace("hostname: alpha", "hostname: beta"), "other.yml")
+    with pytest.raises(VzError, match="would both write"):
+        load_plans([one, other], tmp_path / "cache")
+    same = write_manifest(KVM_MANIFEST, "same.yml")  # the same image: one task, no conflict
+    assert len(load_plans([one, same], tmp_path / "cache")) == 2
+
+
+def test_version_and_a_misspelt_command(capsys):
+    from vzstages import __version__
+    from vzstages.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.strip() == f"vzstages {__version__}"
+    with pytest.raises(SystemExit):
+        main(["biuld", "kvm.yml"])
+    assert "did you mean 'build'?" in capsys.readouterr().err

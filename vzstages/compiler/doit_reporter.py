@@ -28,20 +28,28 @@ class StageReporter(ConsoleReporter):
         self.started = time.monotonic()
         self.results: list[Path] = []
         self.images: list[Path] = []
+        # What each task makes: named only when this run built, pulled or confirmed that task.
+        self.makes: dict[str, tuple[list[Path], list[Path]]] = {}
 
     def initialize(self, tasks: Any, selected_tasks: Any) -> None:
         super().initialize(tasks, selected_tasks)
         self.started = time.monotonic()
         for name, task in tasks.items():
             meta = task.meta or {}
-            if name.split(":")[-1] == "publish":
-                self.results += [Path(t) for t in task.targets if t.endswith(".json")]
-            self.images += [Path(p) for p in meta.get("images", [])]
+            results = [Path(t) for t in task.targets if t.endswith(".json")]
+            publishes = name.split(":")[-1] == "publish"
+            self.makes[name] = ([Path(p) for p in meta.get("images", [])], results if publishes else [])
+
+    def _happened(self, task: Any) -> None:
+        images, results = self.makes.get(task.name, ([], []))
+        self.images += images
+        self.results += results
 
     def execute_task(self, task: Any) -> None:
         pass  # the stage runner reports its own progress
 
     def add_success(self, task: Any) -> None:
+        self._happened(task)
         values = task.values or {}
         status = values.get("status", "built")
         if status == "built":
@@ -59,6 +67,7 @@ class StageReporter(ConsoleReporter):
         self.write(f"{task.name:<8} FAILED\n")
 
     def skip_uptodate(self, task: Any) -> None:
+        self._happened(task)
         self.reused.append(task.name)
         self.saved += float((task.meta or {}).get("seconds") or 0.0)
         self.write(f"{task.name:<8} up to date\n")
