@@ -14,7 +14,7 @@ Booleans take true/false, yes/no, on/off or 1/0. `doit -n 2` builds independent 
 from doit import get_var
 
 from vzstages.build import load_build, parse_bool, report_and_exit
-from vzstages.cache.remote import remote_config
+from vzstages.cache.remote_config import remote_config
 from vzstages.errors import VzError
 
 try:

@@ -24,7 +24,8 @@ from doit.exceptions import TaskFailed
 
 from . import console
 from .cache.archive_state import ArchiveState
-from .cache.remote import Remote, RemoteConfig
+from .cache.remote import Remote
+from .cache.remote_config import RemoteConfig
 from .cache.store import Store
 from .common.partitions import format_tools
 from .compiler import doit_tasks

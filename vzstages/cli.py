@@ -23,7 +23,8 @@ from .build import (
     setup_console_logging,
 )
 from .cache.record import STAGE_NAMES
-from .cache.remote import Remote, RemoteConfig, remote_config
+from .cache.remote import Remote
+from .cache.remote_config import RemoteConfig, remote_config
 from .cache.store import Store
 from .compiler.explain import explain
 from .compiler.plan import compile_plan

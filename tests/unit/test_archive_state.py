@@ -109,7 +109,8 @@ def test_hosts_sharing_a_remote_cache_share_the_archive_state(
     one that is not a state, is not taken."""
     import boto3
 
-    from vzstages.cache.remote import Remote, RemoteConfig
+    from vzstages.cache.remote import Remote
+    from vzstages.cache.remote_config import RemoteConfig
 
     for name, value in (
         ("AWS_ACCESS_KEY_ID", "t"),

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from vzstages.cache import remote as remote_module
-from vzstages.cache.remote import Remote, RemoteConfig
+from vzstages.cache.remote import Remote
+from vzstages.cache.remote_config import RemoteConfig
 from vzstages.cache.store import Store
 
 KEY = "a" * 32
@@ -119,7 +120,7 @@ def test_a_hostile_endpoint_costs_a_miss_and_a_warning_in_bounded_time(hostile, 
 
 
 def test_a_junk_endpoint_url_is_a_clear_error():
-    from vzstages.cache.remote import remote_config
+    from vzstages.cache.remote_config import remote_config
     from vzstages.errors import VzError
 
     for junk in ("not a url", "ftp://host", "http://", "http://user:pw@"):

@@ -19,7 +19,8 @@ import boto3
 import pytest
 
 from vzstages.cache.record import Record, file_sha256
-from vzstages.cache.remote import Remote, RemoteConfig, remote_config
+from vzstages.cache.remote import Remote
+from vzstages.cache.remote_config import RemoteConfig, remote_config
 from vzstages.cache.store import Store
 from vzstages.errors import VzError
 

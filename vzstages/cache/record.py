@@ -16,7 +16,7 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ..model.phases import STAGE_KINDS
 
@@ -66,12 +66,22 @@ def load_json(text: str | bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
     return json.loads(text)
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
+class Hasher(Protocol):
+    def update(self, data: bytes, /) -> None: ...
+
+    def hexdigest(self) -> str: ...
+
+
+def file_digest(path: Path, h: Hasher) -> str:
+    """A file's content through `h`, read in large chunks (checkpoints are gigabytes)."""
     with open(path, "rb") as f:
         while chunk := f.read(1 << 22):
             h.update(chunk)
     return h.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    return file_digest(path, hashlib.sha256())
 
 
 def _typed(data: dict[str, Any], name: str, types: tuple[type, ...], default: Any) -> Any:

@@ -31,7 +31,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import re
 import time
 import urllib.parse
@@ -46,6 +45,7 @@ from ..runid import run_id
 from ..units import human_size
 from . import qcow2
 from .record import MAX_RECORD_BYTES, Record, valid_entry
+from .remote_config import RemoteConfig
 from .remote_record import (
     _ARCHIVE_NAME,
     FORMAT,
@@ -60,8 +60,6 @@ from .transfer import CHUNK, DeadlineExceeded, SparseWriter, TooLarge, compress,
 
 log = logging.getLogger("vzstages.progress")
 
-MODES = ("readwrite", "read", "write", "off")
-_URL = re.compile(r"s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(?P<prefix>[\w./-]*))?", re.ASCII)
 _RECORD = re.compile(r"(?P<stage>[a-z]+)-(?P<key>[0-9a-f]{32})\.json", re.ASCII)
 # A remote that fails this often in one run is left alone for the rest of it.
 MAX_FAILURES = 3
@@ -71,83 +69,6 @@ MIN_RATE = 1 << 20
 # Per socket read; a whole object has its deadline above.
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 10.0
-
-
-# --- configuration -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RemoteConfig:
-    """Where the remote cache is and what this host may do with it (per host, never per manifest)."""
-
-    url: str
-    mode: str = "readwrite"
-    endpoint_url: str | None = None
-    signing_key: Path | None = None  # an OpenSSH ed25519 private key: pushes are signed with it
-    trusted_keys: Path | None = None  # OpenSSH public keys, one a line: pulls need a signature by one
-
-    @property
-    def bucket(self) -> str:
-        match = _URL.fullmatch(self.url)
-        assert match is not None  # checked by remote_config
-        return match["bucket"]
-
-    @property
-    def prefix(self) -> str:
-        match = _URL.fullmatch(self.url)
-        assert match is not None
-        prefix = (match["prefix"] or "").strip("/")
-        return f"{prefix}/" if prefix else ""
-
-    @property
-    def can_read(self) -> bool:
-        return self.mode in ("readwrite", "read")
-
-    @property
-    def can_write(self) -> bool:
-        return self.mode in ("readwrite", "write")
-
-
-def remote_config(
-    url: str | None = None,
-    mode: str | None = None,
-    endpoint_url: str | None = None,
-    signing_key: str | None = None,
-    trusted_keys: str | None = None,
-) -> RemoteConfig | None:
-    """From the command line, else the environment (VZSTAGES_REMOTE, VZSTAGES_REMOTE_MODE,
-    VZSTAGES_REMOTE_ENDPOINT, VZSTAGES_REMOTE_SIGNING_KEY, VZSTAGES_REMOTE_TRUSTED_KEYS)."""
-    env = os.environ.get
-    url = url if url is not None else env("VZSTAGES_REMOTE", "")
-    mode = (mode or env("VZSTAGES_REMOTE_MODE") or "readwrite").strip().lower()
-    if mode == "read-write":
-        mode = "readwrite"
-    if mode not in MODES:
-        raise VzError(f"remote mode {mode!r}: use read, write, readwrite or off")
-    if not url or mode == "off":
-        return None
-    if not _URL.fullmatch(url):
-        raise VzError(f"remote cache {url!r}: expected s3://BUCKET or s3://BUCKET/PREFIX")
-    endpoint_url = endpoint_url or env("VZSTAGES_REMOTE_ENDPOINT") or None
-    if endpoint_url is not None:
-        parsed = urllib.parse.urlsplit(endpoint_url)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise VzError(f"remote endpoint {endpoint_url!r}: expected http(s)://HOST[:PORT]")
-    signing = signing_key or env("VZSTAGES_REMOTE_SIGNING_KEY")
-    trusted = trusted_keys or env("VZSTAGES_REMOTE_TRUSTED_KEYS")
-    config = RemoteConfig(
-        url=url,
-        mode=mode,
-        endpoint_url=endpoint_url,
-        signing_key=Path(signing) if signing else None,
-        trusted_keys=Path(trusted) if trusted else None,
-    )
-    # Key files are read now: a typo is a clear error before any work, not a warning per stage.
-    if config.signing_key:
-        load_signing_key(config.signing_key)
-    if config.trusted_keys:
-        load_trusted_keys(config.trusted_keys)
-    return config
 
 
 @dataclass

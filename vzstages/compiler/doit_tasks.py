@@ -10,16 +10,13 @@ from typing import Any
 import xxhash
 from doit.dependency import MD5Checker
 
+from ..cache.record import file_digest
 from .explain import StageStatus, explain
 from .plan import CompiledStage, Plan
 
 
 def file_xxh3(path: str) -> str:
-    h = xxhash.xxh3_128()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_digest(Path(path), xxhash.xxh3_128())
 
 
 class XxhashChecker(MD5Checker):
