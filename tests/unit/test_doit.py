@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -198,7 +199,7 @@ class PretendBuild(Build):
         return {"status": "built", "seconds": 0.0}
 
 
-def test_a_partial_build_names_no_image(tmp_path, write_manifest, capfd):
+def test_a_partial_build_names_no_image_and_a_whole_one_writes_its_result_file(tmp_path, write_manifest, capfd):
     manifest = write_manifest(KVM_MANIFEST + f"bootstrapper:\n  workspace: {tmp_path / 'build'}\n")
     build = PretendBuild([plan_for(manifest, tmp_path / "cache")])
     image = build.plan.stage("image").outputs[0]
@@ -211,6 +212,15 @@ def test_a_partial_build_names_no_image(tmp_path, write_manifest, capfd):
     run_doit(capfd, build, "run", "--output-file", str(out))
     whole = out.read_text()
     assert f"image: {image}" in whole, whole
+    # The result file a pipeline reads: every stage, what this run did, the image's digest.
+    result_file = image.with_name(image.name.removesuffix(".qcow2") + ".json")
+    assert f"result: {result_file}" in whole, whole
+    result = json.loads(result_file.read_text())
+    assert [s["stage"] for s in result["stages"]] == [s.name for s in build.plan.stages]
+    assert {s["status"] for s in result["stages"]} == {"built"}
+    assert [s["key"] for s in result["stages"]] == [s.key for s in build.plan.stages]
+    assert result["images"][0]["sha256"] == hashlib.sha256(image.read_bytes()).hexdigest()
+    assert result["manifest"] == str(manifest) and result["vzstages"]
 
 
 def test_two_manifests_writing_one_image_are_refused_before_any_stage(tmp_path, write_manifest):

@@ -11,6 +11,7 @@ from typing import Any
 
 from doit.reporter import ConsoleReporter
 
+from ..results import write_result
 from ..units import human_size
 
 
@@ -30,6 +31,9 @@ class StageReporter(ConsoleReporter):
         self.images: list[Path] = []
         # What each task makes: named only when this run built, pulled or confirmed that task.
         self.makes: dict[str, tuple[list[Path], list[Path]]] = {}
+        self.outcome: dict[str, tuple[str, float]] = {}  # task -> (built|pulled|reused, seconds)
+        self.result_of: dict[str, dict[str, Any]] = {}  # image task -> what its result file names
+        self.happened: list[str] = []
 
     def initialize(self, tasks: Any, selected_tasks: Any) -> None:
         super().initialize(tasks, selected_tasks)
@@ -39,8 +43,11 @@ class StageReporter(ConsoleReporter):
             results = [Path(t) for t in task.targets if t.endswith(".json")]
             publishes = name.split(":")[-1] == "publish"
             self.makes[name] = ([Path(p) for p in meta.get("images", [])], results if publishes else [])
+            if meta.get("result"):
+                self.result_of[name] = meta["result"]
 
     def _happened(self, task: Any) -> None:
+        self.happened.append(task.name)
         images, results = self.makes.get(task.name, ([], []))
         self.images += images
         self.results += results
@@ -52,6 +59,10 @@ class StageReporter(ConsoleReporter):
         self._happened(task)
         values = task.values or {}
         status = values.get("status", "built")
+        self.outcome[task.name] = (
+            "reused" if status == "cached" else status,
+            float(values.get("seconds", 0.0)),
+        )
         if status == "built":
             self.built.append(task.name)
             self.took[task.name] = float(values.get("seconds", 0.0))
@@ -68,9 +79,18 @@ class StageReporter(ConsoleReporter):
 
     def skip_uptodate(self, task: Any) -> None:
         self._happened(task)
+        self.outcome[task.name] = ("reused", 0.0)
         self.reused.append(task.name)
         self.saved += float((task.meta or {}).get("seconds") or 0.0)
         self.write(f"{task.name:<8} up to date\n")
+
+    def _write_result(self, name: str) -> Path:
+        result = self.result_of[name]
+        stages = []
+        for stage, key, task_name in result["chain"]:
+            status, seconds = self.outcome.get(task_name, ("reused", 0.0))
+            stages.append({"stage": stage, "key": key, "status": status, "seconds": seconds})
+        return write_result(result, self.makes[name][0], stages)
 
     def complete_run(self) -> None:
         seconds = time.monotonic() - self.started
@@ -102,6 +122,9 @@ class StageReporter(ConsoleReporter):
         for image in self.images:
             if image.exists():
                 self.write(f"image: {image}\n")
+        for name in self.happened:
+            if name in self.result_of:
+                self.write(f"result: {self._write_result(name)}\n")
         # Last, one JSON line per published image (the AMI id...), for scripts: `| tail -1 | jq`.
         for result in self.results:
             if result.exists():

@@ -105,7 +105,9 @@ def doit_tasks(plans: list[Plan], action: StageAction) -> Iterator[dict[str, Any
         for status in explain(plans[0]):
             stage = status.stage
             parent = [stage.parent.name] if stage.parent else []
-            yield {"basename": stage.name, **_task(plans[0], status, action, stage.name, parent)}
+            task = {"basename": stage.name, **_task(plans[0], status, action, stage.name, parent)}
+            _add_result(task, plans[0], {s.name: s.name for s in plans[0].stages})
+            yield task
         return
     labels = plan_labels(plans)
     sharing: dict[Node, list[str]] = {}
@@ -127,7 +129,24 @@ def doit_tasks(plans: list[Plan], action: StageAction) -> Iterator[dict[str, Any
             emitted.add(here)
             parent = [f"{sharing[node(stage.parent)][0]}:{stage.parent.name}"] if stage.parent else []
             display = f"{'+'.join(sharing[here])}:{stage.name}"
-            yield {"basename": label, "name": stage.name, **_task(plan, status, action, display, parent)}
+            task = {"basename": label, "name": stage.name, **_task(plan, status, action, display, parent)}
+            names = {s.name: f"{sharing[node(s)][0]}:{s.name}" for s in plan.stages}
+            _add_result(task, plan, names)
+            yield task
+
+
+def _add_result(task: dict[str, Any], plan: Plan, task_names: dict[str, str]) -> None:
+    """What the image stage's result file names (results.py): the manifest and its chain."""
+    if not task["meta"]["images"]:
+        return
+    manifest = plan.manifest
+    task["meta"]["result"] = {
+        "name": manifest.image_name,
+        "manifest": str(manifest.path),
+        "provider": manifest.provider,
+        "workspace": str(manifest.workspace),
+        "chain": [[s.name, s.key, task_names[s.name]] for s in plan.stages],
+    }
 
 
 def _task(

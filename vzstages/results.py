@@ -1,0 +1,85 @@
+"""`<name>.json` beside every image: what a pipeline needs without scraping the console.
+
+Written at the end of every run that built, pulled or confirmed an image: each image file with
+its format, size, virtual size and SHA-256; the manifest; every stage with its key and what this
+run did with it (built, pulled, reused) and how long that took; the vzstages version; and the
+result of publishing (an AMI) where the provider wrote one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .atomic import write_atomic
+from .cache.record import file_sha256, load_json
+from .host import Host
+
+# Image files by extension: the qemu format to read them as (others are listed without one).
+QEMU_FORMATS = {"qcow2": "qcow2", "raw": "raw", "vmdk": "vmdk", "vdi": "vdi", "vhd": "vpc"}
+
+
+def result_path(workspace: Path, image_name: str) -> Path:
+    return workspace / f"{image_name}.json"
+
+
+def _identity(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def _previous(path: Path) -> dict[str, Any]:
+    """The last result's entries by file, to reuse a digest of a file that has not changed."""
+    try:
+        data = load_json(path.read_bytes()[: 1 << 20])
+        return {f["path"]: f for f in data.get("images", []) if isinstance(f, dict) and "path" in f}
+    except (OSError, ValueError, AttributeError, TypeError):
+        return {}
+
+
+def describe(image: Path, previous: dict[str, Any]) -> dict[str, Any]:
+    """One output file: its digest (reused while the file is the same file), size and format."""
+    identity = _identity(image)
+    known = previous.get(str(image), {})
+    if known.get("identity") == identity and isinstance(known.get("sha256"), str):
+        return known
+    ext = image.name.rsplit(".", 1)[-1]
+    entry: dict[str, Any] = {
+        "path": str(image),
+        "format": ext,
+        "size": identity[0],
+        "sha256": file_sha256(image),
+        "identity": identity,
+    }
+    if ext in QEMU_FORMATS:
+        info = Host().run(
+            ["qemu-img", "info", "--output=json", "-f", QEMU_FORMATS[ext], str(image)], check=False
+        )
+        try:
+            entry["virtual_size"] = int(json.loads(info.output)["virtual-size"])
+        except (ValueError, KeyError, TypeError):
+            entry["virtual_size"] = None
+    return entry
+
+
+def write_result(result: dict[str, Any], images: list[Path], stages: list[dict[str, Any]]) -> Path:
+    """Write the result file of one manifest's image stage; returns its path."""
+    path = result_path(Path(result["workspace"]), result["name"])
+    previous = _previous(path)
+    document: dict[str, Any] = {
+        "vzstages": __version__,
+        "name": result["name"],
+        "manifest": result["manifest"],
+        "provider": result["provider"],
+        "images": [describe(image, previous) for image in images if image.is_file()],
+        "stages": stages,
+    }
+    ami = Path(result["workspace"]) / f"{result['name']}.ami.json"
+    if ami.is_file():
+        with contextlib.suppress(OSError, ValueError):
+            document["published"] = load_json(ami.read_bytes()[: 1 << 20])
+    write_atomic(path, json.dumps(document, indent=1, sort_keys=True) + "\n")
+    return path
