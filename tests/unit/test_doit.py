@@ -199,7 +199,9 @@ class PretendBuild(Build):
         return {"status": "built", "seconds": 0.0}
 
 
-def test_a_partial_build_names_no_image_and_a_whole_one_writes_its_result_file(tmp_path, write_manifest, capfd):
+def test_a_partial_build_names_no_image_and_a_whole_one_writes_its_result_file(
+    tmp_path, write_manifest, capfd
+):
     manifest = write_manifest(KVM_MANIFEST + f"bootstrapper:\n  workspace: {tmp_path / 'build'}\n")
     build = PretendBuild([plan_for(manifest, tmp_path / "cache")])
     image = build.plan.stage("image").outputs[0]
