@@ -44,7 +44,11 @@ log = logging.getLogger("vzstages.build")
 DOIT_PLUGINS = {
     "BACKEND": {"vzstages": "vzstages.compiler.doit_db:DurableSqliteDB"},
     "REPORTER": {"vzstages": "vzstages.compiler.doit_reporter:StageReporter"},
-    "COMMAND": {"info": "vzstages.compiler.doit_info:StageInfo"},
+    "COMMAND": {
+        "info": "vzstages.compiler.doit_info:StageInfo",
+        "dumpdb": "vzstages.compiler.doit_info:DumpDB",
+        "strace": "vzstages.compiler.doit_info:NoStrace",
+    },
 }
 
 BASE_TOOLS = [
@@ -108,7 +112,11 @@ class Build:
 
     @property
     def doit_config(self) -> dict[str, Any]:
-        return doit_tasks.doit_config(self.store.root)
+        # What `doit` and `doit forget` with no task name mean: the whole build.
+        names = (
+            [s.name for s in self.plan.stages] if len(self.plans) == 1 else doit_tasks.plan_labels(self.plans)
+        )
+        return {**doit_tasks.doit_config(self.store.root), "default_tasks": names}
 
     def required_tools(self) -> list[str]:
         tools = set(BASE_TOOLS)

@@ -1,41 +1,19 @@
-"""The plan as doit tasks: one task per stage, file_dep the parent checkpoint, target its own."""
+"""The plan as doit tasks: one task per stage, after its parent's (task_dep), its checkpoint or
+image as target, and the store's own definition of a hit as its only up-to-date check.
+
+No file_dep: whether a stage is done is the store's answer (its record, its chain linked by
+content, its outputs), asked the same way by `plan`, the runner, `doit list --status` and doit's
+run, so they cannot disagree, whatever another manifest, machine or `doit forget` left in doit's
+database."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import xxhash
-from doit.dependency import MD5Checker
-
-from ..cache.record import file_digest
 from .explain import StageStatus, explain
 from .plan import CompiledStage, Plan
-
-
-def file_xxh3(path: str) -> str:
-    return file_digest(Path(path), xxhash.xxh3_128())
-
-
-class XxhashChecker(MD5Checker):
-    """doit's MD5 checker (timestamp, then size, then content) with xxh3 for the content:
-    checkpoints are gigabytes, and md5 would read them at a fraction of the speed."""
-
-    def check_modified(self, file_path: str, file_stat: os.stat_result, state: Any) -> bool:
-        timestamp, size, digest = state
-        if file_stat.st_mtime == timestamp:
-            return False
-        if file_stat.st_size != size:
-            return True
-        return bool(digest != file_xxh3(file_path))
-
-    def get_state(self, dep: str, current_state: Any) -> Any:
-        timestamp = os.path.getmtime(dep)
-        if current_state and current_state[0] == timestamp:
-            return None
-        return timestamp, os.path.getsize(dep), file_xxh3(dep)
 
 
 def doit_config(cache_dir: Path) -> dict[str, Any]:
@@ -44,7 +22,6 @@ def doit_config(cache_dir: Path) -> dict[str, Any]:
         "backend": "vzstages",
         "reporter": "vzstages",
         "dep_file": str(cache_dir / "doit.sqlite3"),
-        "check_file_uptodate": XxhashChecker,
         "verbosity": 2,
         "action_string_formatting": "new",
         "sort": "definition",
@@ -153,12 +130,10 @@ def _task(
     plan: Plan, status: StageStatus, action: StageAction, display: str, parent_task: list[str]
 ) -> dict[str, Any]:
     stage = status.stage
-    parent = plan.top_checkpoint(stage.parent) if stage.parent else None
     return {
         "doc": f"{stage.kind.doc} ({len(stage.tasks)} tasks)",
         "meta": stage_meta(status),
         "actions": [(action, [plan, stage, display])],
-        "file_dep": [str(parent)] if parent else [],
         "targets": [str(t) for t in plan.targets(stage)],
         "task_dep": parent_task,
         "uptodate": [StageHit(plan, stage)],
