@@ -4,7 +4,9 @@ Progress goes through the "vzstages.progress" logger as plain lines (what a CI l
 terminal, a status line under them is redrawn every second: the stage running, its elapsed time
 against the time it took last time, and the last line the command it runs printed (debootstrap's
 "Unpacking ...", apt's "Setting up ...", qemu-img's percentage), so a long step is never a
-silent wait. Stages say when they start and end with `extra={"stage": ...}` on their lines.
+silent wait. Without a terminal (a CI log), a heartbeat line says the same at least every
+HEARTBEAT seconds while a stage runs and nothing else was printed. Stages say when they start and
+end with `extra={"stage": ...}` on their lines.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+HEARTBEAT = 30.0
 
 
 @dataclass
@@ -40,8 +43,11 @@ class ConsoleHandler(logging.StreamHandler[TextIO]):
         self.running: dict[str, _Running] = {}
         self.shown = False
         self.lock_line = threading.Lock()
+        self.printed = time.monotonic()
         if self.live:
             threading.Thread(target=self._tick, daemon=True, name="vzstages-status").start()
+        else:
+            threading.Thread(target=self._heartbeat, daemon=True, name="vzstages-heartbeat").start()
 
     def emit(self, record: logging.LogRecord) -> None:
         stage = getattr(record, "stage", None)
@@ -62,9 +68,27 @@ class ConsoleHandler(logging.StreamHandler[TextIO]):
             try:
                 self._clear()
                 super().emit(record)
+                self.printed = time.monotonic()
                 self._draw()
             except OSError:
                 self._lost()
+
+    def _heartbeat(self) -> None:
+        """A log with no terminal: say what is running when nothing was printed for a while."""
+        while not self.live and self.level <= logging.CRITICAL:
+            time.sleep(min(HEARTBEAT, 5.0) / 5)
+            with self.lock_line:
+                if not self.running or time.monotonic() - self.printed < HEARTBEAT:
+                    continue
+                try:
+                    for running in self.running.values():
+                        elapsed = time.monotonic() - running.started
+                        last = f": {running.last_output}" if running.last_output else ""
+                        self.stream.write(f"  {running.label} still running after {elapsed:.0f}s{last}\n")
+                    self.stream.flush()
+                    self.printed = time.monotonic()
+                except OSError:
+                    self._lost()
 
     def _tick(self) -> None:
         while self.live:

@@ -43,3 +43,33 @@ def test_a_log_gets_plain_lines_only():
     stream = io.StringIO()
     records(ConsoleHandler(stream, live=False))
     assert stream.getvalue() == "os       running 3 tasks\nos       done in 20.0s\n"
+
+
+def test_a_log_gets_a_heartbeat_while_a_stage_is_silent(monkeypatch):
+    """Without a terminal, a long apt run still says it is alive, with its last line."""
+    import time
+
+    from vzstages import console
+
+    monkeypatch.setattr(console, "HEARTBEAT", 0.3)
+    stream = io.StringIO()
+    handler = ConsoleHandler(stream, live=False)
+    progress, host = logging.getLogger("vzstages.progress"), logging.getLogger("vzstages.host")
+    for logger in (progress, host):
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+        logger.propagate = False
+    try:
+        progress.info("packages running 9 tasks", extra={"stage": ("packages", "start", 40.0)})
+        host.debug("Setting up openssh-server ...")
+        time.sleep(1.0)
+        assert "packages still running after" in stream.getvalue()
+        assert "Setting up openssh-server ..." in stream.getvalue()
+        progress.info("packages done in 1.0s", extra={"stage": ("packages", "end", None)})
+        quiet = stream.getvalue()
+        time.sleep(0.8)
+        assert stream.getvalue() == quiet  # nothing running, nothing said
+    finally:
+        for logger in (progress, host):
+            logger.removeHandler(handler)
+            logger.propagate = True
