@@ -26,7 +26,7 @@ from . import console
 from .cache.archive_state import ArchiveState
 from .cache.remote import Remote
 from .cache.remote_config import RemoteConfig
-from .cache.store import Store
+from .cache.store import Store, cache_folder
 from .common.partitions import format_tools
 from .compiler import doit_tasks
 from .compiler.explain import explain
@@ -96,6 +96,7 @@ class Build:
     _prepared: bool = False
     _pushes: list[Future[bool]] = field(default_factory=list)
     _pusher: ThreadPoolExecutor | None = None
+    _summarised: bool = False
 
     @property
     def plan(self) -> Plan:
@@ -223,8 +224,10 @@ class Build:
                 progress.info("waiting for pushes to the remote cache to finish")
             self._pusher.shutdown(wait=True)
             self._pusher = None
-        if self.remote is not None and (self.remote.counters.pulled or self.remote.counters.pushed):
-            progress.info("%s", self.remote.counters.summary())
+        counters = self.remote.counters if self.remote is not None else None
+        if counters is not None and (counters.pulled or counters.pushed) and not self._summarised:
+            self._summarised = True  # finish runs at the end of the command and again at exit
+            progress.info("%s", counters.summary())
 
     def tasks(self) -> Iterator[dict[str, Any]]:
         return doit_tasks.doit_tasks(self.plans, self.run_stage)
@@ -305,7 +308,7 @@ def load_plans(
     """Load, validate and compile each manifest, with the archive's state for the stages that
     download; all plans share one store (and one remote)."""
     setup_console_logging()
-    store = Store(Path(cache_dir).resolve())
+    store = Store(cache_folder(cache_dir))
     store.check_usable()
     shared = Remote(remote, store) if remote else None
     archive = ArchiveState(store.root / "archive", refresh=refresh, shared=shared)

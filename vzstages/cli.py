@@ -25,7 +25,7 @@ from .build import (
 from .cache.record import STAGE_NAMES
 from .cache.remote import Remote
 from .cache.remote_config import RemoteConfig, remote_config
-from .cache.store import Store
+from .cache.store import Store, cache_folder
 from .compiler.explain import explain
 from .compiler.plan import compile_plan
 from .errors import ManifestError, VzError
@@ -65,8 +65,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for path in expand_manifests(args.manifests):
         try:
             manifest = load_manifest(path)
-            # Keys do not matter here: a throw-away secret key, and nothing written to the cache.
-            plan = compile_plan(manifest, Store(Path(args.cache).resolve()), secret_key=b"validate" * 4)
+            # Keys do not matter here: a throw-away secret key, and no cache at all.
+            plan = compile_plan(manifest, Store(Path(os.devnull)), secret_key=b"validate" * 4)
         except ManifestError as exc:
             failed += 1
             print(f"{path}: invalid\n" + "\n".join(f"  {p}" for p in exc.problems))
@@ -175,7 +175,7 @@ def gc_limits(args: argparse.Namespace) -> tuple[int | None, float | None]:
 def cmd_cache(args: argparse.Namespace) -> int:
     from .cache import manage, remote_manage
 
-    store = Store(Path(args.cache).resolve())
+    store = Store(cache_folder(args.cache))
     store.check_usable()
     config = remote_of(args)
     on_remote = args.remote is not None  # ls and gc look after the remote when --remote is given

@@ -206,3 +206,18 @@ def test_compat_manifests_plan_or_fail_clearly(path):
         return
     plan = compile_plan(manifest, Store(Path("/nonexistent")), secret_key=TEST_KEY)
     assert [s.name for s in plan.stages][:2] == ["volume", "os"]
+
+
+@pytest.mark.parametrize("name", [".", ".."])
+def test_lvm_names_lvm_refuses_are_refused_first(write_manifest, name):
+    text = KVM_MANIFEST.replace("backing: qcow2", f"backing: lvm\n  volumegroup: '{name}'")
+    problems = problems_of(write_manifest(text))
+    assert any("volume.volumegroup" in p for p in problems), problems
+
+
+def test_an_empty_cache_folder_is_an_error_not_the_current_folder():
+    from vzstages.cache.store import cache_folder
+    from vzstages.errors import VzError
+
+    with pytest.raises(VzError, match="cache folder is empty"):
+        cache_folder("")

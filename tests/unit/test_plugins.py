@@ -133,6 +133,17 @@ BAD = [
     ("cloud_init", {"metadata_sources": "Ec2;rm -rf"}, "plugins.cloud_init.metadata_sources"),
     ("vagrant", {}, "Vagrant boxes are built for the virtualbox provider, not kvm"),
     ("vagrant", {"box_name": "x"}, "plugins.vagrant.box_name: unknown key 'box_name'"),
+    # Accepted once, then failing at build: refused before any work now.
+    ("tmpfs_workspace", {"size": "8G\n"}, "a size such as 8G"),
+    ("tmpfs_workspace", {"size": "0"}, "a size such as 8G"),
+    ("tmpfs_workspace", {"size": "0%"}, "a size such as 8G"),
+    ("tmpfs_workspace", {"size": "1"}, "too small for a stage's overlay"),
+    ("docker_daemon", {"docker_opts": "--label 'unclosed"}, "cannot be split into options"),
+    (
+        "expand_root",
+        {"root_device": "/dev/xvda", "root_partition": 10**30},
+        "plugins.expand_root.root_partition",
+    ),
 ]
 
 

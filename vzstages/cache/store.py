@@ -96,6 +96,13 @@ class Entry:
             return 0.0
 
 
+def cache_folder(text: str | Path) -> Path:
+    """The cache folder a user named; an empty name is an error, not the current folder."""
+    if not str(text).strip():
+        raise VzError("the cache folder is empty: name one (--cache DIR, doit cache=DIR), ./cache by default")
+    return Path(text).resolve()
+
+
 class Store:
     def __init__(self, root: Path):
         self.root = root

@@ -4,6 +4,8 @@ build time: `pull_images` names local image tarballs, which the image loads at i
 
 from __future__ import annotations
 
+import shlex
+
 from ...manifest import Manifest, Problem, input_file_problems
 from ...model.taskset import TaskSet
 from .tasks import ConfigureDocker, InstallDocker
@@ -11,6 +13,14 @@ from .tasks import ConfigureDocker, InstallDocker
 
 def validate(manifest: Manifest) -> list[Problem]:
     problems: list[Problem] = []
+    options = manifest.get("plugins.docker_daemon.docker_opts")
+    if options:
+        try:
+            shlex.split(options)
+        except ValueError as exc:  # an unclosed quote: dockerd would never start
+            problems.append(
+                Problem(("plugins", "docker_daemon", "docker_opts"), f"cannot be split into options: {exc}")
+            )
     if manifest.has("plugins.docker_daemon.version"):
         manifest.warnings.append(
             f"{manifest.doc.where(('plugins', 'docker_daemon', 'version'))}: accepted and not used: "

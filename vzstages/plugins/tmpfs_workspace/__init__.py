@@ -5,8 +5,28 @@ The stage runner does the work (runner.py); the plugin adds no task."""
 
 from __future__ import annotations
 
-from ...manifest import Manifest
+import re
+
+from ...manifest import Manifest, Problem
 from ...model.taskset import TaskSet
+from ...units import parse_size
+
+# A size tmpfs takes and a stage can use: at least a base system's overlay, or a share of memory.
+SIZE = re.compile(r"(?P<amount>[1-9][0-9]{0,15})(?P<unit>[KMGT]?)|(?P<percent>[1-9][0-9]?|100)%", re.ASCII)
+MIN_SIZE = 256 << 20
+
+
+def validate(manifest: Manifest) -> list[Problem]:
+    size = manifest.get("plugins.tmpfs_workspace.size")
+    if size is None:
+        return []
+    where = ("plugins", "tmpfs_workspace", "size")
+    match = SIZE.fullmatch(size)
+    if match is None:
+        return [Problem(where, f"{size!r}: a size such as 8G or a share of memory such as 50% (1% to 100%)")]
+    if match["amount"] and parse_size(match["amount"] + match["unit"]) < MIN_SIZE:
+        return [Problem(where, f"{size!r} is too small for a stage's overlay (at least 256M)")]
+    return []
 
 
 def resolve_tasks(taskset: TaskSet, manifest: Manifest) -> None:
