@@ -227,3 +227,80 @@ def test_vagrant_box_mac_is_virtualbox_oui_and_stable():
     from vzstages.plugins.vagrant.tasks import mac_address
 
     assert mac_address("abcdef0123") == "080027ABCDEF" == mac_address("abcdef9999")
+
+
+def ansible_manifest(tmp_path: Path, **settings) -> Path:
+    folder = tmp_path / "playbooks"
+    folder.mkdir(exist_ok=True)
+    (folder / "site.yml").write_text("- hosts: all\n  tasks: []\n")
+    data = yaml.safe_load(KVM_MANIFEST)
+    data["plugins"] = {"ansible": {"playbook": "playbooks/site.yml", **settings}}
+    data["bootstrapper"] = {"workspace": "playbooks/build"}  # the workspace inside the folder
+    path = tmp_path / "m.yml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_ansibles_folder_leaves_the_workspace_out_and_counts_a_socket_by_name(tmp_path):
+    import socket
+
+    path = ansible_manifest(tmp_path)
+    before = keys(path)
+    logs = tmp_path / "playbooks" / "build" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "m-1.log").write_text("a build's log")
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(tmp_path / "playbooks" / "agent.sock"))
+        assert keys(path) == keys(path)
+        with_socket = keys(path)
+    assert before["user"] != with_socket["user"]  # a new entry in the folder, by name
+    (tmp_path / "playbooks" / "agent.sock").unlink()
+    assert keys(path) == before  # the workspace's logs are no input
+    (tmp_path / "playbooks" / "site.yml").write_text("- hosts: all\n  tasks: [{debug: {msg: hi}}]\n")
+    assert first_changed(before, keys(path)) == "user"
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"tags": ["--list-hosts"]}, "plugins.ansible.tags[0]"),
+        ({"skip_tags": ["-x"]}, "plugins.ansible.skip_tags[0]"),
+        ({"extra_vars": "@/etc/shadow"}, "'@file' reads a host file"),
+    ],
+)
+def test_ansible_settings_that_would_do_something_else_are_refused(tmp_path, settings, message):
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(ansible_manifest(tmp_path, **settings))
+    assert any(message in p for p in caught.value.problems), caught.value.problems
+
+
+def test_ansible_extra_vars_are_secret(tmp_path):
+    plan = compile_plan(
+        load_manifest(ansible_manifest(tmp_path, extra_vars={"db_password": "s3cr3t-value"})),
+        Store(tmp_path / "cache"),
+    )
+    assert "s3cr3t-value" not in repr([s.inputs for s in plan.stages])
+
+
+def test_puppet_assets_must_be_a_folder(tmp_path):
+    (tmp_path / "assets").write_text("a plain file, not a tree to copy")
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(manifest_with(tmp_path, {"puppet": {"assets": "assets"}}))
+    assert any("assets" in p and "is not a folder" in p for p in caught.value.problems), caught.value.problems
+
+
+def test_google_cloud_repos_keyring_is_read_beside_the_manifest(tmp_path, monkeypatch):
+    """The keyring validate checked (beside the manifest) is the one the build reads, whatever
+    the current folder."""
+    from vzstages.common.archive import Source
+    from vzstages.model.view import ManifestView
+    from vzstages.plugins.google_cloud_repo import tasks
+
+    (tmp_path / "google.gpg").write_bytes(b"a keyring")
+    manifest = load_manifest(manifest_with(tmp_path, {"google_cloud_repo": {"keyring": "google.gpg"}}))
+    source = Source("http://127.0.0.1/google", ("google-compute-engine-bookworm-stable",), ("main",))
+    monkeypatch.setattr(tasks, "host_sources", lambda: [source])
+    monkeypatch.setattr(tasks, "_signed_by", lambda uri: Path("/usr/share/keyrings/host.gpg"))
+    monkeypatch.chdir("/")
+    view = ManifestView(manifest, "t", ("plugins.google_cloud_repo",))
+    assert tasks.repository(view).keyring == tmp_path / "google.gpg"

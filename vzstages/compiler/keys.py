@@ -21,7 +21,7 @@ import xxhash
 from ..errors import InputError
 from ..manifest import Manifest
 from ..manifest.keypath import covers
-from ..model.task import Task
+from ..model.task import InputTree, Task
 from ..model.view import ManifestView
 from . import code
 
@@ -52,13 +52,17 @@ def task_fingerprint(task: type[Task]) -> str:
     return digest("\n".join(parts).encode())
 
 
-def input_digest(path: Path) -> str:
+def input_digest(source: Path | InputTree) -> str:
     """What the build reads from a host input: a file's content and mode, or a folder's tree.
 
     A symlink given as the input is followed, as the build follows it (rotate a key behind a link
     and the key changes); symlinks below a folder are hashed as their text, as they are copied.
     Anything but a regular file or a folder (a FIFO, a device) is refused: reading it could hang.
+    An InputTree leaves out what it excludes and counts special files by name.
     """
+    if isinstance(source, InputTree):
+        return _tree_digest(source.path, frozenset(p.resolve() for p in source.exclude), lenient=True)
+    path = source
     try:
         st = path.stat()
     except OSError as exc:
@@ -78,17 +82,25 @@ def _file_digest(path: Path, st: os.stat_result) -> str:
     return h.hexdigest()
 
 
-def _tree_digest(folder: Path) -> str:
-    h = xxhash.xxh3_128(f"dir:{stat.S_IMODE(folder.stat().st_mode):o}\n".encode())
-    for name in sorted(os.listdir(folder)):
+def _tree_digest(folder: Path, exclude: frozenset[Path] = frozenset(), lenient: bool = False) -> str:
+    try:
+        h = xxhash.xxh3_128(f"dir:{stat.S_IMODE(folder.stat().st_mode):o}\n".encode())
+        names = sorted(os.listdir(folder))
+    except OSError as exc:
+        raise InputError(f"{folder}: {exc.strerror}") from exc
+    for name in names:
         child = folder / name
         st = child.lstat()
+        if stat.S_ISDIR(st.st_mode) and exclude and child.resolve() in exclude:
+            continue
         if stat.S_ISLNK(st.st_mode):
             entry = "link:" + xxhash.xxh3_128_hexdigest(os.fsencode(os.readlink(child)))
         elif stat.S_ISREG(st.st_mode):
             entry = _file_digest(child, st)
         elif stat.S_ISDIR(st.st_mode):
-            entry = _tree_digest(child)
+            entry = _tree_digest(child, exclude, lenient)
+        elif lenient:
+            entry = f"special:{stat.S_IFMT(st.st_mode):o}"
         else:
             raise InputError(f"{child}: not a regular file, folder or symlink")
         h.update(os.fsencode(name) + b"=" + entry.encode() + b"\n")

@@ -220,7 +220,12 @@ MAX_KEY_BYTES = 16 << 20
 
 
 def input_file_problems(
-    manifest: Manifest, where: KeyPath, what: str, max_bytes: int | None = None, folder_ok: bool = False
+    manifest: Manifest,
+    where: KeyPath,
+    what: str,
+    max_bytes: int | None = None,
+    folder_ok: bool = False,
+    folder_only: bool = False,
 ) -> list[Problem]:
     """A host file a manifest key names (relative to the manifest): it must be a regular file
     (or a folder, where one is allowed) and not larger than `max_bytes`. A FIFO or a device
@@ -231,8 +236,10 @@ def input_file_problems(
         st = path.stat()
     except OSError as exc:
         return [Problem(where, f"{what} {path}: {exc.strerror.lower() if exc.strerror else exc}")]
-    if stat.S_ISDIR(st.st_mode) and folder_ok:
+    if stat.S_ISDIR(st.st_mode) and (folder_ok or folder_only):
         return []
+    if folder_only:
+        return [Problem(where, f"{what} {path} is not a folder")]
     if not stat.S_ISREG(st.st_mode):
         kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file"
         return [Problem(where, f"{what} {path} is {kind}")]

@@ -7,7 +7,8 @@ its stage's cache key is made of.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -16,6 +17,16 @@ from .phases import Phase
 if TYPE_CHECKING:
     from .info import BuildInfo
     from .view import ManifestView
+
+
+@dataclass(frozen=True)
+class InputTree:
+    """A host folder a task reads from as a whole (an Ansible playbook's folder): what is below
+    `exclude` is left out (the build's own workspace may sit inside it), and sockets, FIFOs and
+    devices count by name only, never read."""
+
+    path: Path
+    exclude: tuple[Path, ...] = ()
 
 
 class Task:
@@ -43,7 +54,7 @@ class Task:
         return f"{cls.__module__.removeprefix('vzstages.')}.{cls.__qualname__}"
 
     @classmethod
-    def input_files(cls, manifest: ManifestView) -> dict[str, Path]:
+    def input_files(cls, manifest: ManifestView) -> Mapping[str, Path | InputTree]:
         """Host files the task brings into the image, by the name the manifest gives them."""
         return {}
 

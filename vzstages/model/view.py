@@ -54,3 +54,9 @@ class ManifestView:
 
     def relative_path(self, value: str) -> Path:
         return self._manifest.relative_path(value)
+
+    @property
+    def workspace(self) -> Path:
+        """Where the build writes images and logs: never an input (a task's input folder that
+        holds it leaves it out), and no part of any stage's content."""
+        return self._manifest.workspace

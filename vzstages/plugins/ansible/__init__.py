@@ -10,7 +10,20 @@ from .tasks import InstallPython, RunPlaybook
 
 
 def validate(manifest: Manifest) -> list[Problem]:
-    return input_file_problems(manifest, ("plugins", "ansible", "playbook"), "playbook", max_bytes=1 << 20)
+    problems = input_file_problems(
+        manifest, ("plugins", "ansible", "playbook"), "playbook", max_bytes=1 << 20
+    )
+    extra = manifest.get("plugins.ansible.extra_vars")
+    if isinstance(extra, str) and extra.lstrip().startswith("@"):
+        # ansible-playbook would read a host file that no stage key covers.
+        problems.append(
+            Problem(
+                ("plugins", "ansible", "extra_vars"),
+                "'@file' reads a host file outside the build's inputs: put the variables here, "
+                "or in the playbook's folder (group_vars, vars_files)",
+            )
+        )
+    return problems
 
 
 def resolve_tasks(taskset: TaskSet, manifest: Manifest) -> None:

@@ -3,13 +3,14 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from ...common.apt import AptInstall
 from ...errors import HostError
 from ...model.info import BuildInfo
 from ...model.phases import Phase
-from ...model.task import Task
+from ...model.task import InputTree, Task
 from ...model.view import ManifestView
 from ..file_copy.tasks import CopyFiles
 
@@ -26,9 +27,10 @@ class RunPlaybook(Task):
     reads = ("plugins.ansible",)
 
     @classmethod
-    def input_files(cls, manifest: ManifestView) -> dict[str, Path]:
+    def input_files(cls, manifest: ManifestView) -> Mapping[str, Path | InputTree]:
         playbook = manifest.relative_path(manifest.get("plugins.ansible.playbook"))
-        return {"ansible playbook folder": playbook.parent}
+        # The build's workspace may sit in the playbook's folder: its logs change every build.
+        return {"ansible playbook folder": InputTree(playbook.parent, exclude=(manifest.workspace,))}
 
     @classmethod
     def preflight(cls, manifest: ManifestView) -> None:
@@ -53,9 +55,9 @@ class RunPlaybook(Task):
             if extra:
                 argv += ["--extra-vars", extra if isinstance(extra, str) else json.dumps(extra)]
             if settings.get("tags"):
-                argv += ["--tags", ",".join(settings["tags"])]
+                argv += ["--tags=" + ",".join(settings["tags"])]
             if settings.get("skip_tags"):
-                argv += ["--skip-tags", ",".join(settings["skip_tags"])]
+                argv += ["--skip-tags=" + ",".join(settings["skip_tags"])]
             argv += settings.get("opt_flags", [])
             env = {
                 "ANSIBLE_LOCAL_TEMP": f"{scratch}/tmp",

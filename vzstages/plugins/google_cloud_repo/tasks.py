@@ -36,7 +36,7 @@ def repository(manifest: ManifestView) -> Repository:
         if any(s.startswith("google-compute-engine-") for s in source.suites):
             signed_by = _signed_by(source.uri)
             if signed_by and (url is None or url.rstrip("/") == source.uri):
-                return Repository(source.uri, Path(keyring) if keyring else signed_by)
+                return Repository(source.uri, manifest.relative_path(keyring) if keyring else signed_by)
     raise VzError(
         "google_cloud_repo: set plugins.google_cloud_repo.repository and .keyring (Google's apt "
         "repository and its signing key), or build on a host whose apt sources have it"

@@ -17,7 +17,7 @@ def validate(manifest: Manifest) -> list[Problem]:
     if settings.get("manifest"):
         problems += input_file_problems(manifest, (*base, "manifest"), "puppet manifest", max_bytes=16 << 20)
     if settings.get("assets"):
-        problems += input_file_problems(manifest, (*base, "assets"), "assets folder", folder_ok=True)
+        problems += input_file_problems(manifest, (*base, "assets"), "assets folder", folder_only=True)
     for index, _ in enumerate(settings.get("install_modules", [])):
         problems += input_file_problems(manifest, (*base, "install_modules", index), "module tarball")
     for name, entries in (manifest.get("packages.sources") or {}).items():
