@@ -19,6 +19,7 @@ from pathlib import Path
 import boto3
 import pytest
 
+from vzstages.build import load_plan
 from vzstages.common.archive import choose_mirror
 
 from ..conftest import REPO
@@ -312,3 +313,15 @@ def remote(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     bucket = f"vzstages-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=moto_endpoint).create_bucket(Bucket=bucket)
     return ["--remote", f"s3://{bucket}/ci", "--remote-endpoint", moto_endpoint]
+
+
+def copy_stages(source: Path, target: Path, manifest: Path, stages: tuple[str, ...]) -> None:
+    plan = load_plan(manifest, source)
+    (target / "stages").mkdir(parents=True, exist_ok=True)
+    for stage in plan.stages:
+        if stage.name in stages:
+            for path in (
+                plan.store.checkpoint(stage.name, stage.key),
+                plan.store.record_path(stage.name, stage.key),
+            ):
+                shutil.copy2(path, target / "stages" / path.name)

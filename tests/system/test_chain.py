@@ -5,7 +5,6 @@ Two caches on one machine stand for two machines; the remote is a real S3 API on
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from vzstages.build import load_plan
 from vzstages.cache.record import file_sha256
 
 from ..conftest import REPO
-from .conftest import nothing_left, vzstages, with_workspace
+from .conftest import copy_stages, nothing_left, vzstages, with_workspace
 
 pytestmark = pytest.mark.system
 
@@ -52,18 +51,6 @@ def fsck_clean(image: Path, tmp: Path) -> None:
     finally:
         subprocess.run(["losetup", "--detach", loop], check=True)
         raw.unlink()
-
-
-def copy_stages(source: Path, target: Path, manifest: Path, stages: tuple[str, ...]) -> None:
-    plan = load_plan(manifest, source)
-    (target / "stages").mkdir(parents=True, exist_ok=True)
-    for stage in plan.stages:
-        if stage.name in stages:
-            for path in (
-                plan.store.checkpoint(stage.name, stage.key),
-                plan.store.record_path(stage.name, stage.key),
-            ):
-                shutil.copy2(path, target / "stages" / path.name)
 
 
 def test_two_machines_racing_converge_on_one_chain_and_never_stack_on_other_bytes(
