@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""Crash at any instant: SIGKILL builds at random moments, again and again, and check after each.
+
+    bench/crash.py [manifests/kvm.yml] [--kills 100] [--seed N] [--longest 12]
+
+A warm chain of the manifest is built first. Then each round edits the hostname (so the system,
+cleanup and image stages run) or, every fifth round, the package list (the packages stage runs
+too), starts the build and SIGKILLs its whole process group after a random delay: no unwinding,
+as when power is lost. After each kill: `cache verify` must pass, and the next build of the same
+manifest must succeed with every filesystem of its image clean. It prints how many kills landed
+in which state (which stage was running, or the image conversion, or nothing left to do), and
+anything lost: a cache that did not verify, a build that failed after a kill, a leftover mount.
+Needs root, like any build.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from build_times import in_workspace  # noqa: E402  (bench/, this script's folder)
+
+
+def vzstages(cache: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "vzstages", "--cache", str(cache), *args]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=3600)
+
+
+def running_stage(cache: Path) -> str:
+    """Which stage a build had mounted when it was killed: its run folder's stage name."""
+    runs = cache / "runs"
+    if not runs.is_dir():
+        return "none"
+    stages = sorted({p.name for run in runs.iterdir() if run.is_dir() for p in run.iterdir()})
+    return "+".join(stages) or "between stages"
+
+
+def edited(source: Path, work: Path, round_: int) -> Path:
+    manifest = in_workspace(source, work, f"crash-{round_}.yml")
+    text = manifest.read_text().replace("hostname: vzstages-kvm", f"hostname: crash-{round_}")
+    if round_ % 5 == 4:
+        text = text.replace("    - less\n", f"    - less\n    - {['bc', 'file', 'jq'][round_ % 3]}\n")
+    manifest.write_text(text)
+    return manifest
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("manifest", nargs="?", default=str(REPO / "manifests/kvm.yml"))
+    parser.add_argument("--kills", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--longest", type=float, default=12.0, help="kill within this many seconds")
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    work = Path(tempfile.mkdtemp(prefix="vzstages-crash-"))
+    cache = work / "cache"
+    base = in_workspace(Path(args.manifest), work, "base.yml")
+    started = time.monotonic()
+    warm = vzstages(cache, "build", str(base))
+    if warm.returncode != 0:
+        print(warm.stdout + warm.stderr)
+        return 1
+    print(f"warm chain built in {time.monotonic() - started:.0f}s ({work})")
+    states: Counter[str] = Counter()
+    lost: list[str] = []
+    for round_ in range(args.kills):
+        manifest = edited(Path(args.manifest), work, round_)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vzstages", "--cache", str(cache), "build", str(manifest)],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        time.sleep(rng.uniform(0.1, args.longest))
+        if proc.poll() is None:
+            state = running_stage(cache)
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            state = "finished before the kill"
+        proc.wait()
+        states[state] += 1
+        verify = vzstages(cache, "cache", "verify")
+        if verify.returncode != 0:
+            lost.append(f"round {round_}: cache verify failed after a kill in {state}:\n{verify.stdout}")
+        rebuilt = vzstages(cache, "build", str(manifest))
+        out = rebuilt.stdout + rebuilt.stderr
+        if rebuilt.returncode != 0 or not ("every filesystem clean" in out or "up to date" in out):
+            lost.append(f"round {round_}: the build after a kill in {state} failed:\n{out[-2000:]}")
+        print(f"kill {round_ + 1:>3}/{args.kills}: {state}", flush=True)
+    mounts = [line for line in Path("/proc/self/mountinfo").read_text().splitlines() if str(work) in line]
+    if mounts:
+        lost.append(f"{len(mounts)} mounts left under {work}")
+    print(f"\n{args.kills} kills in {time.monotonic() - started:.0f}s; states reached:")
+    for state, count in states.most_common():
+        print(f"  {count:>4}  {state}")
+    print(f"lost: {len(lost)}")
+    for line in lost:
+        print(f"  {line}")
+    return 1 if lost else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
