@@ -37,13 +37,21 @@ def vzstages(cache: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=3600)
 
 
-def running_stage(cache: Path) -> str:
-    """Which stage a build had mounted when it was killed: its run folder's stage name."""
+def running_stage(cache: Path, workspace: Path) -> str:
+    """Where a build was when it was killed: the stage it had mounted (its run folder's name,
+    `fsck` for the image check), the image conversion (a file being written aside), or neither
+    (planning, a stage without a disk, or between stages)."""
     runs = cache / "runs"
-    if not runs.is_dir():
-        return "none"
-    stages = sorted({p.name for run in runs.iterdir() if run.is_dir() for p in run.iterdir()})
-    return "+".join(stages) or "between stages"
+    stages = (
+        sorted({p.name for run in runs.iterdir() if run.is_dir() for p in run.iterdir()})
+        if runs.is_dir()
+        else []
+    )
+    if stages:
+        return "+".join(stages)
+    if workspace.is_dir() and any(workspace.glob(".*.partial")):
+        return "image conversion"
+    return "planning or between stages"
 
 
 def edited(source: Path, work: Path, round_: int) -> Path:
@@ -87,7 +95,7 @@ def main() -> int:
         )
         time.sleep(rng.uniform(0.1, args.longest))
         if proc.poll() is None:
-            state = running_stage(cache)
+            state = running_stage(cache, work / "build")
             os.killpg(proc.pid, signal.SIGKILL)
         else:
             state = "finished before the kill"
