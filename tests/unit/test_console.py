@@ -3,29 +3,38 @@ stage's elapsed and expected time and the last line its command printed."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
+from collections.abc import Iterator
 
 from vzstages.console import ConsoleHandler
 
 
-def records(handler: ConsoleHandler) -> None:
+@contextlib.contextmanager
+def attached(handler: ConsoleHandler) -> Iterator[tuple[logging.Logger, logging.Logger]]:
+    """The progress and host loggers, writing to `handler` only, for the block."""
     progress, host = logging.getLogger("vzstages.progress"), logging.getLogger("vzstages.host")
     for logger in (progress, host):
         logger.addHandler(handler)
         logger.setLevel(logging.DEBUG)
         logger.propagate = False
     try:
+        yield progress, host
+    finally:
+        for logger in (progress, host):
+            logger.removeHandler(handler)
+            logger.propagate = True
+
+
+def records(handler: ConsoleHandler) -> None:
+    with attached(handler) as (progress, host):
         progress.info("os       running 3 tasks", extra={"stage": ("os", "start", 30.0)})
         host.debug("  I: Unpacking libc6...")
         host.info("$ debootstrap ...")  # a command line: not a progress line
         handler._clear()
         handler._draw()
         progress.info("os       done in 20.0s", extra={"stage": ("os", "end", None)})
-    finally:
-        for logger in (progress, host):
-            logger.removeHandler(handler)
-            logger.propagate = True
 
 
 def test_a_terminal_gets_a_live_status_line():
@@ -54,12 +63,7 @@ def test_a_log_gets_a_heartbeat_while_a_stage_is_silent(monkeypatch):
     monkeypatch.setattr(console, "HEARTBEAT", 0.3)
     stream = io.StringIO()
     handler = ConsoleHandler(stream, live=False)
-    progress, host = logging.getLogger("vzstages.progress"), logging.getLogger("vzstages.host")
-    for logger in (progress, host):
-        logger.addHandler(handler)
-        logger.setLevel(logging.DEBUG)
-        logger.propagate = False
-    try:
+    with attached(handler) as (progress, host):
         progress.info("packages running 9 tasks", extra={"stage": ("packages", "start", 40.0)})
         host.debug("Setting up openssh-server ...")
         time.sleep(1.0)
@@ -69,7 +73,3 @@ def test_a_log_gets_a_heartbeat_while_a_stage_is_silent(monkeypatch):
         quiet = stream.getvalue()
         time.sleep(0.8)
         assert stream.getvalue() == quiet  # nothing running, nothing said
-    finally:
-        for logger in (progress, host):
-            logger.removeHandler(handler)
-            logger.propagate = True
