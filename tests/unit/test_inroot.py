@@ -126,3 +126,23 @@ def test_missing_ok_covers_a_missing_parent(resolver, tmp_path):
     (ImagePath(tmp_path) / "no/such/tree").rmtree()
     with pytest.raises(FileNotFoundError):
         (ImagePath(tmp_path) / "var/lib/dbus/machine-id").unlink()
+
+
+def test_a_rename_racing_openat2_is_retried_then_walked(monkeypatch, planted):
+    """openat2(RESOLVE_IN_ROOT) answers EAGAIN when any rename on the host races a `..` step
+    (a parallel build is enough): the open is retried, and the walker answers if it persists."""
+    root, _host = planted
+    (root / "var/log").mkdir(parents=True)
+    (root / "var/log/README").symlink_to("../../etc/machine-id")
+    calls = []
+
+    def racing(root_fd, rel, flags, mode):
+        calls.append(rel)
+        raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN), rel)
+
+    monkeypatch.setattr(inroot, "use_openat2", True)
+    monkeypatch.setattr(inroot, "_openat2", racing)
+    (ImagePath(root) / "var/log/README").write_text("cleared")
+    assert len(calls) == inroot.OPENAT2_ATTEMPTS
+    assert inroot.use_openat2, "a race is not a kernel without openat2"
+    assert (root / str(_host).lstrip("/") / "etc/machine-id").read_text() == "cleared"

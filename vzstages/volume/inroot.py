@@ -28,6 +28,8 @@ RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_IN_ROOT = 0x10
 SYS_OPENAT2 = 437  # the same number on every architecture (a syscall added after 5.1)
 MAX_SYMLINKS = 40
+# openat2 with RESOLVE_IN_ROOT fails with EAGAIN when any rename on the system races a `..` step.
+OPENAT2_ATTEMPTS = 8
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -101,13 +103,17 @@ def open_in_root(root: Path, rel: str, flags: int, mode: int = 0o644) -> int:
     global use_openat2
     root_fd = os.open(root, O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        if use_openat2:
+        for _attempt in range(OPENAT2_ATTEMPTS if use_openat2 else 0):
             try:
                 return _openat2(root_fd, rel, flags, mode)
             except OSError as exc:
+                if exc.errno == errno.EAGAIN:
+                    continue  # a rename somewhere on the host raced a `..`: the kernel asks to retry
                 if exc.errno not in (errno.ENOSYS, errno.EPERM):
                     raise
                 use_openat2 = False
+                break
+        # The user-space walk applies the same rule and is not subject to the rename race.
         return _walk(root_fd, rel, flags, mode)
     finally:
         os.close(root_fd)
