@@ -25,10 +25,13 @@ from .build import (
 from .cache.record import STAGE_NAMES
 from .cache.remote import Remote
 from .cache.remote_config import RemoteConfig, remote_config
+from .cache.signing import load_signing_key
 from .cache.store import Store, cache_folder
 from .compiler.explain import explain
 from .compiler.plan import compile_plan
 from .errors import ManifestError, VzError
+from .evidence.commands import add_commands
+from .evidence.writer import SIGNING_KEY_ENV
 from .manifest import load_manifest
 from .units import human_size, parse_age, parse_size
 
@@ -121,6 +124,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         if unknown:
             raise VzError(f"no stage {', '.join(unknown)} in this plan ({' '.join(known)})")
     build.up_to = stages
+    use_signing_key(args.signing_key or os.environ.get(SIGNING_KEY_ENV))
     if args.verbose:
         setup_console_logging(verbose=True)
     build.prepare()  # a clear error now rather than from inside the first stage
@@ -131,6 +135,13 @@ def cmd_build(args: argparse.Namespace) -> int:
         return int(DoitMain(PlanLoader(build), extra_config=DOIT_PLUGINS).run(doit_args))
     finally:
         build.finish()
+
+
+def use_signing_key(path: str | None) -> None:
+    """Checked now (a clear error before any stage runs); the reporter signs with it."""
+    if path:
+        load_signing_key(Path(path))
+        os.environ[SIGNING_KEY_ENV] = str(Path(path).resolve())
 
 
 def cmd_boot(args: argparse.Namespace) -> int:
@@ -294,6 +305,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="show every host command on the console")
     p.add_argument("--refresh", action="store_true", help=REFRESH_HELP)
     p.add_argument("--no-publish", action="store_true", help=NO_PUBLISH_HELP)
+    p.add_argument(
+        "--signing-key", help=f"OpenSSH ed25519 private key that signs the provenance ({SIGNING_KEY_ENV})"
+    )
     p.set_defaults(func=cmd_build)
 
     cache_common = Parser(add_help=False)
@@ -330,6 +344,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--console-log", help="write the serial console to this file")
     p.set_defaults(func=cmd_boot)
+    add_commands(sub)
     return top
 
 

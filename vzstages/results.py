@@ -16,6 +16,7 @@ from typing import Any
 from . import __version__
 from .atomic import write_atomic
 from .cache.record import file_sha256, load_json
+from .evidence.writer import write_evidence
 from .host import Host
 
 # Image files by extension: the qemu format to read them as (others are listed without one).
@@ -31,13 +32,16 @@ def _identity(path: Path) -> list[int]:
     return [st.st_size, st.st_mtime_ns, st.st_ino]
 
 
-def _previous(path: Path) -> dict[str, Any]:
-    """The last result's entries by file, to reuse a digest of a file that has not changed."""
+def _previous(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The last result's entries by file (to reuse a digest of a file that has not changed),
+    and what it said of the evidence (to rewrite SBOMs only when they would differ)."""
     try:
         data = load_json(path.read_bytes()[: 1 << 20])
-        return {f["path"]: f for f in data.get("images", []) if isinstance(f, dict) and "path" in f}
+        images = {f["path"]: f for f in data.get("images", []) if isinstance(f, dict) and "path" in f}
+        evidence = data.get("evidence")
+        return images, evidence if isinstance(evidence, dict) else {}
     except (OSError, ValueError, AttributeError, TypeError):
-        return {}
+        return {}, {}
 
 
 def describe(image: Path, previous: dict[str, Any]) -> dict[str, Any]:
@@ -68,15 +72,18 @@ def describe(image: Path, previous: dict[str, Any]) -> dict[str, Any]:
 def write_result(result: dict[str, Any], images: list[Path], stages: list[dict[str, Any]]) -> Path:
     """Write the result file of one manifest's image stage; returns its path."""
     path = result_path(Path(result["workspace"]), result["name"])
-    previous = _previous(path)
+    previous, evidence = _previous(path)
+    described = [describe(image, previous) for image in images if image.is_file()]
     document: dict[str, Any] = {
         "vzstages": __version__,
         "name": result["name"],
         "manifest": result["manifest"],
         "provider": result["provider"],
-        "images": [describe(image, previous) for image in images if image.is_file()],
+        "images": described,
         "stages": stages,
     }
+    if described and result.get("cache"):
+        document["evidence"] = write_evidence(result, described, stages, evidence)
     ami = Path(result["workspace"]) / f"{result['name']}.ami.json"
     if ami.is_file():
         with contextlib.suppress(OSError, ValueError):

@@ -16,6 +16,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .common.package_cache import package_cache
+from .evidence import inventory
 from .host import Host
 from .model.info import BuildInfo
 from .model.view import ManifestView
@@ -66,6 +68,9 @@ def run_disk_stage(
         with mounted(host, disk, folder / "root") as tree, host_dns(tree.image):
             info.tree = tree
             run_tasks(tasks, manifest, info, timings)
+            started = time.monotonic()
+            info.facts.update(inventory.take(tree.image, package_cache(info), info.facts))
+            timings["inventory"] = round(time.monotonic() - started, 3)
             tree.trim(info.layout)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -73,6 +74,137 @@ def test_image_is_generic(cache, workspace, tmp_path):
         assert "root=UUID=" in grub_cfg and "linux /boot/vmlinuz-" in grub_cfg
     nothing_left(cache)
     assert not list((tmp_path / "inspect").iterdir()), "the inspection overlay was not removed"
+
+
+def dpkg_installed(tree_root: Path) -> set[tuple[str, str, str]]:
+    """(name, version, architecture) of what dpkg's status file says is installed, read with
+    python-debian (not vzstages' own parser)."""
+    from debian.deb822 import Deb822
+
+    with open(tree_root / "var/lib/dpkg/status", encoding="utf-8") as status:
+        return {
+            (p["Package"], p["Version"], p["Architecture"])
+            for p in Deb822.iter_paragraphs(status)
+            if p.get("Status", "").endswith(" installed")
+        }
+
+
+def sbom_packages(workspace: Path, name: str) -> tuple[set[tuple[str, str, str]], set[tuple[str, str, str]]]:
+    """The Debian packages of the SPDX and the CycloneDX SBOM, each validated by its own library."""
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+    from packageurl import PackageURL
+    from spdx_tools.spdx.parser.parse_anything import parse_file
+    from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
+
+    document = parse_file(str(workspace / f"{name}.spdx.json"))
+    assert validate_full_spdx_document(document) == []
+    cdx_text = (workspace / f"{name}.cdx.json").read_text()
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(cdx_text) is None
+
+    def deb(purl: str) -> tuple[str, str, str] | None:
+        parsed = PackageURL.from_string(purl)
+        arch = str(parsed.qualifiers.get("arch"))  # type: ignore[union-attr]
+        return None if arch == "source" else (parsed.name, str(parsed.version), arch)
+
+    spdx = {
+        deb(r.locator) for p in document.packages for r in p.external_references if r.reference_type == "purl"
+    }
+    cdx = {deb(c["purl"]) for c in json.loads(cdx_text)["components"] if "purl" in c}
+    return spdx - {None}, cdx - {None}  # type: ignore[return-value]
+
+
+def dsse_verifies(envelope_path: Path, public_key: Path) -> bool:
+    """The provenance's DSSE signature checked by securesystemslib, not by vzstages."""
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_ssh_public_key
+    from securesystemslib.dsse import Envelope
+    from securesystemslib.signer import SSlibKey
+
+    envelope = Envelope.from_dict(json.loads(envelope_path.read_text()))
+    raw = load_ssh_public_key(public_key.read_bytes()).public_bytes(Encoding.Raw, PublicFormat.Raw)
+    keyid = next(iter(envelope.signatures))
+    return bool(envelope.verify([SSlibKey(keyid, "ed25519", "ed25519", {"public": raw.hex()})], 1))
+
+
+def test_kvm_image_carries_sboms_and_a_signed_provenance_that_verify(cache, workspace, tmp_path):
+    manifest = with_workspace(REPO / "manifests/kvm.yml", workspace, tmp_path / "kvm.yml")
+    for name in ("builder", "stranger"):
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / name)], check=True
+        )
+    vzstages("build", "--signing-key", str(tmp_path / "builder"), str(manifest), cache=cache)
+    name = "debian-bookworm-amd64-kvm"
+    image = workspace / f"{name}.qcow2"
+    spdx, cdx = sbom_packages(workspace, name)
+    plan = load_plan(manifest, cache)
+    (tmp_path / "inspect").mkdir()
+    with opened_readonly(
+        Host(), plan.checkpoint(plan.stage("cleanup")), plan.manifest.layout, tmp_path / "inspect"
+    ) as tree:
+        installed = dpkg_installed(tree.root)
+    assert installed and spdx == installed and cdx == installed
+    provenance = workspace / f"{name}.provenance.json"
+    assert dsse_verifies(provenance, tmp_path / "builder.pub")
+    result = json.loads((workspace / f"{name}.json").read_text())
+    assert result["evidence"]["files"]["provenance"]["path"] == str(provenance)
+
+    ok = vzstages("verify", str(image), "--trusted-keys", str(tmp_path / "builder.pub"), cache=cache)
+    assert ok.stdout.startswith(f"verified {image.name}: sha256:")
+    untrusted = vzstages(
+        "verify", str(image), "--trusted-keys", str(tmp_path / "stranger.pub"), cache=cache, check=False
+    )
+    assert untrusted.returncode == 1 and "untrusted key" in untrusted.stdout
+    edited = tmp_path / "edited.provenance.json"
+    envelope = json.loads(provenance.read_text())
+    statement = json.loads(base64.b64decode(envelope["payload"]))
+    statement["predicate"]["buildDefinition"]["externalParameters"]["manifest"]["system.hostname"] = "evil"
+    envelope["payload"] = base64.b64encode(json.dumps(statement).encode()).decode()
+    edited.write_text(json.dumps(envelope))
+    refused = vzstages(
+        "verify",
+        str(image),
+        "--provenance",
+        str(edited),
+        "--trusted-keys",
+        str(tmp_path / "builder.pub"),
+        cache=cache,
+        check=False,
+    )
+    assert refused.returncode == 1 and "bad signature" in refused.stdout
+    changed = tmp_path / image.name
+    subprocess.run(["cp", "--sparse=always", str(image), str(changed)], check=True)
+    with open(changed, "r+b") as f:
+        f.seek(changed.stat().st_size // 2)
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 1]))
+    for file in ("spdx.json", "cdx.json"):
+        subprocess.run(["cp", str(workspace / f"{name}.{file}"), str(tmp_path)], check=True)
+    mismatch = vzstages(
+        "verify",
+        str(changed),
+        "--provenance",
+        str(provenance),
+        "--trusted-keys",
+        str(tmp_path / "builder.pub"),
+        cache=cache,
+        check=False,
+    )
+    assert mismatch.returncode == 1 and "digest mismatch" in mismatch.stdout
+
+    # Every stage a hit: the same SBOMs, byte for byte, and the same subject.
+    before = {f: (workspace / f"{name}.{f}").read_bytes() for f in ("spdx.json", "cdx.json")}
+    subjects = statement_subjects(provenance)
+    for f in before:
+        (workspace / f"{name}.{f}").unlink()
+    again = vzstages("build", "--signing-key", str(tmp_path / "builder"), str(manifest), cache=cache)
+    assert "nothing to do" in again.stdout
+    assert {f: (workspace / f"{name}.{f}").read_bytes() for f in before} == before
+    assert statement_subjects(provenance) == subjects
+
+
+def statement_subjects(provenance: Path) -> list[dict[str, object]]:
+    return json.loads(base64.b64decode(json.loads(provenance.read_text())["payload"]))["subject"]
 
 
 @pytest.mark.skipif(

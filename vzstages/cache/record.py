@@ -35,25 +35,22 @@ def valid_entry(stage: str, key: str) -> bool:
     return stage in STAGE_NAMES and KEY.fullmatch(key) is not None
 
 
+# A JSON string token (unambiguous, so matched in linear time) and the brackets outside them.
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKETS = re.compile(rb"[\[\]{}]")
+
+
 def json_depth(text: str | bytes) -> int:
-    """How deeply the JSON text nests, found without parsing it (so without recursing)."""
+    """How deeply the JSON text nests, found without parsing it (so without recursing). Strings
+    are cut out first; a bracket in an unterminated string still counts, which can only make
+    the depth larger, never hide a nesting bomb."""
     data = text.encode() if isinstance(text, str) else text
     depth = deepest = 0
-    in_string = escaped = False
-    for byte in data:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in (0x5B, 0x7B):
+    for bracket in _BRACKETS.findall(_JSON_STRING.sub(b"", data)):
+        if bracket in (b"[", b"{"):
             depth += 1
             deepest = max(deepest, depth)
-        elif byte in (0x5D, 0x7D):
+        else:
             depth -= 1
     return deepest
 

@@ -319,7 +319,8 @@ class Remote:
         finally:
             tmp.unlink(missing_ok=True)
         local = Record.from_document(record.record.document(), record.stage, record.key)
-        local.origin = {"remote": self.config.url, "blob": record.sha256}
+        # The signer is named in the image's provenance (evidence/writer.py).
+        local.origin = {"remote": self.config.url, "blob": record.sha256, "signer": record.signer}
         store.save_record(local)
         self.counters.pulled.append(record.name)
         log.info(

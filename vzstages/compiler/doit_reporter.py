@@ -27,6 +27,7 @@ class StageReporter(ConsoleReporter):
         self.saved = 0.0
         self.pulled_bytes = 0
         self.started = time.monotonic()
+        self.wall_started = time.time()
         self.results: list[Path] = []
         self.images: list[Path] = []
         # What each task makes: named only when this run built, pulled or confirmed that task.
@@ -90,7 +91,7 @@ class StageReporter(ConsoleReporter):
         for stage, key, task_name in result["chain"]:
             status, seconds = self.outcome.get(task_name, ("reused", 0.0))
             stages.append({"stage": stage, "key": key, "status": status, "seconds": seconds})
-        return write_result(result, self.makes[name][0], stages)
+        return write_result({**result, "started": self.wall_started}, self.makes[name][0], stages)
 
     def complete_run(self) -> None:
         seconds = time.monotonic() - self.started

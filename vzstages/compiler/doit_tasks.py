@@ -122,6 +122,7 @@ def _add_result(task: dict[str, Any], plan: Plan, task_names: dict[str, str]) ->
         "manifest": str(manifest.path),
         "provider": manifest.provider,
         "workspace": str(manifest.workspace),
+        "cache": str(plan.store.root),
         "chain": [[s.name, s.key, task_names[s.name]] for s in plan.stages],
     }
 
