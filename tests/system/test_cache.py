@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
@@ -38,6 +39,28 @@ def test_sigkill_mid_stage_then_resume_cleans_up_and_reuses(cache, workspace, tm
     assert "packages running" in output
     nothing_left(cache)
     assert not list((cache / "runs").iterdir())
+
+
+def test_diff_names_the_one_package_a_variant_adds(cache, tmp_path):
+    """kvm.yml against the variant with bzip2 the test above built: its stages are in the
+    cache, so each image here is only converted (and evidence written) in a folder of its own."""
+    images = {}
+    for label, edit in (("plain", {}), ("bzip2", {"    - less\n": "    - less\n    - bzip2\n"})):
+        folder = tmp_path / label
+        manifest = with_workspace(REPO / "manifests/kvm.yml", folder, tmp_path / f"{label}.yml", edit=edit)
+        vzstages("build", str(manifest), cache=cache)
+        images[label] = folder / "debian-bookworm-amd64-kvm.qcow2"
+    changes = json.loads(
+        vzstages("diff", str(images["plain"]), str(images["bzip2"]), "--json", cache=cache).stdout
+    )
+    assert list(changes["added"]) == ["bzip2:amd64"] and changes["added"]["bzip2:amd64"]
+    assert changes["removed"] == {} and changes["changed"] == {}
+    text = vzstages("diff", str(tmp_path / "plain.yml"), str(tmp_path / "bzip2.yml"), cache=cache).stdout
+    assert text.splitlines() == [
+        f"+ bzip2:amd64 {changes['added']['bzip2:amd64']}",
+        "1 added, 0 removed, 0 changed",
+    ]
+    nothing_left(cache)
 
 
 def test_two_concurrent_builds_share_one_checkpoint_per_stage(cache, workspace, tmp_path):

@@ -120,6 +120,12 @@ def test_publish_registers_once_and_prints_the_ami(ec2_image, cache, workspace, 
     gib = -(-(workspace / f"{result['name']}.raw").stat().st_size // (1 << 30))
     assert snapshot["State"] == "completed" and snapshot["VolumeSize"] == gib
     assert {t["Key"] for t in snapshot["Tags"]} >= {"Name", "vzstages:image-key"}
+    # Both lead back to the image's digest, which is its provenance's subject.
+    built = json.loads((workspace / f"{result['name']}.json").read_text())
+    digest = built["images"][0]["sha256"]
+    assert tags["vzstages:image-sha256"] == digest
+    assert {t["Key"]: t["Value"] for t in snapshot["Tags"]}["vzstages:image-sha256"] == digest
+    assert set(built["evidence"]["files"]) == {"spdx", "cyclonedx", "provenance"}
 
     # A rerun is up to date and still prints the AMI.
     again = vzstages("build", str(publishing), cache=cache)

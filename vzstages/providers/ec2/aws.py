@@ -33,6 +33,7 @@ log = logging.getLogger("vzstages.ec2")
 BLOCK_SIZE = 512 * 1024  # the EBS direct APIs' fixed block size
 GIB = 1 << 30
 IMAGE_KEY_TAG = "vzstages:image-key"  # on snapshots: the image stage's key (the disk's content)
+IMAGE_DIGEST_TAG = "vzstages:image-sha256"  # on both: the image file's SHA-256, its provenance's subject
 PUBLISH_KEY_TAG = "vzstages:publish-key"  # on AMIs: the publish stage's key (content + settings)
 ARCHITECTURES = {"amd64": "x86_64", "arm64": "arm64"}
 ROOT_DEVICE = "/dev/xvda"

@@ -6,10 +6,12 @@ scripts read the AMI id without parsing logs.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 from ...atomic import write_atomic
+from ...cache.record import file_sha256
 from ...model.info import BuildInfo
 from ...model.phases import Phase
 from ...model.task import Task
@@ -52,12 +54,15 @@ class UploadSnapshot(Task):
     @classmethod
     def run(cls, info: BuildInfo) -> None:
         manifest = info.manifest
+        image = info.workspace / Path(info.facts["image"]).name
+        # The digest `vzstages verify` checks: an AMI leads back to its image and provenance.
+        info.facts["image_sha256"] = file_sha256(image)
         info.facts["snapshot_id"] = aws.upload_snapshot(
             connection(manifest),
-            image=info.workspace / Path(info.facts["image"]).name,
+            image=image,
             image_key=info.facts["image_key"],
             description=description(manifest),
-            tags=rendered_tags(manifest),
+            tags={**rendered_tags(manifest), aws.IMAGE_DIGEST_TAG: info.facts["image_sha256"]},
             timeout=manifest.get("provider.publish_timeout", DEFAULT_TIMEOUT),
             say=info.say,
         )
@@ -90,9 +95,11 @@ class RegisterImage(Task):
     def run(cls, info: BuildInfo) -> None:
         manifest = info.manifest
         conn = connection(manifest)
+        request = cls.request(manifest, info.image_name)
+        digest = {aws.IMAGE_DIGEST_TAG: info.facts["image_sha256"]}
         image_id = aws.register_ami(
             conn,
-            cls.request(manifest, info.image_name),
+            dataclasses.replace(request, tags={**request.tags, **digest}),
             snapshot_id=info.facts["snapshot_id"],
             publish_key=info.key,
             timeout=manifest.get("provider.publish_timeout", DEFAULT_TIMEOUT),
