@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import VzError
+from .host import Host
 
 
 @dataclass
@@ -191,6 +192,30 @@ def boot(
                 f"file={cdrom},media=cdrom,readonly=on,if={'ide' if architecture == 'amd64' else 'virtio'}",
             ]
         return _boot(command, port, hostname, timeout, console_log, until)
+
+
+def attach(
+    image: Path,
+    *,
+    disk_interface: str = "virtio",
+    snapshot: bool = True,
+    memory: int = 1024,
+    architecture: str = "amd64",
+    firmware: str = "bios",
+) -> int:
+    """Boot `image` with its serial console on this terminal (`mkosi qemu`); returns QEMU's exit
+    status when the user quits (Ctrl-a x) or the guest powers off."""
+    if not image.exists():
+        raise VzError(f"no such image: {image}")
+    with tempfile.TemporaryDirectory(prefix="vzstages-boot-") as scratch:
+        machine = machine_arguments(architecture, firmware, Path(scratch) / "efivars.fd")
+        port = free_port()
+        command = qemu_command(image, port, disk_interface, snapshot, memory, machine, architecture)
+        # The monitor multiplexed on the console: Ctrl-a x quits, Ctrl-a c gives QEMU's monitor.
+        command[command.index("-serial") + 1] = "mon:stdio"
+        command[command.index("-monitor") : command.index("-monitor") + 2] = []
+        print(f"{image.name}: console attached (Ctrl-a x quits); ssh -p {port} root@127.0.0.1")
+        return Host().attached(command)
 
 
 def _boot(

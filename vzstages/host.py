@@ -151,6 +151,22 @@ class Host:
             secret_input=secret_input,
         )
 
+    def attached(self, argv: list[str], env: Mapping[str, str] | None = None) -> int:
+        """A command on the caller's terminal (a shell in a stage's tree, a VM's console): its
+        input and output are the user's; returns its exit status."""
+        log.info("$ %s (on the terminal)", " ".join(argv))
+        try:
+            return subprocess.run(argv, env={**os.environ, **HOST_ENV, **(env or {})}, umask=UMASK).returncode
+        except OSError as exc:
+            raise CommandError(argv, 127, f"cannot run {argv[0]}: {exc.strerror}") from None
+
+    def chroot_attached(self, root: Path, argv: list[str]) -> int:
+        """`attached` inside the image, with the same clean environment as `chroot` (and the
+        caller's TERM, so a shell's line editing works)."""
+        merged = {**CHROOT_ENV, "TERM": os.environ.get("TERM", "dumb")}
+        env_args = [f"{k}={v}" for k, v in sorted(merged.items())]
+        return self.attached(["chroot", str(root), "/usr/bin/env", "-i", *env_args, *argv])
+
 
 def stop_process_group(proc: subprocess.Popen[str], grace: float = 20.0) -> None:
     """SIGTERM to the command's process group, time to clean up after itself (mmdebstrap

@@ -70,6 +70,7 @@ def run_stage(plan: Plan, stage: CompiledStage, host: Host, display: str = "") -
             image_name=plan.manifest.image_name,
             facts=dict(_parent_facts(plan, stage)),
             source_image=None if stage.disk else plan.top_checkpoint(stage),
+            parent_stage=stage.parent.name if stage.parent else None,
         )
         timings: dict[str, float] = {}
         base = _base_record(plan, stage)

@@ -21,6 +21,7 @@ from .evidence import inventory
 from .host import Host
 from .model.info import BuildInfo
 from .model.view import ManifestView
+from .shell_on_error import offer_shell
 from .volume.disk import attached, exported, mounted
 from .volume.inroot import ImagePath
 from .volume.runs import run_folder
@@ -67,7 +68,11 @@ def run_disk_stage(
             return
         with mounted(host, disk, folder / "root") as tree, host_dns(tree.image):
             info.tree = tree
-            run_tasks(tasks, manifest, info, timings)
+            try:
+                run_tasks(tasks, manifest, info, timings)
+            except Exception:
+                offer_shell(info, tree, manifest.path, info.parent_stage)
+                raise
             started = time.monotonic()
             info.facts.update(inventory.take(tree.image, package_cache(info), info.facts))
             timings["inventory"] = round(time.monotonic() - started, 3)

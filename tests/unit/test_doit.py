@@ -16,7 +16,7 @@ from doit.doit_cmd import DoitMain
 
 from vzstages.build import DOIT_PLUGINS, Build
 from vzstages.cache.store import Store
-from vzstages.cli import PlanLoader
+from vzstages.commands import PlanLoader
 from vzstages.compiler.doit_tasks import doit_tasks
 from vzstages.compiler.plan import compile_plan
 from vzstages.manifest import load_manifest

@@ -38,6 +38,7 @@ class BuildInfo:
     tree: Tree | None = None  # the mounted image, in disk stages
     disk: AttachedDisk | None = None  # the exported disk and its loop devices, in disk stages
     source_image: Path | None = None  # the top checkpoint, in the image and publish stages
+    parent_stage: str | None = None  # the stage this one builds on (named when it fails)
 
     @property
     def target(self) -> ImagePath:

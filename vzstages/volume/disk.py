@@ -220,12 +220,21 @@ class Tree:
         self.stack.callback(unmount, self.host, target)
 
     def chroot(self, argv: list[str], **kwargs: Any) -> Result:
+        self._bind_system()
+        return self.host.chroot(self.root, argv, **kwargs)
+
+    def chroot_attached(self, argv: list[str]) -> int:
+        """A command in the tree on the caller's terminal (vzstages shell); its exit status."""
+        self._bind_system()
+        return self.host.chroot_attached(self.root, argv)
+
+    def _bind_system(self) -> None:
+        """/proc, /sys and /dev in the tree, once; whatever runs there is killed on the way out."""
         if not self.bound:
             for name in BIND_MOUNTS:
                 self.bind(Path(f"/{name}"), name)
             self.stack.callback(kill_chroot_processes, self.root)
             self.bound = True
-        return self.host.chroot(self.root, argv, **kwargs)
 
 
 def mount_point(path: ImagePath) -> Path:

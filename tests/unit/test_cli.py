@@ -1,0 +1,58 @@
+"""The command line: each subcommand takes what it uses, `shell`'s command after `--`, and a plan
+that says how long it expects to take."""
+
+from __future__ import annotations
+
+import pytest
+
+from vzstages.cli import main, parse
+
+from ..conftest import KVM_MANIFEST, fake_entry
+
+
+def test_shell_takes_its_command_after_a_double_dash():
+    args = parse(["--cache", "C", "shell", "m.yml", "packages", "--", "cat", "--help", "/etc/x"])
+    assert (args.cache, args.manifest, args.stage, args.argv) == (
+        "C",
+        "m.yml",
+        "packages",
+        ["cat", "--help", "/etc/x"],
+    )
+    assert parse(["shell", "--cache", "D", "m.yml"]).cache == "D"
+    assert parse(["shell", "m.yml"]).argv == []
+
+
+def test_a_double_dash_where_no_command_takes_one_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        parse(["validate", "m.yml", "--", "x"])
+    assert "unexpected arguments after --: x" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["validate", "boot", "verify", "diff", "shell"])
+def test_a_subcommand_lists_only_the_options_it_uses(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = capsys.readouterr().out
+    assert "--remote" not in text
+    assert ("--cache" in text) == (command == "shell")
+
+
+def test_plan_gives_each_stage_its_expected_time_and_the_total(tmp_path, write_manifest, capsys):
+    from vzstages.build import load_plans
+
+    built = write_manifest()
+    plan = load_plans([built], tmp_path / "cache")[0]
+    plan.store.ensure()
+    seconds = {"volume": 0.2, "os": 23.4, "packages": 42.9, "system": 1.0, "cleanup": 0.5}
+    for stage in plan.stages:
+        if stage.disk:
+            parent = (stage.parent.name, stage.parent.key) if stage.parent else None
+            fake_entry(plan.store, stage.name, stage.key, parent, timings={"total": seconds[stage.name]})
+    renamed = write_manifest(KVM_MANIFEST.replace("hostname: alpha", "hostname: renamed"), "renamed.yml")
+    assert main(["--cache", str(tmp_path / "cache"), "plan", str(renamed)]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ") and line.split()}
+    assert lines["system"].endswith("tasks, about 1.0s") and lines["cleanup"].endswith("tasks, about 0.5s")
+    assert lines["image"].endswith("tasks, never built in this cache")
+    assert "cached" in lines["packages"] and "about" not in lines["packages"]
+    assert "3 stages to build: about 1.5s for 2, 1 never built here" in out
