@@ -8,7 +8,7 @@ import signal
 import sys
 from typing import NoReturn
 
-from . import __version__
+from . import __version__, events
 from .commands import CONFIGURED, cmd_boot, cmd_build, cmd_cache, cmd_plan, cmd_validate
 from .errors import ManifestError, VzError
 from .evidence.commands import add_commands
@@ -95,6 +95,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-publish", action="store_true", help=NO_PUBLISH_HELP)
     p.add_argument(
         "--signing-key", help=f"OpenSSH ed25519 private key that signs the provenance ({SIGNING_KEY_ENV})"
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="stdout is a stream of JSON events (stage started/finished, pulled, pushed, result), "
+        "one a line; the last is the result",
     )
     p.add_argument(
         "--shell-on-error",
@@ -193,9 +199,13 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except ManifestError as exc:
         print("error: invalid manifest\n" + "\n".join(f"  {p}" for p in exc.problems), file=sys.stderr)
+        if events.enabled():
+            events.emit("error", message="invalid manifest", problems=exc.problems)
         return 2
     except VzError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        if events.enabled():
+            events.emit("error", message=str(exc))
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

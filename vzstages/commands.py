@@ -10,6 +10,7 @@ from doit.cmd_base import TaskLoader2
 from doit.doit_cmd import DoitMain
 from doit.loader import generate_tasks
 
+from . import events
 from .build import (
     DOIT_PLUGINS,
     Build,
@@ -134,6 +135,8 @@ def split_targets(targets: list[str]) -> tuple[list[str], list[str]]:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    if args.json:
+        events.setup()
     manifests, stages = split_targets(args.targets)
     build = load_build(
         manifests, args.cache, refresh=args.refresh, publish=not args.no_publish, remote=remote_of(args)

@@ -103,7 +103,10 @@ def run_stage(plan: Plan, stage: CompiledStage, host: Host, display: str = "") -
         )
         store.save_record(record)
         progress.info(
-            "%-8s done in %.1fs", display, timings["total"], extra={"stage": (display, "end", None)}
+            "%-8s done in %.1fs",
+            display,
+            timings["total"],
+            extra={"stage": (display, "end", timings["total"])},
         )
         return record, "built"
 

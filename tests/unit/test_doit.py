@@ -301,3 +301,21 @@ def test_forget_dumpdb_and_strace_answer_clearly(tmp_path, write_manifest, capfd
     capfd.readouterr()
     code = DoitMain(PlanLoader(build), extra_config=DOIT_PLUGINS).run(["strace", "image"])
     assert code == 3 and "not supported" in capfd.readouterr().err
+
+
+def test_json_makes_stdout_a_stream_of_events_ending_with_the_result(
+    tmp_path, write_manifest, capfd, monkeypatch
+):
+    monkeypatch.setenv("VZSTAGES_EVENTS", "json")
+    manifest = write_manifest(KVM_MANIFEST + f"bootstrapper:\n  workspace: {tmp_path / 'build'}\n")
+    build = PretendBuild([plan_for(manifest, tmp_path / "cache")])
+    out = run_doit(capfd, build, "run")
+    events = [json.loads(line) for line in out.splitlines()]  # every line is one JSON event
+    finished = [e for e in events if e["event"] == "stage_finished"]
+    assert [(e["stage"], e["status"]) for e in finished] == [(s.name, "built") for s in build.plan.stages]
+    assert events[-2]["event"] == "summary" and events[-2]["built"] == [s.name for s in build.plan.stages]
+    result = events[-1]
+    assert result["event"] == "result" and result["images"][0]["path"] == str(
+        build.plan.stage("image").outputs[0]
+    )
+    assert json.loads(Path(result["path"]).read_text())["stages"] == result["stages"]

@@ -11,7 +11,7 @@ import pytest
 from vzstages.errors import ManifestError
 from vzstages.manifest import load_manifest
 
-from ..conftest import COMPAT, KVM_MANIFEST, TEST_KEY
+from ..conftest import COMPAT, KVM_MANIFEST, REPO, TEST_KEY
 
 
 def line_of(path: Path, needle: str) -> int:
@@ -221,3 +221,32 @@ def test_an_empty_cache_folder_is_an_error_not_the_current_folder():
 
     with pytest.raises(VzError, match="cache folder is empty"):
         cache_folder("")
+
+
+def test_retired_pvgrub_names_the_whole_fix_at_once(write_manifest):
+    text = KVM_MANIFEST.replace("bootloader: grub", "bootloader: pvgrub").replace("type: gpt", "type: none")
+    [problem] = [p for p in problems_of(write_manifest(text)) if "pvgrub" in p]
+    assert "grub with a partition table (volume.partitions.type: gpt or msdos)" in problem
+    assert "extlinux" in problem
+    # Following it in one edit gives a valid manifest: no second refusal one step later.
+    fixed = text.replace("bootloader: pvgrub", "bootloader: grub").replace("type: none", "type: gpt")
+    load_manifest(write_manifest(fixed, "fixed.yml"))
+
+
+def test_ec2_hvm_boots_an_unpartitioned_volume_with_extlinux(copy_manifest):
+    from vzstages.cache.store import Store
+    from vzstages.compiler.plan import compile_plan
+
+    path = copy_manifest(REPO / "manifests/ec2.yml")
+    text = (
+        path.read_text()
+        .replace("bootloader: grub", "bootloader: extlinux")
+        .replace("type: gpt", "type: none")
+    )
+    path.write_text(text)
+    plan = compile_plan(load_manifest(path), Store(Path("/nonexistent")), secret_key=TEST_KEY)
+    tasks = {t.name() for s in plan.stages for t in s.tasks}
+    assert (
+        "common.extlinux.InstallExtlinux" in tasks and "plugins.expand_root.tasks.InstallExpandRoot" in tasks
+    )
+    assert not any("grub" in t for t in tasks)

@@ -323,11 +323,14 @@ class Remote:
         local.origin = {"remote": self.config.url, "blob": record.sha256, "signer": record.signer}
         store.save_record(local)
         self.counters.pulled.append(record.name)
+        seconds = time.monotonic() - started
+        event = {"event": "pulled", "stage": record.stage, "key": record.key, "bytes": record.size}
         log.info(
             "%-8s pulled %s from the remote cache in %.1fs",
             record.stage,
             human_size(record.size),
-            time.monotonic() - started,
+            seconds,
+            extra={"event": {**event, "seconds": round(seconds, 3)}},
         )
 
     def _download(self, record: RemoteRecord, target: Path) -> None:
@@ -440,11 +443,14 @@ class Remote:
         self.counters.sent += len(body)
         self.counters.pushed.append(remote.name)
         self._records[remote.name] = remote
+        seconds = time.monotonic() - started
+        event = {"event": "pushed", "stage": local.stage, "key": local.key, "bytes": size}
         log.info(
             "%-8s pushed %s to the remote cache in %.1fs",
             local.stage,
             human_size(size),
-            time.monotonic() - started,
+            seconds,
+            extra={"event": {**event, "seconds": round(seconds, 3)}},
         )
 
     # --- the archive's state, shared ---

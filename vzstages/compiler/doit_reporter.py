@@ -11,6 +11,9 @@ from typing import Any
 
 from doit.reporter import ConsoleReporter
 
+from .. import events
+from ..cache.record import load_json
+from ..events import emit
 from ..results import write_result
 from ..units import human_size
 
@@ -35,6 +38,7 @@ class StageReporter(ConsoleReporter):
         self.outcome: dict[str, tuple[str, float]] = {}  # task -> (built|pulled|reused, seconds)
         self.result_of: dict[str, dict[str, Any]] = {}  # image task -> what its result file names
         self.happened: list[str] = []
+        self.json = events.enabled()  # `--json`: stdout is a stream of events (events.py)
 
     def initialize(self, tasks: Any, selected_tasks: Any) -> None:
         super().initialize(tasks, selected_tasks)
@@ -64,6 +68,13 @@ class StageReporter(ConsoleReporter):
             "reused" if status == "cached" else status,
             float(values.get("seconds", 0.0)),
         )
+        if self.json:
+            emit(
+                "stage_finished",
+                stage=task.name,
+                status=self.outcome[task.name][0],
+                seconds=values.get("seconds"),
+            )
         if status == "built":
             self.built.append(task.name)
             self.took[task.name] = float(values.get("seconds", 0.0))
@@ -76,14 +87,20 @@ class StageReporter(ConsoleReporter):
         # The stage action returns TaskFailed with one line of cause and the log's path; doit's
         # own errors (TaskError) would carry a traceback, which goes to no one's console.
         self.failures.append({"task": task, "exception": fail})
-        self.write(f"{task.name:<8} FAILED\n")
+        if self.json:
+            emit("stage_failed", stage=task.name)
+        else:
+            self.write(f"{task.name:<8} FAILED\n")
 
     def skip_uptodate(self, task: Any) -> None:
         self._happened(task)
         self.outcome[task.name] = ("reused", 0.0)
         self.reused.append(task.name)
         self.saved += float((task.meta or {}).get("seconds") or 0.0)
-        self.write(f"{task.name:<8} up to date\n")
+        if self.json:
+            emit("stage_finished", stage=task.name, status="reused", seconds=0.0)
+        else:
+            self.write(f"{task.name:<8} up to date\n")
 
     def _write_result(self, name: str) -> Path:
         result = self.result_of[name]
@@ -95,12 +112,14 @@ class StageReporter(ConsoleReporter):
 
     def complete_run(self) -> None:
         seconds = time.monotonic() - self.started
-        for failure in self.failures:
-            message = str(getattr(failure["exception"], "message", failure["exception"])).rstrip()
-            self.write(f"error: {message}\n")
-        if self.runtime_errors:
-            self.write("error: " + "\n".join(self.runtime_errors) + "\n")
-        if self.failures or self.runtime_errors:
+        errors = [str(getattr(f["exception"], "message", f["exception"])).rstrip() for f in self.failures]
+        errors += ["\n".join(self.runtime_errors)] if self.runtime_errors else []
+        if self.json:
+            self._complete_events(seconds, errors)
+            return
+        for error in errors:
+            self.write(f"error: {error}\n")
+        if errors:
             return
         reused = len(self.reused)
         if not self.built and not self.pulled:
@@ -130,3 +149,21 @@ class StageReporter(ConsoleReporter):
         for result in self.results:
             if result.exists():
                 self.write(result.read_text())
+
+    def _complete_events(self, seconds: float, errors: list[str]) -> None:
+        for error in errors:
+            emit("error", message=error)
+        if errors:
+            return
+        emit(
+            "summary",
+            built=self.built,
+            pulled=self.pulled,
+            reused=self.reused,
+            seconds=round(seconds, 3),
+            pulled_bytes=self.pulled_bytes,
+        )
+        for name in self.happened:
+            if name in self.result_of:
+                path = self._write_result(name)
+                emit("result", path=str(path), **load_json(path.read_bytes()))

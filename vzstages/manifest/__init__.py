@@ -133,9 +133,14 @@ def _base_checks(manifest: Manifest) -> list[Problem]:
     bootloader = data["system"]["bootloader"]
     partitions = data["volume"]["partitions"]
     if bootloader == "pvgrub":
-        problems.append(
-            Problem(("system", "bootloader"), "pvgrub (Xen paravirtual boot) is retired; use grub")
+        # The whole fix at once: grub alone would then be refused for the unpartitioned volume.
+        fix = (
+            "use grub with a partition table (volume.partitions.type: gpt or msdos), or extlinux, "
+            "which boots this unpartitioned volume"
+            if partitions["type"] == "none"
+            else "use grub"
         )
+        problems.append(Problem(("system", "bootloader"), f"pvgrub (Xen paravirtual boot) is retired; {fix}"))
     if bootloader == "grub" and partitions["type"] == "none":
         problems.append(
             Problem(

@@ -26,8 +26,10 @@ def validate(manifest: Manifest) -> list[Problem]:
         )
     if manifest.get("system.architecture") not in ("amd64", "arm64"):
         problems.append(Problem(("system", "architecture"), "EC2 images are amd64 or arm64"))
-    if manifest.get("system.bootloader") not in ("grub", "pvgrub"):
-        problems.append(Problem(("system", "bootloader"), "EC2 HVM images boot with grub"))
+    # pvgrub is refused with its whole fix by the base checks; extlinux boots an unpartitioned
+    # volume, as bootstrap-vz's official EC2 HVM manifests did.
+    if manifest.get("system.bootloader") not in ("grub", "extlinux", "pvgrub"):
+        problems.append(Problem(("system", "bootloader"), "EC2 HVM images boot with grub or extlinux"))
     return problems
 
 
