@@ -60,6 +60,15 @@ def test_diff_names_the_one_package_a_variant_adds(cache, tmp_path):
         f"+ bzip2:amd64 {changes['added']['bzip2:amd64']}",
         "1 added, 0 removed, 0 changed",
     ]
+    # The files, read from the two trees in the cache.
+    both = [str(tmp_path / "plain.yml"), str(tmp_path / "bzip2.yml")]
+    files = json.loads(vzstages("diff", "--files", "--json", *both, cache=cache).stdout)["files"]
+    assert (
+        files["added"]["/usr/bin/bzip2"]["mode"] == "-rwxr-xr-x"
+        and files["added"]["/usr/bin/bzip2"]["sha256"]
+    )
+    assert "sha256" in files["changed"]["/var/lib/dpkg/status"]
+    assert files["removed"] == {}
     nothing_left(cache)
 
 

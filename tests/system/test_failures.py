@@ -28,9 +28,12 @@ def test_task_failing_mid_stage_leaves_nothing_and_keeps_checkpoints(cache, work
         tmp_path / "broken.yml",
         edit={"    - less\n": "    - less\n    - vzstages-no-such-package\n"},
     )
-    out = vzstages("build", str(manifest), cache=cache, check=False)
+    out = vzstages("build", "--shell-on-error", str(manifest), cache=cache, check=False)
     assert out.returncode != 0
     assert "vzstages-no-such-package" in out.stdout + out.stderr
+    # No terminal here: the line that opens the tree the failed stage started from.
+    line = f"The tree it started from: vzstages --cache {cache} shell {manifest} os"
+    assert "packages failed; no terminal for a shell." in out.stderr and line in out.stderr, out.stderr
     nothing_left(cache)
     assert completed(manifest, cache) == ["volume", "os"]
     plan = load_plan(manifest, cache)

@@ -12,6 +12,7 @@ import pytest
 
 from vzstages.boottest import boot
 from vzstages.build import load_plan
+from vzstages.cache.record import file_sha256
 from vzstages.host import Host
 from vzstages.volume.disk import opened_readonly
 
@@ -205,6 +206,23 @@ def test_kvm_image_carries_sboms_and_a_signed_provenance_that_verify(cache, work
 
 def statement_subjects(provenance: Path) -> list[dict[str, object]]:
     return json.loads(base64.b64decode(json.loads(provenance.read_text())["payload"]))["subject"]
+
+
+def test_shell_runs_in_a_throwaway_copy_of_a_stage(cache, workspace, tmp_path):
+    manifest = with_workspace(REPO / "manifests/kvm.yml", workspace, tmp_path / "kvm.yml")
+    vzstages("build", str(manifest), cache=cache)
+    plan = load_plan(manifest, cache)
+    checkpoint = plan.checkpoint(plan.stage("packages"))
+    before = file_sha256(checkpoint)
+    script = "cat /etc/debian_version; echo changed > /etc/hostname; rm -rf /usr/share/doc; exit 7"
+    inside = vzstages("shell", str(manifest), "packages", "--", "sh", "-c", script, cache=cache, check=False)
+    assert inside.returncode == 7, inside.stderr
+    assert inside.stdout.strip().split(".")[0].isdigit()  # bookworm's /etc/debian_version: 12.x
+    again = vzstages("shell", str(manifest), "packages", "--", "ls", "/usr/share/doc/apt", cache=cache)
+    assert "copyright" in again.stdout  # the first shell's changes went with its overlay
+    assert file_sha256(checkpoint) == before
+    assert plan.hit(plan.stage("cleanup"), touch=False) is not None  # the chain above still holds
+    nothing_left(cache)
 
 
 @pytest.mark.skipif(

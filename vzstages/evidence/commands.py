@@ -20,6 +20,7 @@ from ..cache.record import file_sha256, load_json
 from ..cache.signing import load_trusted_keys
 from ..errors import VzError
 from .provenance import MAX_ENVELOPE_BYTES, ProvenanceError, open_envelope
+from .tree_diff import diff_files, file_lines
 
 TRUSTED_KEYS_ENV = "VZSTAGES_TRUSTED_KEYS"
 MAX_SBOM_BYTES = 64 << 20
@@ -149,9 +150,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    changes = diff(Path(args.a), Path(args.b))
+    changes: dict[str, Any] = diff(Path(args.a), Path(args.b))
+    files = diff_files(Path(args.a), Path(args.b), args.cache) if args.files else None
     if args.json:
-        print(json.dumps(changes, indent=1, sort_keys=True))
+        print(json.dumps({**changes, **({"files": files} if files else {})}, indent=1, sort_keys=True))
         return 0
     for name, version in changes["added"].items():
         print(f"+ {name} {version}")
@@ -161,6 +163,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
         print(f"~ {name} {old} -> {new}")
     counts = {kind: len(items) for kind, items in changes.items()}
     print(f"{counts['added']} added, {counts['removed']} removed, {counts['changed']} changed")
+    if files:
+        print("\n".join(file_lines(files)))
     return 0
 
 
@@ -174,4 +178,11 @@ def add_commands(sub: Any) -> None:
     p.add_argument("a", help="an image, its SBOM, or a manifest (its last build)")
     p.add_argument("b")
     p.add_argument("--json", action="store_true", help="print the changes as JSON")
+    p.add_argument(
+        "--files",
+        action="store_true",
+        help="also the files added, removed and changed (path, mode, owner, size, digest), read from "
+        "the two manifests' trees in the cache (root)",
+    )
+    p.add_argument("--cache", default=argparse.SUPPRESS, help="checkpoint cache folder, for --files")
     p.set_defaults(func=cmd_diff)
