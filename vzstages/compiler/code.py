@@ -73,10 +73,17 @@ def _drop_docstrings(tree: ast.AST) -> ast.AST:
 
 
 @cache
+def module_tree(name: str) -> ast.Module:
+    """The module's syntax tree, docstrings dropped (parsed once: imports and behaviour share it)."""
+    tree = _drop_docstrings(ast.parse(module_source(name)))
+    assert isinstance(tree, ast.Module)
+    return tree
+
+
+@cache
 def module_behaviour(name: str) -> str:
     """A digest of what a module does: its syntax tree without docstrings or positions."""
-    tree = _drop_docstrings(ast.parse(module_source(name)))
-    return xxhash.xxh3_128_hexdigest(ast.dump(tree, include_attributes=False).encode())
+    return xxhash.xxh3_128_hexdigest(ast.dump(module_tree(name), include_attributes=False).encode())
 
 
 def _type_checking_only(node: ast.If) -> bool:
@@ -115,7 +122,7 @@ def _absolute(module: str, node: ast.ImportFrom) -> str:
 def imports(name: str) -> frozenset[str]:
     """The vzstages modules `name` imports explicitly (at any depth of its code)."""
     found: set[str] = set()
-    for node in _import_nodes(ast.parse(module_source(name))):
+    for node in _import_nodes(module_tree(name)):
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         else:
@@ -155,7 +162,7 @@ def runtime_fingerprint() -> str:
     return code_digest(closure(RUNTIME_ROOTS))
 
 
-_CACHED = (module_source, module_behaviour, imports, runtime_fingerprint)
+_CACHED = (module_source, module_tree, module_behaviour, imports, runtime_fingerprint)
 
 
 def clear_caches() -> None:
