@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from vzstages.cache import remote as remote_module
+from vzstages.cache.backends import s3 as s3_backend
 from vzstages.cache.remote import Remote
 from vzstages.cache.remote_config import RemoteConfig
 from vzstages.cache.store import Store
@@ -80,8 +81,8 @@ class HostileServer:
 @pytest.fixture
 def fast_deadlines(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(remote_module, "SMALL_OBJECT_SECONDS", 3.0)
-    monkeypatch.setattr(remote_module, "READ_TIMEOUT", 2.0)
-    monkeypatch.setattr(remote_module, "CONNECT_TIMEOUT", 2.0)
+    monkeypatch.setattr(s3_backend, "READ_TIMEOUT", 2.0)
+    monkeypatch.setattr(s3_backend, "CONNECT_TIMEOUT", 2.0)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_REGION", "us-east-1")

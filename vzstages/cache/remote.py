@@ -33,7 +33,6 @@ import json
 import logging
 import re
 import time
-import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +43,7 @@ from ..host import qemu_img_check
 from ..runid import run_id
 from ..units import human_size
 from . import qcow2
+from .backends import Backend, open_backend
 from .record import MAX_RECORD_BYTES, Record, valid_entry
 from .remote_config import RemoteConfig
 from .remote_record import (
@@ -56,7 +56,7 @@ from .remote_record import (
 )
 from .signing import load_signing_key, load_trusted_keys, seal
 from .store import Store
-from .transfer import CHUNK, DeadlineExceeded, SparseWriter, TooLarge, compress, cut_off, deadline
+from .transfer import CHUNK, DeadlineExceeded, SparseWriter, TooLarge, compress
 
 log = logging.getLogger("vzstages.progress")
 
@@ -66,9 +66,6 @@ MAX_FAILURES = 3
 # Deadlines for a whole object: a small one, and a blob at no less than this rate.
 SMALL_OBJECT_SECONDS = 30.0
 MIN_RATE = 1 << 20
-# Per socket read; a whole object has its deadline above.
-CONNECT_TIMEOUT = 5.0
-READ_TIMEOUT = 10.0
 
 
 @dataclass
@@ -94,7 +91,7 @@ class Remote:
         self.store = store
         self.counters = Counters()
         self.warnings: list[str] = []
-        self._client: Any = None
+        self.objects: Backend = open_backend(config)
         self._trusted = load_trusted_keys(config.trusted_keys) if config.trusted_keys else None
         self._signing = load_signing_key(config.signing_key) if config.signing_key else None
         self._records: dict[str, RemoteRecord | None] = {}
@@ -102,27 +99,9 @@ class Remote:
         self._failures = 0
 
     # --- plumbing ---
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            import boto3
-            from botocore.config import Config
-
-            session = boto3.session.Session()
-            self._client = session.client(
-                "s3",
-                endpoint_url=self.config.endpoint_url,
-                region_name=session.region_name or "us-east-1",
-                config=Config(
-                    connect_timeout=CONNECT_TIMEOUT,
-                    read_timeout=READ_TIMEOUT,
-                    retries={"max_attempts": 2, "mode": "standard"},
-                ),
-            )
-        return self._client
-
-    def _object(self, kind: str, name: str) -> str:
-        return f"{self.config.prefix}{kind}/{name}"
+    @staticmethod
+    def _object(kind: str, name: str) -> str:
+        return f"{kind}/{name}"
 
     def warn(self, message: str) -> None:
         text = f"warning: remote cache: {message}"
@@ -133,18 +112,11 @@ class Remote:
     @contextlib.contextmanager
     def guarded(self, what: str) -> Iterator[None]:
         """Turn any failure of the remote into a warning; the caller carries on locally."""
-        import botocore.exceptions
-
         try:
             yield
-        except (
-            botocore.exceptions.BotoCoreError,
-            botocore.exceptions.ClientError,
-            OSError,
-            ValueError,  # a connection closed under a read by the deadline, a junk answer
-        ) as exc:
+        except (OSError, ValueError) as exc:  # BackendError is an OSError; ValueError: a junk answer
             self._failed(exc)
-            self.warn(f"{what} failed ({self._redacted(exc)}); building locally")
+            self.warn(f"{what} failed ({exc}); building locally")
             raise RemoteError(str(exc)) from None
         except RemoteError as exc:
             self.warn(f"{what}: {exc}")
@@ -153,39 +125,14 @@ class Remote:
     def _failed(self, exc: BaseException) -> None:
         """Count a failure of the remote itself; after a few (or one it cannot answer at all)
         it is left alone for the rest of the run, with one warning."""
-        import botocore.exceptions
-
-        gone = (
-            botocore.exceptions.EndpointConnectionError
-            | botocore.exceptions.ConnectTimeoutError
-            | botocore.exceptions.ReadTimeoutError
-            | DeadlineExceeded
-        )
+        gone = isinstance(exc, DeadlineExceeded) or getattr(exc, "unreachable", False)
         self._failures += 1
-        if not self._unreachable and (isinstance(exc, gone) or self._failures >= MAX_FAILURES):
+        if not self._unreachable and (gone or self._failures >= MAX_FAILURES):
             self._unreachable = True
             self.warn(f"{self.config.url} is not answering; going on without it for this run")
 
-    def _redacted(self, exc: BaseException) -> str:
-        """An error's text without credentials an endpoint URL may carry (user:password@)."""
-        text = str(exc)
-        endpoint = self.config.endpoint_url
-        if endpoint:
-            parsed = urllib.parse.urlsplit(endpoint)
-            if parsed.password:
-                text = text.replace(parsed.password, "***")
-        return text
-
     def _exists(self, kind: str, name: str) -> bool:
-        import botocore.exceptions
-
-        try:
-            self.client.head_object(Bucket=self.config.bucket, Key=self._object(kind, name))
-            return True
-        except botocore.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise
+        return self.objects.exists(self._object(kind, name))
 
     # --- reading ---
     def lookup(self, stage: str, key: str) -> RemoteRecord | None:
@@ -203,19 +150,7 @@ class Remote:
     def _read_small(self, key: str, limit: int) -> bytes | None:
         """A small object (a record, an archive state), read to at most limit + 1 bytes so the
         caller can tell one that is too big; None if there is no such object."""
-        import botocore.exceptions
-
-        try:
-            response = self.client.get_object(Bucket=self.config.bucket, Key=key)
-        except botocore.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return None
-            raise
-        body = response["Body"]
-        with deadline(SMALL_OBJECT_SECONDS, cut_off(body)):
-            raw: bytes = body.read(limit + 1)
-        body.close()
-        return raw
+        return self.objects.read_small(key, limit, SMALL_OBJECT_SECONDS)
 
     def _fetch_record(self, stage: str, key: str) -> RemoteRecord | None:
         raw = self._read_small(self._object("records", f"{stage}-{key}.json"), MAX_RECORD_BYTES)
@@ -336,14 +271,13 @@ class Remote:
     def _download(self, record: RemoteRecord, target: Path) -> None:
         import zstandard
 
-        response = self.client.get_object(Bucket=self.config.bucket, Key=self._object("blobs", record.sha256))
-        body = response["Body"]
         sha = hashlib.sha256()
         received = 0
         dctx = zstandard.ZstdDecompressor()
+        seconds = SMALL_OBJECT_SECONDS + record.size / MIN_RATE
         with (
             open(target, "wb") as out,
-            deadline(SMALL_OBJECT_SECONDS + record.size / MIN_RATE, cut_off(body)),
+            self.objects.stream(self._object("blobs", record.sha256), seconds) as body,
         ):
             sparse = SparseWriter(out, record.raw_size)
             writer = dctx.stream_writer(sparse, write_size=CHUNK, closefd=False)  # type: ignore[arg-type]
@@ -360,7 +294,6 @@ class Remote:
                 except TooLarge as exc:
                     raise RemoteError(f"blob of {record.name} {exc}") from None
                 finally:
-                    body.close()
                     self.counters.received += received
                 decompressor.flush()
             sparse.close()
@@ -429,7 +362,7 @@ class Remote:
         try:
             sha, size, raw_size = compress(checkpoint, blob)
             if not self._exists("blobs", sha):
-                self.client.upload_file(str(blob), self.config.bucket, self._object("blobs", sha))
+                self.objects.upload(self._object("blobs", sha), blob)
                 self.counters.sent += size
         finally:
             blob.unlink(missing_ok=True)
@@ -437,9 +370,7 @@ class Remote:
             local.stage, local.key, local.parent, local.parent_stage, sha, size, raw_size, local, time.time()
         )
         body = seal(json.dumps(remote.document(), sort_keys=True, indent=1).encode(), self._signing)
-        self.client.put_object(
-            Bucket=self.config.bucket, Key=self._object("records", f"{remote.name}.json"), Body=body
-        )
+        self.objects.put(self._object("records", f"{remote.name}.json"), body)
         self.counters.sent += len(body)
         self.counters.pushed.append(remote.name)
         self._records[remote.name] = remote
@@ -471,9 +402,7 @@ class Remote:
             return
         body = seal(json.dumps({"format": FORMAT, **state}, sort_keys=True).encode(), self._signing)
         with contextlib.suppress(RemoteError), self.guarded(f"publishing the archive state {name}"):
-            self.client.put_object(
-                Bucket=self.config.bucket, Key=self._object("archive", f"{name}.json"), Body=body
-            )
+            self.objects.put(self._object("archive", f"{name}.json"), body)
 
     # --- listing and collecting ---
     def scan(self) -> tuple[list[tuple[RemoteRecord, float]], list[tuple[str, float]]]:
@@ -505,29 +434,21 @@ class Remote:
 
     def _listing(self, kind: str) -> list[tuple[str, float]]:
         """(name, last written) of every object under `kind/`; VzError if the remote cannot say."""
-        found = []
-        prefix = self._object(kind, "")
         try:
             with self.guarded(f"listing {kind}"):
-                paginator = self.client.get_paginator("list_objects_v2")
-                for page in paginator.paginate(Bucket=self.config.bucket, Prefix=prefix):
-                    for item in page.get("Contents", []):
-                        found.append((str(item["Key"])[len(prefix) :], item["LastModified"].timestamp()))
+                return list(self.objects.listing(kind))
         except RemoteError as exc:
-            raise VzError(f"remote cache {self.config.url}: cannot list it ({self._redacted(exc)})") from None
-        return found
+            raise VzError(f"remote cache {self.config.url}: cannot list it ({exc})") from None
 
     def blobs(self) -> list[tuple[str, float]]:
         return self._listing("blobs")
 
     def delete_object(self, kind: str, name: str) -> None:
         with contextlib.suppress(RemoteError), self.guarded(f"deleting {kind}/{name}"):
-            self.client.delete_object(Bucket=self.config.bucket, Key=self._object(kind, name))
+            self.objects.delete(self._object(kind, name))
 
     def delete(self, record: RemoteRecord, blob_in_use: bool) -> None:
         """Record first: without it the blob is no longer an entry."""
-        self.client.delete_object(
-            Bucket=self.config.bucket, Key=self._object("records", f"{record.name}.json")
-        )
+        self.objects.delete(self._object("records", f"{record.name}.json"))
         if not blob_in_use:
-            self.client.delete_object(Bucket=self.config.bucket, Key=self._object("blobs", record.sha256))
+            self.objects.delete(self._object("blobs", record.sha256))

@@ -27,6 +27,13 @@ class RemoteConfig:
     trusted_keys: Path | None = None  # OpenSSH public keys, one a line: pulls need a signature by one
 
     @property
+    def directory(self) -> Path | None:
+        """The shared folder of a directory remote (`/mnt/cache`, `file:///mnt/cache`), else None."""
+        if self.url.startswith("file://"):
+            return Path(urllib.parse.unquote(urllib.parse.urlsplit(self.url).path))
+        return Path(self.url) if self.url.startswith("/") else None
+
+    @property
     def bucket(self) -> str:
         match = _URL.fullmatch(self.url)
         assert match is not None  # checked by remote_config
@@ -66,8 +73,10 @@ def remote_config(
         raise VzError(f"remote mode {mode!r}: use read, write, readwrite or off")
     if not url or mode == "off":
         return None
-    if not _URL.fullmatch(url):
-        raise VzError(f"remote cache {url!r}: expected s3://BUCKET or s3://BUCKET/PREFIX")
+    if not _URL.fullmatch(url) and not _directory_url(url):
+        raise VzError(
+            f"remote cache {url!r}: expected s3://BUCKET[/PREFIX], or a shared folder: /PATH or file:///PATH"
+        )
     endpoint_url = endpoint_url or env("VZSTAGES_REMOTE_ENDPOINT") or None
     if endpoint_url is not None:
         parsed = urllib.parse.urlsplit(endpoint_url)
@@ -88,3 +97,10 @@ def remote_config(
     if config.trusted_keys:
         load_trusted_keys(config.trusted_keys)
     return config
+
+
+def _directory_url(url: str) -> bool:
+    if url.startswith("file://"):
+        parsed = urllib.parse.urlsplit(url)
+        return parsed.netloc in ("", "localhost") and parsed.path.startswith("/") and "\0" not in url
+    return url.startswith("/") and "\0" not in url
