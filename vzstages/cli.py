@@ -35,7 +35,8 @@ def add_common(parser: argparse.ArgumentParser, default: object, url_optional: b
         default=default,
         nargs="?" if url_optional else None,
         const=CONFIGURED if url_optional else None,
-        help="an S3 bucket as shared cache: s3://BUCKET/PREFIX (VZSTAGES_REMOTE)"
+        help="a shared cache: an S3 bucket, s3://BUCKET/PREFIX, or a shared folder, /PATH or "
+        "file:///PATH (VZSTAGES_REMOTE)"
         + ("; ls and gc with --remote look after the remote" if url_optional else ""),
     )
     remote.add_argument(

@@ -228,7 +228,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
     if args.action in ("push", "pull") or on_remote:
         if config is None:
             raise VzError(
-                f"cache {args.action} needs a remote: --remote s3://BUCKET/PREFIX or VZSTAGES_REMOTE"
+                f"cache {args.action} needs a remote: --remote s3://BUCKET/PREFIX (or /SHARED/FOLDER) "
+                "or VZSTAGES_REMOTE"
             )
         remote = Remote(config, store)
     if args.action == "ls":
