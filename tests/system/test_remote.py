@@ -71,6 +71,27 @@ def test_a_second_machine_pulls_every_stage_and_gets_the_same_image(cache, works
     nothing_left(cache_c)
 
 
+def test_a_shared_folder_carries_a_build_between_two_caches(cache, workspace, tmp_path):
+    """The same as above through the directory backend (an NFS mount in real life): no server."""
+    folder = tmp_path / "team-cache"
+    folder.mkdir()
+    manifest = with_workspace(REPO / "manifests/kvm.yml", workspace, tmp_path / "kvm.yml")
+    vzstages("build", str(manifest), cache=cache)
+    push = vzstages("cache", "push", "--remote", str(folder), str(manifest), cache=cache)
+    assert re.search(r"pushed [1-9]\d* of \d+ entries", push.stdout), push.stdout
+    assert not [p for p in folder.rglob(".*")], "a temporary object was left in the shared folder"
+    digest_a = file_sha256(workspace / "debian-bookworm-amd64-kvm.qcow2")
+
+    cache_b, workspace_b = tmp_path / "cache-b", tmp_path / "build-b"
+    manifest_b = with_workspace(REPO / "manifests/kvm.yml", workspace_b, tmp_path / "b.yml")
+    out = vzstages("build", "--remote", f"file://{folder}", str(manifest_b), cache=cache_b)
+    assert "pulled volume, os, packages, system, cleanup" in out.stdout, out.stdout + out.stderr
+    assert file_sha256(workspace_b / "debian-bookworm-amd64-kvm.qcow2") == digest_a
+    verify = vzstages("cache", "verify", cache=cache_b)
+    assert "FAIL" not in verify.stdout
+    nothing_left(cache_b)
+
+
 def test_several_manifests_in_one_build_share_their_common_stages(cache, workspace, tmp_path):
     manifests = [
         with_workspace(
