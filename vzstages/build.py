@@ -28,7 +28,7 @@ from .cache.remote import Remote
 from .cache.remote_config import RemoteConfig
 from .cache.store import Store, cache_folder
 from .common.partitions import format_tools
-from .compiler import doit_tasks
+from .compiler import code, doit_tasks
 from .compiler.explain import explain
 from .compiler.plan import CompiledStage, Plan, compile_plan
 from .errors import CommandError, ManifestError, VzError
@@ -298,6 +298,9 @@ def _matrix(path: Path) -> list[Path] | None:
     return [path.parent / e for e in entries]
 
 
+CODE_MEMO = "code-memo.json"  # what parsing vzstages' modules found (compiler/code.py)
+
+
 def load_plans(
     manifests: Sequence[str | Path],
     cache_dir: str | Path = "cache",
@@ -312,6 +315,7 @@ def load_plans(
     store.check_usable()
     shared = Remote(remote, store) if remote else None
     archive = ArchiveState(store.root / "archive", refresh=refresh, shared=shared)
+    code.load_memo(store.root / CODE_MEMO)
     plans = []
     for path in expand_manifests(manifests):
         loaded = load_manifest(path)
@@ -321,6 +325,8 @@ def load_plans(
         plan.remote = shared
         plans.append(plan)
     check_one_output_one_manifest(plans)
+    if store.root.is_dir():
+        code.save_memo(store.root / CODE_MEMO)
     return plans
 
 

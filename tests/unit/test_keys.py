@@ -287,3 +287,35 @@ def test_the_build_hosts_tools_that_shape_a_stage_enter_its_key(write_manifest, 
         assert changed(before, after)[0] == first
         assert len(changed(before, after)) == len(before) - list(before).index(first)
     monkeypatch.undo()
+
+
+def test_the_code_memo_is_only_a_speed_up(tmp_path, write_manifest, monkeypatch):
+    """What parsing found is remembered under the module's exact source: a planted or damaged
+    memo changes no key, and a true one answers without parsing anything."""
+    import json
+
+    from vzstages.build import load_plans
+    from vzstages.compiler import code
+
+    def plan_keys() -> dict[str, str]:
+        code.clear_caches()
+        return {s.name: s.key for s in load_plans([path], tmp_path / "cache")[0].stages}
+
+    path = write_manifest()
+    first = plan_keys()
+    memo = tmp_path / "cache" / "code-memo.json"
+    true = memo.read_text()
+    entries = json.loads(true)
+    assert len(entries) > 20
+    planted = {":".join([k.split(":")[0], "0" * 64, *k.split(":")[2:]]): ["f" * 32, []] for k in entries}
+    memo.write_text(json.dumps(planted))
+    assert plan_keys() == first
+    memo.write_text("[" * 100_000)
+    assert plan_keys() == first
+    memo.write_text(true)
+
+    def no_parsing(*args, **kwargs):
+        raise AssertionError("parsed although the memo knew the answer")
+
+    monkeypatch.setattr(code.ast, "parse", no_parsing)
+    assert plan_keys() == first

@@ -21,9 +21,14 @@ reporting are outside it: they decide whether and when a stage runs, never what 
 from __future__ import annotations
 
 import ast
+import contextlib
+import hashlib
+import json
+import sys
 from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import xxhash
 
@@ -83,7 +88,73 @@ def module_tree(name: str) -> ast.Module:
 @cache
 def module_behaviour(name: str) -> str:
     """A digest of what a module does: its syntax tree without docstrings or positions."""
-    return xxhash.xxh3_128_hexdigest(ast.dump(module_tree(name), include_attributes=False).encode())
+    known = _memo.get(_memo_key(name))
+    if known is not None and known[0] is not None:
+        return str(known[0])
+    behaviour = xxhash.xxh3_128_hexdigest(ast.dump(module_tree(name), include_attributes=False).encode())
+    _remember(name, behaviour=behaviour)
+    return behaviour
+
+
+# Parsing every module a plan runs costs more than the rest of a no-op build. What parsing finds
+# follows from the module's exact source, the Python that parsed it and this file's rules, so it
+# is remembered under a key made of all three (the cache folder's code-memo.json): a module
+# edited, another Python or a change here is a new key, never a stale answer.
+MEMO_BYTES = 4 << 20
+_memo: dict[str, list[Any]] = {}
+_memo_changed = False
+
+
+@cache
+def _rules() -> str:
+    return xxhash.xxh3_64_hexdigest(Path(__file__).read_bytes())
+
+
+def _memo_key(name: str) -> str:
+    source = hashlib.sha256(module_source(name)).hexdigest()
+    return f"{name}:{source}:{'.'.join(map(str, sys.version_info[:3]))}:{_rules()}"
+
+
+def _remember(name: str, *, behaviour: str | None = None, found: frozenset[str] | None = None) -> None:
+    global _memo_changed
+    entry = _memo.setdefault(_memo_key(name), [None, None])
+    if behaviour is not None:
+        entry[0] = behaviour
+    if found is not None:
+        entry[1] = sorted(found)
+    _memo_changed = True
+
+
+def load_memo(path: Path) -> None:
+    """What earlier runs found (a damaged or foreign file is ignored: it is only a speed-up)."""
+    from ..cache.record import load_json
+
+    try:
+        data = load_json(path.read_bytes()[: MEMO_BYTES + 1]) if path.stat().st_size <= MEMO_BYTES else {}
+    except (OSError, ValueError):
+        return
+    for key, entry in data.items() if isinstance(data, dict) else []:
+        if (
+            isinstance(key, str)
+            and isinstance(entry, list)
+            and len(entry) == 2
+            and (entry[0] is None or isinstance(entry[0], str))
+            and (
+                entry[1] is None or (isinstance(entry[1], list) and all(isinstance(m, str) for m in entry[1]))
+            )
+        ):
+            _memo.setdefault(key, entry)
+
+
+def save_memo(path: Path) -> None:
+    global _memo_changed
+    if not _memo_changed:
+        return
+    from ..atomic import write_atomic
+
+    with contextlib.suppress(OSError):
+        write_atomic(path, json.dumps(_memo, sort_keys=True))
+        _memo_changed = False
 
 
 def _type_checking_only(node: ast.If) -> bool:
@@ -121,6 +192,15 @@ def _absolute(module: str, node: ast.ImportFrom) -> str:
 @cache
 def imports(name: str) -> frozenset[str]:
     """The vzstages modules `name` imports explicitly (at any depth of its code)."""
+    known = _memo.get(_memo_key(name))
+    if known is not None and known[1] is not None:
+        return frozenset(known[1])
+    found = _imports(name)
+    _remember(name, found=found)
+    return found
+
+
+def _imports(name: str) -> frozenset[str]:
     found: set[str] = set()
     for node in _import_nodes(module_tree(name)):
         if isinstance(node, ast.Import):
@@ -169,3 +249,4 @@ def clear_caches() -> None:
     """For tests that stand in an edited source."""
     for cached in _CACHED:
         cached.cache_clear()
+    _memo.clear()
