@@ -67,7 +67,7 @@ def downloaded_packages(logs: list[Path]) -> set[str]:
 def build(manifest: Path, cache: Path, env: dict[str, str], extra: list[str], repo: Path = REPO) -> float:
     started = time.monotonic()
     subprocess.run(
-        [sys.executable, "-m", "vzstages", "--cache", str(cache), "build", *extra, str(manifest)],
+        [sys.executable, "-m", "vzstages", "--cache", str(cache), "build", "--force", *extra, str(manifest)],
         cwd=repo,
         env=env,
         check=True,

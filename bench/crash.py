@@ -77,7 +77,7 @@ def main() -> int:
     cache = work / "cache"
     base = in_workspace(Path(args.manifest), work, "base.yml")
     started = time.monotonic()
-    warm = vzstages(cache, "build", str(base))
+    warm = vzstages(cache, "build", "--force", str(base))
     if warm.returncode != 0:
         print(warm.stdout + warm.stderr)
         return 1
@@ -87,7 +87,7 @@ def main() -> int:
     for round_ in range(args.kills):
         manifest = edited(Path(args.manifest), work, round_)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "vzstages", "--cache", str(cache), "build", str(manifest)],
+            [sys.executable, "-m", "vzstages", "--cache", str(cache), "build", "--force", str(manifest)],
             cwd=REPO,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -104,7 +104,7 @@ def main() -> int:
         verify = vzstages(cache, "cache", "verify")
         if verify.returncode != 0:
             lost.append(f"round {round_}: cache verify failed after a kill in {state}:\n{verify.stdout}")
-        rebuilt = vzstages(cache, "build", str(manifest))
+        rebuilt = vzstages(cache, "build", "--force", str(manifest))
         out = rebuilt.stdout + rebuilt.stderr
         if rebuilt.returncode != 0 or not ("every filesystem clean" in out or "up to date" in out):
             lost.append(f"round {round_}: the build after a kill in {state} failed:\n{out[-2000:]}")

@@ -136,7 +136,7 @@ class Bench:
 
     def vzstages(self, label: str, cache: Path, manifest: Path, debs: Path | None = None) -> float:
         env = {**os.environ, "VZSTAGES_PACKAGE_CACHE": str(debs or self.debs), "VZSTAGES_PROGRESS": "plain"}
-        argv = [sys.executable, "-m", "vzstages", "--cache", str(cache), "build", str(manifest)]
+        argv = [sys.executable, "-m", "vzstages", "--cache", str(cache), "build", "--force", str(manifest)]
         seconds = run(argv, self.log, env=env, cwd=REPO)
         built = Path(f"{manifest}.d") / "debian-bookworm-amd64-kvm.qcow2"
         if built.exists():

@@ -76,7 +76,7 @@ def manifest(work: Path, name: str, hostname: str = "vzstages-kvm") -> Path:
 def vzstages(cache: Path, *args: str) -> tuple[float, str]:
     started = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "vzstages", "--cache", str(cache), "build", *args],
+        [sys.executable, "-m", "vzstages", "--cache", str(cache), "build", "--force", *args],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -98,6 +98,11 @@ def parser() -> argparse.ArgumentParser:
         "--signing-key", help=f"OpenSSH ed25519 private key that signs the provenance ({SIGNING_KEY_ENV})"
     )
     p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an image that another manifest made (refused by default)",
+    )
+    p.add_argument(
         "--json",
         action="store_true",
         help="stdout is a stream of JSON events (stage started/finished, pulled, pushed, result), "

@@ -25,10 +25,11 @@ from .cache.remote_config import RemoteConfig, remote_config
 from .cache.signing import load_signing_key
 from .cache.store import Store, cache_folder
 from .compiler.explain import explain
-from .compiler.plan import compile_plan
+from .compiler.plan import Plan, compile_plan
 from .errors import ManifestError, VzError
 from .evidence.writer import SIGNING_KEY_ENV
 from .manifest import load_manifest
+from .results import made_from, result_path
 from .runner import last_duration
 from .shell_on_error import SHELL_ON_ERROR_ENV
 from .units import human_size, parse_age, parse_size
@@ -149,6 +150,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         if unknown:
             raise VzError(f"no stage {', '.join(unknown)} in this plan ({' '.join(known)})")
     build.up_to = stages
+    for plan in build.plans if not args.force else []:
+        refuse_to_overwrite(plan)
     use_signing_key(args.signing_key or os.environ.get(SIGNING_KEY_ENV))
     if args.shell_on_error:
         os.environ[SHELL_ON_ERROR_ENV] = "1"  # read where a stage fails (runtime.py)
@@ -162,6 +165,21 @@ def cmd_build(args: argparse.Namespace) -> int:
         return int(DoitMain(PlanLoader(build), extra_config=DOIT_PLUGINS).run(doit_args))
     finally:
         build.finish()
+
+
+def refuse_to_overwrite(plan: Plan) -> None:
+    """An image made from another manifest (a copy with another hostname, say) is not silently
+    replaced: the build says so before any stage runs, and --force replaces it."""
+    image = next((s for s in plan.stages if s.name == "image"), None)
+    if image is None or not any(p.exists() for p in image.outputs):
+        return
+    maker = made_from(result_path(plan.manifest.workspace, plan.manifest.image_name))
+    if maker is not None and maker[0] != str(plan.manifest.path) and maker[1] != image.key:
+        raise VzError(
+            f"{image.outputs[0]} was made from {maker[0]}; building {plan.manifest.path} would replace it "
+            "with another image: --force replaces it, or give this one another name "
+            "(or bootstrapper.workspace)"
+        )
 
 
 def use_signing_key(path: str | None) -> None:

@@ -90,3 +90,13 @@ def write_result(result: dict[str, Any], images: list[Path], stages: list[dict[s
             document["published"] = load_json(ami.read_bytes()[: 1 << 20])
     write_atomic(path, json.dumps(document, indent=1, sort_keys=True) + "\n")
     return path
+
+
+def made_from(path: Path) -> tuple[str, str] | None:
+    """(manifest, image stage key) of the image a result file describes, or None."""
+    try:
+        data = load_json(path.read_bytes()[: 1 << 20])
+        keys = [s["key"] for s in data["stages"] if isinstance(s, dict) and s.get("stage") == "image"]
+        return (str(data["manifest"]), str(keys[0])) if keys else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None

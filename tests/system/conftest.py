@@ -237,8 +237,17 @@ HARDENED_ENV = {"TZ": "Asia/Tokyo", "LC_ALL": "de_DE.UTF-8", "LANG": "de_DE.UTF-
 
 
 def vzstages(
-    *args: str, cache: Path, check: bool = True, timeout: float = 1500, hardened: bool = False
+    *args: str,
+    cache: Path,
+    check: bool = True,
+    timeout: float = 1500,
+    hardened: bool = False,
+    force: bool = True,
 ) -> subprocess.CompletedProcess[str]:
+    """Run vzstages. Tests share one workspace across manifests that write one image name (their
+    image stages then reuse each other's work), so builds replace it with --force unless told not to."""
+    if force and args and args[0] == "build":
+        args = ("build", "--force", *args[1:])
     command = [sys.executable, "-m", "vzstages", "--cache", str(cache), *args]
     proc = subprocess.run(
         [*HARDENED, *command] if hardened else command,
@@ -288,7 +297,7 @@ def nothing_left(cache: Path) -> None:
 def start_build(manifest: Path, cache: Path) -> subprocess.Popen[str]:
     """A build running in the background, to be interrupted by the test."""
     return subprocess.Popen(
-        [sys.executable, "-m", "vzstages", "--cache", str(cache), "build", str(manifest)],
+        [sys.executable, "-m", "vzstages", "--cache", str(cache), "build", "--force", str(manifest)],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

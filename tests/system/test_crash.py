@@ -55,7 +55,7 @@ def test_sigkill_at_random_moments_never_leaves_a_cache_that_does_not_verify(
             edit={"hostname: vzstages-kvm": f"hostname: {hostname}"},
         )
         # A late change (system, cleanup, image): killed while building, converting or checking.
-        killed_at_random(["build", *remote, str(manifest)], cache, rng, longest=8.0)
+        killed_at_random(["build", "--force", *remote, str(manifest)], cache, rng, longest=8.0)
         verify = vzstages("cache", "verify", cache=cache, check=False)
         assert verify.returncode == 0, verify.stdout + verify.stderr
         out = vzstages("build", *remote, str(manifest), cache=cache)

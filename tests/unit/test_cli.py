@@ -56,3 +56,33 @@ def test_plan_gives_each_stage_its_expected_time_and_the_total(tmp_path, write_m
     assert lines["image"].endswith("tasks, never built in this cache")
     assert "cached" in lines["packages"] and "about" not in lines["packages"]
     assert "3 stages to build: about 1.5s for 2, 1 never built here" in out
+
+
+def test_an_image_another_manifest_made_is_not_replaced_without_force(tmp_path, write_manifest, capsys):
+    import json
+
+    from vzstages.build import load_plans
+    from vzstages.commands import refuse_to_overwrite
+    from vzstages.errors import VzError
+    from vzstages.results import result_path
+
+    workspace = f"bootstrapper:\n  workspace: {tmp_path / 'build'}\n"
+    one = write_manifest(KVM_MANIFEST + workspace, "one.yml")
+    copy = write_manifest(KVM_MANIFEST.replace("hostname: alpha", "hostname: beta") + workspace, "copy.yml")
+    plan = load_plans([one], tmp_path / "cache")[0]
+    image = plan.stage("image")
+    image.outputs[0].parent.mkdir(parents=True)
+    image.outputs[0].write_text("an image one.yml made")
+    made = {"manifest": str(one), "stages": [{"stage": "image", "key": image.key}]}
+    result_path(plan.manifest.workspace, plan.manifest.image_name).write_text(json.dumps(made))
+
+    assert main(["--cache", str(tmp_path / "cache"), "build", str(copy)]) == 2
+    error = capsys.readouterr().err
+    assert f"was made from {one}; building {copy} would replace it" in error and "--force" in error
+    refuse_to_overwrite(plan)  # its own manifest: rebuilding it is what a build does
+    edited = write_manifest(KVM_MANIFEST.replace("hostname: alpha", "hostname: gamma") + workspace, "one.yml")
+    refuse_to_overwrite(load_plans([edited], tmp_path / "cache")[0])  # one.yml, edited: the same manifest
+    same = write_manifest(KVM_MANIFEST + workspace, "same.yml")  # another file, the very same image
+    refuse_to_overwrite(load_plans([same], tmp_path / "cache")[0])
+    with pytest.raises(VzError, match="--force replaces it"):
+        refuse_to_overwrite(load_plans([copy], tmp_path / "cache")[0])
