@@ -203,6 +203,27 @@ def test_kvm_image_carries_sboms_and_a_signed_provenance_that_verify(cache, work
     assert {f: (workspace / f"{name}.{f}").read_bytes() for f in before} == before
     assert statement_subjects(provenance) == subjects
 
+    # Rebuilt from the provenance in a scratch cache: stage by stage, the same key and whether it
+    # gave the same bytes. The volume stage is reproducible today; later stages are not yet (the
+    # README says why), and the command must say which one differs rather than claim identical.
+    rebuilt = vzstages(
+        "verify",
+        str(image),
+        "--trusted-keys",
+        str(tmp_path / "builder.pub"),
+        "--rebuild",
+        cache=cache,
+        check=False,
+    )
+    lines = {line.split()[0]: line for line in rebuilt.stdout.splitlines() if line.startswith("  ")}
+    assert set(lines) == {s.name for s in plan.stages}, rebuilt.stdout + rebuilt.stderr
+    assert "identical (sha256:" in lines["volume"], rebuilt.stdout
+    assert not any("other inputs" in line for line in lines.values()), rebuilt.stdout
+    verdict = rebuilt.stdout.strip().splitlines()[-1]
+    assert verdict == f"{image.name}: identical" if rebuilt.returncode == 0 else "differs" in verdict, (
+        rebuilt.stdout
+    )
+
 
 def statement_subjects(provenance: Path) -> list[dict[str, object]]:
     return json.loads(base64.b64decode(json.loads(provenance.read_text())["payload"]))["subject"]

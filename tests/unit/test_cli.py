@@ -34,7 +34,7 @@ def test_a_subcommand_lists_only_the_options_it_uses(command, capsys):
         main([command, "--help"])
     text = capsys.readouterr().out
     assert "--remote" not in text
-    assert ("--cache" in text) == (command in ("shell", "diff"))  # diff --files reads the cache
+    assert ("--cache" in text) == (command in ("shell", "diff", "verify"))  # they read the cache
 
 
 def test_plan_gives_each_stage_its_expected_time_and_the_total(tmp_path, write_manifest, capsys):

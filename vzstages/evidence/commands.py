@@ -52,8 +52,8 @@ def _read(path: Path, limit: int, what: str) -> bytes:
     return path.read_bytes()
 
 
-def verify(image: Path, provenance: Path | None, trusted_keys: Path | None) -> str:
-    """One line of what was proven; ProvenanceError with the failed check otherwise."""
+def verify(image: Path, provenance: Path | None, trusted_keys: Path | None) -> tuple[str, dict[str, Any]]:
+    """One line of what was proven, and the statement; ProvenanceError with the failed check."""
     if not image.is_file():
         raise ProvenanceError(f"missing file: the image {image} does not exist")
     provenance = provenance or evidence_stem(image).with_suffix(".provenance.json")
@@ -77,7 +77,10 @@ def verify(image: Path, provenance: Path | None, trusted_keys: Path | None) -> s
             raise ProvenanceError(f"missing file: the SBOM {path} the provenance names")
         if file_sha256(path) != subjects[name]:
             raise ProvenanceError(f"digest mismatch: the SBOM {name} is not the one the provenance names")
-    return f"verified {image.name}: sha256:{actual[:16]}, signed by {signer}, {len(sboms)} SBOMs match"
+    return (
+        f"verified {image.name}: sha256:{actual[:16]}, signed by {signer}, {len(sboms)} SBOMs match",
+        statement,
+    )
 
 
 def _subjects(statement: dict[str, Any]) -> dict[str, str]:
@@ -135,18 +138,24 @@ def diff(a: Path, b: Path) -> dict[str, Any]:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     keys = args.trusted_keys or os.environ.get(TRUSTED_KEYS_ENV)
+    image = Path(args.image)
     try:
-        print(
-            verify(
-                Path(args.image),
-                Path(args.provenance) if args.provenance else None,
-                Path(keys) if keys else None,
-            )
+        line, statement = verify(
+            image, Path(args.provenance) if args.provenance else None, Path(keys) if keys else None
         )
     except ProvenanceError as exc:
         print(f"FAILED {args.image}: {exc}")
         return 1
-    return 0
+    print(line)
+    if not args.rebuild:
+        return 0
+    from ..cache.store import cache_folder
+    from .rebuild import rebuild
+
+    print(f"rebuilding {image.name} from its provenance in a scratch cache ...", flush=True)
+    identical, lines = rebuild(statement, image, _subjects(statement)[image.name], cache_folder(args.cache))
+    print("\n".join(lines))
+    return 0 if identical else 1
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
@@ -173,6 +182,15 @@ def add_commands(sub: Any) -> None:
     p.add_argument("image")
     p.add_argument("--provenance", help="the provenance file (default: beside the image)")
     p.add_argument("--trusted-keys", help=f"OpenSSH public keys, one a line ({TRUSTED_KEYS_ENV})")
+    p.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="build it again from the provenance's inputs in a scratch cache and say, stage by stage, "
+        "whether the same key gave the same bytes (root)",
+    )
+    p.add_argument(
+        "--cache", default=argparse.SUPPRESS, help="the cache whose archive state and .debs to use"
+    )
     p.set_defaults(func=cmd_verify)
     p = sub.add_parser("diff", help="packages added, removed and changed between two images")
     p.add_argument("a", help="an image, its SBOM, or a manifest (its last build)")
