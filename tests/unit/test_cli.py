@@ -86,3 +86,24 @@ def test_an_image_another_manifest_made_is_not_replaced_without_force(tmp_path, 
     refuse_to_overwrite(load_plans([same], tmp_path / "cache")[0])
     with pytest.raises(VzError, match="--force replaces it"):
         refuse_to_overwrite(load_plans([copy], tmp_path / "cache")[0])
+
+
+def test_boot_interactive_puts_the_console_and_qemus_monitor_on_the_terminal(tmp_path, monkeypatch, capsys):
+    from vzstages.host import Host
+
+    image = tmp_path / "disk.qcow2"
+    image.write_bytes(b"")
+    ran: list[list[str]] = []
+    monkeypatch.setattr(Host, "attached", lambda self, argv, env=None: ran.append(argv) or 0)
+    assert main(["boot", str(image), "--interactive"]) == 0
+    [argv] = ran
+    assert argv[argv.index("-serial") + 1] == "mon:stdio" and "-monitor" not in argv
+    assert f"file={image},format=qcow2" in " ".join(argv) and "snapshot=on" in " ".join(argv)
+    assert "Ctrl-a x quits" in capsys.readouterr().out
+
+
+def test_host_attached_gives_the_command_the_terminal_and_returns_its_status(tmp_path):
+    from vzstages.host import Host
+
+    assert Host().attached(["sh", "-c", f"umask > {tmp_path / 'mask'}; exit 3"]) == 3
+    assert (tmp_path / "mask").read_text().strip() == "0022"
