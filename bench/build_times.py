@@ -117,7 +117,8 @@ def main() -> int:
         for record in records:
             print(f"  {record['stage']:<9}{record['timings']['total']:7.1f} s")
         checkpoints = sum(allocated(p) for p in (cache / "stages").glob("*.qcow2"))
-        image = next(p for p in (work / "build").iterdir() if p.is_file())
+        images = (".qcow2", ".raw", ".vmdk", ".vdi", ".vhd", ".gz", ".box")
+        image = next(p for p in (work / "build").iterdir() if p.is_file() and p.suffix in images)
         print(
             f"checkpoints of the build: {checkpoints / 2**20:.0f} MiB allocated; final image {image.name}: "
             f"{allocated(image) / 2**20:.0f} MiB allocated; ratio {checkpoints / allocated(image):.2f}"
