@@ -9,6 +9,7 @@ once the guest holds the address QEMU's DHCP server handed out.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import os
 import re
 import shutil
@@ -18,6 +19,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,7 +125,10 @@ def qemu_command(
     memory: int,
     machine: list[str],
     architecture: str = "amd64",
+    attached: bool = False,
 ) -> list[str]:
+    """`attached`: the console is a person's terminal, with QEMU's monitor multiplexed on it
+    (Ctrl-a x quits, Ctrl-a c gives the monitor); else the serial console alone, for _boot to read."""
     binary, package = QEMU_SYSTEM[architecture]
     qemu = shutil.which(binary)
     if qemu is None:
@@ -149,10 +154,7 @@ def qemu_command(
         str(memory),
         "-display",
         "none",
-        "-monitor",
-        "none",
-        "-serial",
-        "stdio",
+        *(["-serial", "mon:stdio"] if attached else ["-monitor", "none", "-serial", "stdio"]),
         "-no-reboot",
         "-drive",
         drive,
@@ -180,12 +182,7 @@ def boot(
 ) -> BootReport:
     """Boot `image` and gather the facts; the VM is always stopped before this returns.
     `cdrom`: an ISO in the machine's CD-ROM drive (OpenNebula's context, cloud-init's NoCloud)."""
-    if not image.exists():
-        raise VzError(f"no such image: {image}")
-    with tempfile.TemporaryDirectory(prefix="vzstages-boot-") as scratch:
-        machine = machine_arguments(architecture, firmware, Path(scratch) / "efivars.fd")
-        port = free_port()
-        command = qemu_command(image, port, disk_interface, snapshot, memory, machine, architecture)
+    with _machine(image, disk_interface, snapshot, memory, architecture, firmware) as (command, port):
         if cdrom is not None:
             command += [
                 "-drive",
@@ -205,17 +202,35 @@ def attach(
 ) -> int:
     """Boot `image` with its serial console on this terminal (`mkosi qemu`); returns QEMU's exit
     status when the user quits (Ctrl-a x) or the guest powers off."""
+    with _machine(image, disk_interface, snapshot, memory, architecture, firmware, attached=True) as (
+        command,
+        port,
+    ):
+        print(f"{image.name}: console attached (Ctrl-a x quits); ssh -p {port} root@127.0.0.1")
+        return Host().attached(command)
+
+
+@contextlib.contextmanager
+def _machine(
+    image: Path,
+    disk_interface: str,
+    snapshot: bool,
+    memory: int,
+    architecture: str,
+    firmware: str,
+    attached: bool = False,
+) -> Iterator[tuple[list[str], int]]:
+    """The QEMU command for `image` and the host port its sshd is forwarded to; the firmware's
+    variable store lives in a scratch folder for as long as the block runs."""
     if not image.exists():
         raise VzError(f"no such image: {image}")
     with tempfile.TemporaryDirectory(prefix="vzstages-boot-") as scratch:
         machine = machine_arguments(architecture, firmware, Path(scratch) / "efivars.fd")
         port = free_port()
-        command = qemu_command(image, port, disk_interface, snapshot, memory, machine, architecture)
-        # The monitor multiplexed on the console: Ctrl-a x quits, Ctrl-a c gives QEMU's monitor.
-        command[command.index("-serial") + 1] = "mon:stdio"
-        command[command.index("-monitor") : command.index("-monitor") + 2] = []
-        print(f"{image.name}: console attached (Ctrl-a x quits); ssh -p {port} root@127.0.0.1")
-        return Host().attached(command)
+        yield (
+            qemu_command(image, port, disk_interface, snapshot, memory, machine, architecture, attached),
+            port,
+        )
 
 
 def _boot(
