@@ -10,40 +10,55 @@ built on it stay as they were. With a command, it runs there and its exit status
 from __future__ import annotations
 
 import argparse
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import VzError
 from .host import Host, require_build_host
 from .shell_on_error import DEFAULT_SHELL
 
+if TYPE_CHECKING:
+    from .compiler.plan import CompiledStage, Plan
+    from .volume.disk import Tree
 
-def cmd_shell(args: argparse.Namespace) -> int:
+
+@contextlib.contextmanager
+def stage_tree(
+    manifest: str | Path, cache: str | Path, wanted: str | None, label: str
+) -> Iterator[tuple[Plan, CompiledStage, Tree]]:
+    """A disk stage's tree (the last one unless `wanted` names one) from the cache, under a
+    throw-away overlay: `vzstages shell` and `diff --files` read trees this way. Its chain is held
+    while the block runs, so gc leaves it alone."""
     from .build import load_plans
     from .volume.disk import opened_readonly
     from .volume.runs import run_folder
 
-    plan = load_plans([args.manifest], args.cache, refresh=False, publish=False, remote=None)[0]
+    plan = load_plans([manifest], cache, refresh=False, publish=False, remote=None)[0]
     disk = [s for s in plan.stages if s.disk]
-    wanted = args.stage or disk[-1].name
-    stage = next((s for s in disk if s.name == wanted), None)
+    stage = next((s for s in disk if s.name == (wanted or disk[-1].name)), None)
     if stage is None:
         raise VzError(f"no stage {wanted} with a tree in this plan ({' '.join(s.name for s in disk)})")
     if plan.hit(stage, touch=True) is None:
         raise VzError(
-            f"stage {stage.name} of {args.manifest} is not in the cache {args.cache}: "
-            f"vzstages --cache {args.cache} build {args.manifest} {stage.name}"
+            f"stage {stage.name} of {manifest} is not in the cache {cache}: "
+            f"vzstages --cache {cache} build {manifest} {stage.name}"
         )
     require_build_host()
-    command = args.argv or DEFAULT_SHELL
-    disk_chain = disk[: disk.index(stage) + 1]
-    plan.store.hold([(s.name, s.key) for s in disk_chain])  # gc leaves them while the shell runs
-    host = Host()
+    plan.store.hold([(s.name, s.key) for s in disk[: disk.index(stage) + 1]])
     with (
-        run_folder(plan.store.runs, f"shell-{stage.name}") as folder,
-        opened_readonly(host, plan.checkpoint(stage), plan.manifest.layout, folder) as tree,
+        run_folder(plan.store.runs, f"{label}-{stage.name}") as folder,
+        opened_readonly(Host(), plan.checkpoint(stage), plan.manifest.layout, folder) as tree,
     ):
+        yield plan, stage, tree
+
+
+def cmd_shell(args: argparse.Namespace) -> int:
+    with stage_tree(args.manifest, args.cache, args.stage, "shell") as (plan, stage, tree):
         if not args.argv:
             print(f"{stage.name} of {plan.manifest.image_name}: a throw-away copy; exit to leave it")
-        return tree.chroot_attached(command)
+        return tree.chroot_attached(args.argv or DEFAULT_SHELL)
 
 
 def add_command(sub: argparse._SubParsersAction) -> None:

@@ -10,13 +10,13 @@ list. The trees are walked without following symlinks.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..cache.record import file_sha256
 from ..errors import VzError
 
 Entry = dict[str, Any]
@@ -29,8 +29,7 @@ def describe(path: Path, st: os.stat_result) -> Entry:
         "size": st.st_size,
     }
     if stat.S_ISREG(st.st_mode):
-        with open(path, "rb") as f:
-            entry["sha256"] = hashlib.file_digest(f, "sha256").hexdigest()
+        entry["sha256"] = file_sha256(path)
     elif stat.S_ISLNK(st.st_mode):
         entry["target"] = os.readlink(path)
     return entry
@@ -65,22 +64,9 @@ def compare(old: dict[str, Entry], new: dict[str, Entry]) -> dict[str, Any]:
 @contextlib.contextmanager
 def opened_tree(manifest: Path, cache: str, label: str) -> Iterator[Path]:
     """The tree of a manifest's last disk stage, from the cache, read-only."""
-    from ..build import load_plans
-    from ..host import Host, require_build_host
-    from ..volume.disk import opened_readonly
-    from ..volume.runs import run_folder
+    from ..shell import stage_tree
 
-    plan = load_plans([manifest], cache, refresh=False, publish=False, remote=None)[0]
-    last = [s for s in plan.stages if s.disk][-1]
-    if plan.hit(last, touch=True) is None:
-        raise VzError(
-            f"{manifest} is not built in the cache {cache}: vzstages --cache {cache} build {manifest}"
-        )
-    require_build_host()
-    with (
-        run_folder(plan.store.runs, f"diff-{label}") as folder,
-        opened_readonly(Host(), plan.checkpoint(last), plan.manifest.layout, folder) as tree,
-    ):
+    with stage_tree(manifest, cache, None, f"diff-{label}") as (_plan, _stage, tree):
         yield tree.root
 
 
