@@ -15,7 +15,7 @@ from typing import Any
 
 from . import __version__
 from .atomic import write_atomic
-from .cache.record import file_sha256, load_json
+from .cache.record import file_identity, file_sha256, load_json
 from .evidence.writer import write_evidence
 from .host import Host
 
@@ -25,11 +25,6 @@ QEMU_FORMATS = {"qcow2": "qcow2", "raw": "raw", "vmdk": "vmdk", "vdi": "vdi", "v
 
 def result_path(workspace: Path, image_name: str) -> Path:
     return workspace / f"{image_name}.json"
-
-
-def _identity(path: Path) -> list[int]:
-    st = path.stat()
-    return [st.st_size, st.st_mtime_ns, st.st_ino]
 
 
 def _previous(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -46,7 +41,7 @@ def _previous(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def describe(image: Path, previous: dict[str, Any]) -> dict[str, Any]:
     """One output file: its digest (reused while the file is the same file), size and format."""
-    identity = _identity(image)
+    identity = file_identity(image)
     known = previous.get(str(image), {})
     if known.get("identity") == identity and isinstance(known.get("sha256"), str):
         return known

@@ -81,6 +81,12 @@ def file_sha256(path: Path) -> str:
     return file_digest(path, hashlib.sha256())
 
 
+def file_identity(path: Path) -> list[int]:
+    """Size, modification time and inode: a digest computed for this identity still holds."""
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
 def _typed(data: dict[str, Any], name: str, types: tuple[type, ...], default: Any) -> Any:
     value = data.get(name, default)
     if value is default:

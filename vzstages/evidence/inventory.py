@@ -100,6 +100,8 @@ def deb_digest(debs: Path, package: Entry) -> str:
     """The SHA-256 of the package's .deb in the shared package cache, named as apt names it."""
     version = package["version"].replace(":", "%3a")
     path = debs / f"{package['name']}_{version}_{package['architecture']}.deb"
+    # Not cache.record's file_sha256: this module runs in every stage, so its imports enter every
+    # stage key, and the cache's record format must not.
     try:
         with open(path, "rb") as f:
             return hashlib.file_digest(f, "sha256").hexdigest()

@@ -20,7 +20,7 @@ from typing import Any
 
 from .. import __version__
 from ..atomic import write_atomic
-from ..cache.record import Record, file_sha256
+from ..cache.record import Record, file_identity, file_sha256
 from ..cache.signing import load_signing_key
 from ..cache.store import Store
 from . import provenance, sbom
@@ -96,7 +96,7 @@ def write_evidence(
         "fingerprint": fingerprint,
         "files": {**files, "provenance": {"path": str(paths["provenance"])}},
         "signed_by": document["signatures"][0]["keyid"] if document["signatures"] else None,
-        "identities": {str(p): _identity(p) for p in paths.values() if p.exists()},
+        "identities": {str(p): file_identity(p) for p in paths.values() if p.exists()},
     }
 
 
@@ -189,11 +189,6 @@ def _iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _identity(path: Path) -> list[int]:
-    st = path.stat()
-    return [st.st_size, st.st_mtime_ns, st.st_ino]
-
-
 def _same(path: Path, previous: dict[str, Any]) -> bool:
     """The file is the one the last result described (not replaced or edited since)."""
-    return path.exists() and previous.get("identities", {}).get(str(path)) == _identity(path)
+    return path.exists() and previous.get("identities", {}).get(str(path)) == file_identity(path)
