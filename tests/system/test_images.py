@@ -161,16 +161,21 @@ def test_kvm_image_carries_sboms_and_a_signed_provenance_that_verify(cache, work
     statement["predicate"]["buildDefinition"]["externalParameters"]["manifest"]["system.hostname"] = "evil"
     envelope["payload"] = base64.b64encode(json.dumps(statement).encode()).decode()
     edited.write_text(json.dumps(envelope))
-    refused = vzstages(
-        "verify",
-        str(image),
-        "--provenance",
-        str(edited),
-        "--trusted-keys",
-        str(tmp_path / "builder.pub"),
-        cache=cache,
-        check=False,
-    )
+
+    def verify_with(target: Path, envelope_file: Path) -> subprocess.CompletedProcess[str]:
+        keys = str(tmp_path / "builder.pub")
+        return vzstages(
+            "verify",
+            str(target),
+            "--provenance",
+            str(envelope_file),
+            "--trusted-keys",
+            keys,
+            cache=cache,
+            check=False,
+        )
+
+    refused = verify_with(image, edited)
     assert refused.returncode == 1 and "bad signature" in refused.stdout
     changed = tmp_path / image.name
     subprocess.run(["cp", "--sparse=always", str(image), str(changed)], check=True)
@@ -181,16 +186,7 @@ def test_kvm_image_carries_sboms_and_a_signed_provenance_that_verify(cache, work
         f.write(bytes([byte[0] ^ 1]))
     for file in ("spdx.json", "cdx.json"):
         subprocess.run(["cp", str(workspace / f"{name}.{file}"), str(tmp_path)], check=True)
-    mismatch = vzstages(
-        "verify",
-        str(changed),
-        "--provenance",
-        str(provenance),
-        "--trusted-keys",
-        str(tmp_path / "builder.pub"),
-        cache=cache,
-        check=False,
-    )
+    mismatch = verify_with(changed, provenance)
     assert mismatch.returncode == 1 and "digest mismatch" in mismatch.stdout
 
     # Every stage a hit: the same SBOMs, byte for byte, and the same subject.
