@@ -45,6 +45,14 @@ def in_workspace(source: Path, work: Path, name: str) -> Path:
     return target
 
 
+def debs_only(source: Path, target: Path) -> None:
+    """The .debs of a package cache (hard links), without the base systems kept beside them:
+    a cold build runs mmdebstrap."""
+    for folder in source.iterdir():
+        if folder.is_dir() and folder.name != "base-trees":
+            shutil.copytree(folder, target / folder.name, copy_function=os.link)
+
+
 def with_tmpfs_workspace(manifest: Path) -> None:
     data = yaml.safe_load(manifest.read_text())
     data.setdefault("plugins", {})["tmpfs_workspace"] = {}
@@ -101,8 +109,9 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="vzstages-bench-"))
     env = dict(os.environ)
-    if not args.keep_packages:
-        env["VZSTAGES_PACKAGE_CACHE"] = str(work / "debs")
+    if args.keep_packages and os.environ.get("VZSTAGES_PACKAGE_CACHE"):
+        debs_only(Path(os.environ["VZSTAGES_PACKAGE_CACHE"]), work / "debs")
+    env["VZSTAGES_PACKAGE_CACHE"] = str(work / "debs")
     manifest = in_workspace(Path(args.manifest), work, "bench.yml")
     if args.tmpfs:
         with_tmpfs_workspace(manifest)

@@ -135,6 +135,8 @@ class Bench:
         return path
 
     def vzstages(self, label: str, cache: Path, manifest: Path, debs: Path | None = None) -> float:
+        # The peers keep packages, not base systems: neither may vzstages (base_trees.py).
+        shutil.rmtree((debs or self.debs) / "base-trees", ignore_errors=True)
         env = {**os.environ, "VZSTAGES_PACKAGE_CACHE": str(debs or self.debs), "VZSTAGES_PROGRESS": "plain"}
         argv = [sys.executable, "-m", "vzstages", "--cache", str(cache), "build", "--force", str(manifest)]
         seconds = run(argv, self.log, env=env, cwd=REPO)

@@ -3,16 +3,19 @@ chroot quiet."""
 
 from __future__ import annotations
 
+import hashlib
 import platform
 import shutil
 from pathlib import Path
 
 from ..errors import VzError
+from ..host import package_versions
 from ..model.info import BuildInfo
 from ..model.phases import Phase
 from ..model.task import Task
 from ..model.view import ManifestView
 from . import archive
+from .base_trees import BaseTrees, tree_key
 from .package_cache import package_cache_lock
 
 DEBIAN_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "i686": "i386"}
@@ -106,14 +109,57 @@ class Bootstrap(Task):
         m = info.manifest
         release, arch = m.get("system.release"), m.get("system.architecture")
         mirror = archive.choose_mirror(m.get("bootstrapper.mirror") or m.get("packages.mirror"))
-        archive.fetch_release(mirror, release)  # a clear error for a release the mirror lacks
+        state = archive.fetch_release(mirror, release)  # a clear error for a release the mirror lacks
         info.facts["architecture"] = arch
+        trees = BaseTrees(info.package_cache / "base-trees", info.host)
+        key = tree_key(cls._tree_facts(info, mirror, state))
+        mounts = [p.mountpoint or "/" for p in info.layout.build_mounts()]
+        with package_cache_lock(info) as cache:
+            if trees.restore(key, info.image_root):
+                info.say(f"unpacked the base system this host built before ({key[:12]})")
+            else:
+                info.say(f"mmdebstrap {release} {arch} from {mirror}")
+                info.host.run([*cls._mmdebstrap(info, cache), release, str(info.image_root), mirror])
+                # The build host's resolver and name must not stay in the image.
+                for leaked in ("etc/resolv.conf", "etc/hostname"):
+                    (info.target / leaked).unlink(missing_ok=True)
+                if cls._archive_unmoved(mirror, release, state):
+                    trees.save(key, info.image_root, mounts)
+        info.facts["release"] = release
+
+    @classmethod
+    def _tree_facts(cls, info: BuildInfo, mirror: str, state: bytes) -> dict[str, object]:
+        """Everything that shapes what mmdebstrap leaves (base_trees.py)."""
+        m = info.manifest
+        keyring = m.get("bootstrapper.keyring")
+        return {
+            "release": m.get("system.release"),
+            "architecture": m.get("system.architecture"),
+            "variant": VARIANTS[m.get("bootstrapper.variant")],
+            "include": m.get("bootstrapper.include_packages") or [],
+            "keyring": hashlib.sha256(m.relative_path(keyring).read_bytes()).hexdigest() if keyring else None,
+            "mirror": mirror,
+            "archive": hashlib.sha256(state).hexdigest(),
+            "mmdebstrap": package_versions(("mmdebstrap",))["mmdebstrap"],
+        }
+
+    @staticmethod
+    def _archive_unmoved(mirror: str, release: str, state: bytes) -> bool:
+        """Whether the suite is as it was when the key was taken: else the tree is not kept."""
+        try:
+            return archive.fetch_release(mirror, release) == state
+        except VzError:
+            return False
+
+    @staticmethod
+    def _mmdebstrap(info: BuildInfo, cache: Path) -> list[str]:
+        m = info.manifest
         archives = '"$1/var/cache/apt/archives"'
         argv = [
             "mmdebstrap",
             "--mode=root",
             f"--variant={VARIANTS[m.get('bootstrapper.variant')]}",
-            f"--architectures={arch}",
+            f"--architectures={m.get('system.architecture')}",
             "--skip=check/empty",  # the mounted filesystem's empty lost+found is fine
         ]
         if (MMDEBSTRAP_HOOKS / "eatmydata").is_dir():
@@ -122,16 +168,9 @@ class Bootstrap(Task):
             argv.append("--include=" + ",".join(m.get("bootstrapper.include_packages")))
         if m.get("bootstrapper.keyring"):
             argv.append(f"--keyring={m.relative_path(m.get('bootstrapper.keyring'))}")
-        info.say(f"mmdebstrap {release} {arch} from {mirror}")
-        with package_cache_lock(info) as cache:
-            # Downloads go to the host's shared package cache, bound in for the run only.
-            hooks = [f"--setup-hook=mkdir -p {archives} && mount --bind {cache} {archives}"]
-            hooks.append(f"--customize-hook=umount {archives}")
-            info.host.run([*argv, *hooks, release, str(info.image_root), mirror])
-        # The build host's resolver and name must not stay in the image.
-        for leaked in ("etc/resolv.conf", "etc/hostname"):
-            (info.target / leaked).unlink(missing_ok=True)
-        info.facts["release"] = release
+        # Downloads go to the host's shared package cache, bound in for the run only.
+        argv.append(f"--setup-hook=mkdir -p {archives} && mount --bind {cache} {archives}")
+        return [*argv, f"--customize-hook=umount {archives}"]
 
 
 class PrepareChroot(Task):
