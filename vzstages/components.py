@@ -3,7 +3,9 @@
 A component is a package `vzstages.providers.<name>` or `vzstages.plugins.<name>` with
 - `schema.yml` beside its `__init__.py`: a fragment of the manifest schema (optional),
 - `resolve_tasks(taskset, manifest)`: adds (or removes) the tasks it needs,
-- `validate(manifest) -> list[Problem]`: semantic checks beyond the schema (optional).
+- `validate(manifest) -> list[Problem]`: semantic checks beyond the schema (optional),
+- `DEFAULT_PLUGINS` (a provider's, optional): plugins its images get unless the manifest sets
+  them itself, as if the manifest listed them with no settings (EC2 grows its root).
 Adding one is adding a folder; nothing else needs to change.
 """
 
@@ -48,6 +50,10 @@ class Component:
     def validate(self, manifest: Manifest) -> list[Problem]:
         check: Callable[[Manifest], list[Problem]] | None = getattr(self.module, "validate", None)
         return check(manifest) if check else []
+
+    @property
+    def default_plugins(self) -> tuple[str, ...]:
+        return tuple(getattr(self.module, "DEFAULT_PLUGINS", ()))
 
 
 @cache

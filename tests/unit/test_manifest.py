@@ -180,9 +180,18 @@ def test_firmware_defaults_to_uefi_on_arm64_and_bios_elsewhere(write_manifest):
             {"bootloader: grub": "bootloader: grub\n  firmware: uefi", "type: gpt": "type: msdos"},
             "volume.partitions.type: UEFI images need a gpt partition table, not msdos",
         ),
+        (
+            {"backing: qcow2": "backing: lvm", "bootloader: grub": "bootloader: extlinux"},
+            "extlinux cannot read LVM",
+        ),
+        (
+            {"backing: qcow2": "backing: lvm", "hostname: ": "hostname: x\nplugins:\n  expand_root: {}\n#"},
+            "plugins.expand_root: growing a root on LVM at boot is not supported",
+        ),
+        ({"backing: qcow2": "backing: qcow2\n  volumegroup: vg"}, "only means something with backing: lvm"),
     ],
 )
-def test_firmware_mismatches_are_clear(write_manifest, edit, message):
+def test_rules_across_keys_are_clear(write_manifest, edit, message):
     text = KVM_MANIFEST
     for old, new in edit.items():
         text = text.replace(old, new)

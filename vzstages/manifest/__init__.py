@@ -54,6 +54,7 @@ def load_manifest(path: str | Path, build_time: datetime | None = None) -> Manif
             schema["properties"]["provider"]["additionalProperties"] = True  # its keys are unknowable
         else:
             schema = merge(schema, provider.schema())
+            _add_default_plugins(data, provider.default_plugins)
     plugins = []
     for name in data.get("plugins") or {} if isinstance(data.get("plugins"), dict) else {}:
         plugin = components.plugin(name)
@@ -89,6 +90,13 @@ def load_manifest(path: str | Path, build_time: datetime | None = None) -> Manif
     return manifest
 
 
+def _add_default_plugins(data: dict[str, Any], names: tuple[str, ...]) -> None:
+    if names and not isinstance(data.get("plugins", {}), dict):
+        return  # the schema reports it
+    for name in names:
+        data.setdefault("plugins", {}).setdefault(name, {})
+
+
 def _at(data: Any, where: KeyPath) -> Any:
     for part in where:
         data = data[part]
@@ -101,10 +109,20 @@ MAX_NAME = 128
 
 
 def _base_checks(manifest: Manifest) -> list[Problem]:
+    """What the schema cannot say: rules across keys, each in a check of its own."""
+    return [
+        *_template_checks(manifest),
+        *_release_checks(manifest),
+        *_boot_checks(manifest),
+        *_volume_checks(manifest),
+        *_input_file_checks(manifest),
+    ]
+
+
+def _template_checks(manifest: Manifest) -> list[Problem]:
     problems: list[Problem] = []
-    data = manifest.data
-    for where in template_paths(manifest.schema, data):
-        template = _at(data, where)
+    for where in template_paths(manifest.schema, manifest.data):
+        template = _at(manifest.data, where)
         try:
             rendered = manifest.render(template)
         except TemplateError as exc:
@@ -118,20 +136,29 @@ def _base_checks(manifest: Manifest) -> list[Problem]:
                     "letters, digits and . _ + @ : - (it names files and cloud images)",
                 )
             )
+    return problems
 
-    release_name = data["system"]["release"]
+
+def _release_checks(manifest: Manifest) -> list[Problem]:
+    release_name = manifest.data["system"]["release"]
     release = releases.lookup(release_name)
     if release is None:
         known = ", ".join(sorted(releases.RELEASES) + sorted(releases.SUITE_ALIASES))
-        problems.append(Problem(("system", "release"), f"unknown release '{release_name}' (known: {known})"))
-    elif release.archived:
+        return [Problem(("system", "release"), f"unknown release '{release_name}' (known: {known})")]
+    if release.archived:
         manifest.warnings.append(
             f"{manifest.doc.where(('system', 'release'))}: {release_name} is end-of-life and only on archive "
             "mirrors; set bootstrapper.mirror to one, or the build stops when the mirror lacks it"
         )
+    return []
 
-    bootloader = data["system"]["bootloader"]
-    partitions = data["volume"]["partitions"]
+
+def _boot_checks(manifest: Manifest) -> list[Problem]:
+    """The bootloader against the partition table, the firmware and the architecture."""
+    data = manifest.data
+    bootloader, partitions = data["system"]["bootloader"], data["volume"]["partitions"]
+    firmware, architecture = manifest.firmware, data["system"]["architecture"]
+    problems: list[Problem] = []
     if bootloader == "pvgrub":
         # The whole fix at once: grub alone would then be refused for the unpartitioned volume.
         fix = (
@@ -149,19 +176,18 @@ def _base_checks(manifest: Manifest) -> list[Problem]:
                 "partition table); use msdos or gpt, or extlinux, which boots from the filesystem",
             )
         )
-    firmware, architecture = manifest.firmware, data["system"]["architecture"]
-    if firmware == "bios" and architecture == "arm64":
-        problems.append(Problem(("system", "firmware"), "arm64 machines boot only with UEFI; use uefi"))
-    if firmware in ("uefi", "hybrid") and architecture == "i386":
-        problems.append(
-            Problem(("system", "firmware"), "UEFI images are built for amd64 and arm64; use bios")
-        )
-    if firmware == "hybrid" and architecture != "amd64":
-        problems.append(
-            Problem(
-                ("system", "firmware"), "hybrid BIOS+UEFI images are amd64 (arm64 has only UEFI): use uefi"
-            )
-        )
+    firmware_rules = [
+        (firmware == "bios" and architecture == "arm64", "arm64 machines boot only with UEFI; use uefi"),
+        (
+            firmware in ("uefi", "hybrid") and architecture == "i386",
+            "UEFI images are built for amd64 and arm64; use bios",
+        ),
+        (
+            firmware == "hybrid" and architecture != "amd64",
+            "hybrid BIOS+UEFI images are amd64 (arm64 has only UEFI): use uefi",
+        ),
+    ]
+    problems += [Problem(("system", "firmware"), message) for broken, message in firmware_rules if broken]
     if firmware in ("uefi", "hybrid") and bootloader not in ("grub", "none"):
         problems.append(
             Problem(("system", "bootloader"), f"UEFI images boot with grub, not {bootloader}; use grub")
@@ -170,6 +196,13 @@ def _base_checks(manifest: Manifest) -> list[Problem]:
         problems.append(
             Problem(("volume", "partitions"), "extlinux cannot boot from xfs; use ext4 for /boot")
         )
+    return problems
+
+
+def _volume_checks(manifest: Manifest) -> list[Problem]:
+    data = manifest.data
+    volume, partitions = data["volume"], data["volume"]["partitions"]
+    problems: list[Problem] = []
     if data.get("bootstrapper", {}).get("exclude_packages"):
         problems.append(
             Problem(
@@ -179,21 +212,13 @@ def _base_checks(manifest: Manifest) -> list[Problem]:
                 "(chroot {root} apt-get purge ...)",
             )
         )
-    volume = data["volume"]
     if volume.get("backing") != "lvm":
         for key in ("volumegroup", "logicalvolume"):
             if key in volume:
                 problems.append(Problem(("volume", key), "only means something with backing: lvm"))
-    elif bootloader == "extlinux" and "boot" not in partitions:
+    elif data["system"]["bootloader"] == "extlinux" and "boot" not in partitions:
         problems.append(
             Problem(("volume", "partitions"), "extlinux cannot read LVM: give /boot a partition of its own")
-        )
-    elif "expand_root" in (data.get("plugins") or {}):
-        problems.append(
-            Problem(
-                ("plugins", "expand_root"),
-                "growing a root on LVM at boot is not supported; size the LV up front",
-            )
         )
     for name, spec in partitions.items():
         if isinstance(spec, dict) and "format_command" in spec:
@@ -207,7 +232,12 @@ def _base_checks(manifest: Manifest) -> list[Problem]:
         manifest.layout  # noqa: B018  (computing it is the check)
     except LayoutError as exc:
         problems.append(Problem(exc.keypath, str(exc)))
+    return problems
 
+
+def _input_file_checks(manifest: Manifest) -> list[Problem]:
+    data = manifest.data
+    problems: list[Problem] = []
     for index, item in enumerate(data.get("packages", {}).get("install", [])):
         if item.endswith(".deb"):
             problems += input_file_problems(manifest, ("packages", "install", index), "local package")

@@ -12,6 +12,13 @@ from .tasks import InstallExpandRoot, InstallGrowpart
 
 def validate(manifest: Manifest) -> list[Problem]:
     settings = manifest.get("plugins.expand_root") or {}
+    if manifest.get("volume.backing") == "lvm":
+        return [
+            Problem(
+                ("plugins", "expand_root"),
+                "growing a root on LVM at boot is not supported; size the LV up front",
+            )
+        ]
     if ("root_device" in settings) != ("root_partition" in settings):
         return [
             Problem(("plugins", "expand_root"), "give root_device and root_partition together, or neither")

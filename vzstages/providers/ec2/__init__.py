@@ -6,9 +6,11 @@ from __future__ import annotations
 from ...common.groups import add_boot_tasks
 from ...manifest import Manifest, Problem
 from ...model.taskset import TaskSet
-from ...plugins.expand_root import tasks as expand_root
 from . import publish
 from .tasks import ConvertImage, InstallKernel, WriteInitramfsModules
+
+# Instances often boot on a larger EBS volume than the image: grow root by default.
+DEFAULT_PLUGINS = ("expand_root",)
 
 
 def validate(manifest: Manifest) -> list[Problem]:
@@ -38,5 +40,3 @@ def resolve_tasks(taskset: TaskSet, manifest: Manifest) -> None:
     taskset.add(
         WriteInitramfsModules, InstallKernel, ConvertImage, publish.UploadSnapshot, publish.RegisterImage
     )
-    # Instances often boot on a larger EBS volume than the image: grow root by default.
-    taskset.add(expand_root.InstallGrowpart, expand_root.InstallExpandRoot)
