@@ -4,6 +4,9 @@ A component is a package `vzstages.providers.<name>` or `vzstages.plugins.<name>
 - `schema.yml` beside its `__init__.py`: a fragment of the manifest schema (optional),
 - `resolve_tasks(taskset, manifest)`: adds (or removes) the tasks it needs,
 - `validate(manifest) -> list[Problem]`: semantic checks beyond the schema (optional),
+- `overlay_folder(host, runs, stage, manifest)` (optional): a context manager giving the folder
+  a disk stage writes its overlay in (tmpfs_workspace: memory); the runner copies the finished
+  checkpoint into the cache. At most one component of a manifest may have one.
 - `DEFAULT_PLUGINS` (a provider's, optional): plugins its images get unless the manifest sets
   them itself, as if the manifest listed them with no settings (EC2 grows its root).
 Adding one is adding a folder; nothing else needs to change.
@@ -23,8 +26,13 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
+    from .host import Host
     from .manifest import Manifest, Problem
     from .model.taskset import TaskSet
+
+    OverlayFolder = Callable[[Host, Path, str, Manifest], AbstractContextManager[Path]]
 
 PACKAGE_DIR = Path(__file__).parent
 
@@ -54,6 +62,20 @@ class Component:
     @property
     def default_plugins(self) -> tuple[str, ...]:
         return tuple(getattr(self.module, "DEFAULT_PLUGINS", ()))
+
+    @property
+    def overlay_folder(self) -> OverlayFolder | None:
+        return getattr(self.module, "overlay_folder", None)
+
+
+def of_manifest(manifest: Manifest) -> list[Component]:
+    """The manifest's provider, then its plugins (validated when it loaded)."""
+    found = [provider(manifest.provider), *(plugin(name) for name in manifest.plugins)]
+    return [c for c in found if c is not None]
+
+
+def overlay_folder(manifest: Manifest) -> OverlayFolder | None:
+    return next((c.overlay_folder for c in of_manifest(manifest) if c.overlay_folder), None)
 
 
 @cache

@@ -13,7 +13,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from . import runtime
+from . import components, runtime
 from .cache.record import Record, file_sha256
 from .cache.store import Store, output_signature
 from .common.image import FORMATS
@@ -23,7 +23,6 @@ from .host import Host
 from .model.info import BuildInfo
 from .model.view import ManifestView
 from .volume import fsck
-from .volume.runs import tmpfs_folder
 
 progress = logging.getLogger("vzstages.progress")
 log = logging.getLogger("vzstages.runner")
@@ -185,34 +184,19 @@ def _build_disk_stage(
     parent = plan.top_checkpoint(stage.parent) if stage.parent else None
     before = _identity(parent)
     first = stage.parent is None
-    # tmpfs_workspace: the stage writes its overlay in memory, and the finished checkpoint is
-    # copied into the cache (the same bytes, so no key depends on where it was built).
-    tmpfs = plan.manifest.get("plugins.tmpfs_workspace")
+    # A component may have the stage write its overlay elsewhere (tmpfs_workspace: in memory);
+    # the finished checkpoint is copied into the cache (the same bytes: no key depends on it).
+    elsewhere = components.overlay_folder(plan.manifest)
     try:
-        if tmpfs is None:
+        if elsewhere is None:
             runtime.create_overlay(info.host, tmp, parent, info.layout.disk_size)
             runtime.run_disk_stage(stage.tasks, plan.manifest, info, tmp, timings, first=first)
         else:
-            with tmpfs_folder(info.host, store.runs, stage.name, tmpfs.get("size")) as folder:
+            with elsewhere(info.host, store.runs, stage.name, plan.manifest) as folder:
                 work = folder / tmp.name
                 runtime.create_overlay(info.host, work, parent, info.layout.disk_size, absolute=True)
                 runtime.run_disk_stage(stage.tasks, plan.manifest, info, work, timings, first=first)
-                info.host.run(["cp", "--sparse=always", str(work), str(tmp)])
-                if parent is not None:  # backed by the parent's name again, as in the cache
-                    info.host.run(
-                        [
-                            "qemu-img",
-                            "rebase",
-                            "-u",
-                            "-f",
-                            "qcow2",
-                            "-F",
-                            "qcow2",
-                            "-b",
-                            parent.name,
-                            str(tmp),
-                        ]
-                    )
+                _copy_into_cache(info, work, tmp, parent)
         now = store.lookup(base.stage, base.key, disk=True) if base else None
         if not _same_file(parent, before) or (base and (now is None or now.digest != base.digest)):
             raise VzError(f"stage {stage.name}: its parent checkpoint was replaced while it ran; run again")
@@ -222,6 +206,13 @@ def _build_disk_stage(
         return store.publish_checkpoint(tmp, stage.name, stage.key, digest)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _copy_into_cache(info: BuildInfo, work: Path, tmp: Path, parent: Path | None) -> None:
+    info.host.run(["cp", "--sparse=always", str(work), str(tmp)])
+    if parent is not None:  # backed by the parent's name again, as in the cache
+        rebase = ["qemu-img", "rebase", "-u", "-f", "qcow2", "-F", "qcow2", "-b", parent.name, str(tmp)]
+        info.host.run(rebase)
 
 
 def _sizes(checkpoint: Path) -> dict[str, int]:

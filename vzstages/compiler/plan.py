@@ -104,13 +104,8 @@ def host_packages(kind: StageKind, tasks: Sequence[type[Task]]) -> tuple[str, ..
 def resolve_tasks(manifest: Manifest) -> TaskSet:
     taskset = TaskSet()
     groups.resolve_tasks(taskset, manifest)
-    provider = components.provider(manifest.provider)
-    assert provider is not None  # validated when the manifest loaded
-    provider.resolve_tasks(taskset, manifest)
-    for name in manifest.plugins:
-        plugin = components.plugin(name)
-        assert plugin is not None
-        plugin.resolve_tasks(taskset, manifest)
+    for component in components.of_manifest(manifest):
+        component.resolve_tasks(taskset, manifest)
     return taskset
 
 
