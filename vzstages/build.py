@@ -90,6 +90,7 @@ class RedactSecrets(logging.Filter):
 @dataclass
 class Build:
     plans: list[Plan]
+    remote: Remote | None = None  # a shared cache to pull stages from and push them to
     host: Host = field(default_factory=Host)
     log_file: Path | None = None
     up_to: Sequence[str] = ()  # `vzstages build M STAGE...`: only these stages and their parents
@@ -106,10 +107,6 @@ class Build:
     @property
     def store(self) -> Store:
         return self.plans[0].store
-
-    @property
-    def remote(self) -> Remote | None:
-        return self.plans[0].remote
 
     @property
     def doit_config(self) -> dict[str, Any]:
@@ -178,7 +175,7 @@ class Build:
             if self.up_to:
                 wanted = [i for i, s in enumerate(stages) if s.name in self.up_to]
                 stages = stages[: 1 + max(wanted)] if wanted else []
-            for status in explain(plan):
+            for status in explain(plan, self.remote):
                 if not status.runs or status.stage not in stages:
                     continue
                 for task in status.stage.tasks:
@@ -191,7 +188,7 @@ class Build:
         started = time.monotonic()
         try:
             self.prepare()
-            record, status = run_stage(plan, stage, self.host, display or stage.name)
+            record, status = run_stage(plan, stage, self.host, display or stage.name, self.remote)
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:
@@ -230,7 +227,7 @@ class Build:
             progress.info("%s", counters.summary())
 
     def tasks(self) -> Iterator[dict[str, Any]]:
-        return doit_tasks.doit_tasks(self.plans, self.run_stage)
+        return doit_tasks.doit_tasks(self.plans, self.run_stage, self.remote)
 
 
 def failure_summary(exc: BaseException) -> str:
@@ -308,8 +305,19 @@ def load_plans(
     publish: bool = True,
     remote: RemoteConfig | None = None,
 ) -> list[Plan]:
+    return load_session(manifests, cache_dir, refresh, publish, remote)[0]
+
+
+def load_session(
+    manifests: Sequence[str | Path],
+    cache_dir: str | Path = "cache",
+    refresh: bool = False,
+    publish: bool = True,
+    remote: RemoteConfig | None = None,
+) -> tuple[list[Plan], Remote | None]:
     """Load, validate and compile each manifest, with the archive's state for the stages that
-    download; all plans share one store (and one remote)."""
+    download; all plans share one store. The remote, if any, is returned beside the plans: a
+    plan is data, the remote a service the build, plan and explain calls are handed."""
     setup_console_logging()
     store = Store(cache_folder(cache_dir))
     store.check_usable()
@@ -321,13 +329,11 @@ def load_plans(
         loaded = load_manifest(path)
         for warning in loaded.warnings:
             progress.warning("warning: %s", warning)
-        plan = compile_plan(loaded, store, archive.suites, publish=publish)
-        plan.remote = shared
-        plans.append(plan)
+        plans.append(compile_plan(loaded, store, archive.suites, publish=publish))
     check_one_output_one_manifest(plans)
     if store.root.is_dir():
         code.save_memo(store.root / CODE_MEMO)
-    return plans
+    return plans, shared
 
 
 def check_one_output_one_manifest(plans: Sequence[Plan]) -> None:
@@ -364,7 +370,8 @@ def load_build(
     remote: RemoteConfig | None = None,
 ) -> Build:
     names = [manifests] if isinstance(manifests, str | Path) else list(manifests)
-    return Build(load_plans(names, cache_dir, refresh, publish, remote))
+    plans, shared = load_session(names, cache_dir, refresh, publish, remote)
+    return Build(plans, shared)
 
 
 def report_and_exit(error: VzError) -> None:

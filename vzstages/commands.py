@@ -16,7 +16,7 @@ from .build import (
     Build,
     expand_manifests,
     load_build,
-    load_plans,
+    load_session,
     setup_console_logging,
 )
 from .cache.record import STAGE_NAMES
@@ -84,14 +84,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    plans = load_plans(
+    plans, remote = load_session(
         args.manifests, args.cache, refresh=args.refresh, publish=not args.no_publish, remote=remote_of(args)
     )
     for plan in plans:
         manifest = plan.manifest
         print(f"{manifest.path}: {manifest.image_name} ({manifest.provider})")
         expected: list[float | None] = []
-        for status in explain(plan):
+        for status in explain(plan, remote):
             stage = status.stage
             about = ""
             if status.label == "run":

@@ -15,6 +15,7 @@ from typing import Any
 
 from . import components, runtime
 from .cache.record import Record, file_sha256
+from .cache.remote import Remote
 from .cache.store import Store, output_signature
 from .common.image import FORMATS
 from .compiler.plan import CompiledStage, Plan
@@ -28,7 +29,9 @@ progress = logging.getLogger("vzstages.progress")
 log = logging.getLogger("vzstages.runner")
 
 
-def run_stage(plan: Plan, stage: CompiledStage, host: Host, display: str = "") -> tuple[Record, str]:
+def run_stage(
+    plan: Plan, stage: CompiledStage, host: Host, display: str = "", remote: Remote | None = None
+) -> tuple[Record, str]:
     """Reuse the stage from the local store, else pull it from the remote cache, else build it.
     Returns its record and which of those happened: "cached", "pulled" or "built". `display`
     names the stage in progress lines (`kvm+gce:os` when several images share it)."""
@@ -40,9 +43,9 @@ def run_stage(plan: Plan, stage: CompiledStage, host: Host, display: str = "") -
         if record is not None:
             progress.info("%-8s cached (%s)", display, stage.key[:12])
             return record, "cached"
-        if plan.remote is not None and stage.disk:
+        if remote is not None and stage.disk:
             parent = (stage.parent.name, stage.parent.key) if stage.parent else None
-            if plan.remote.pull(stage.name, stage.key, parent):
+            if remote.pull(stage.name, stage.key, parent):
                 record = plan.hit(stage, touch=True)
                 if record is not None:
                     return record, "pulled"

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,6 +17,17 @@ from vzstages.model.view import ManifestView
 from vzstages.volume.disk import Tree
 
 from ..conftest import KVM_MANIFEST
+
+
+@pytest.fixture(autouse=True)
+def signal_handlers_restored() -> Iterator[None]:
+    """The CLI's main() sets process-wide handlers (SIGPIPE to its default, so that
+    `vzstages plan M | head` is not an error); a test that calls it in this process must not leave
+    them to the next, whose write to a closed socket would then kill the whole test run."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGPIPE, signal.SIGTERM, signal.SIGINT)}
+    yield
+    for number, handler in saved.items():
+        signal.signal(number, handler)
 
 
 @pytest.fixture

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .explain import StageStatus, explain
 from .plan import CompiledStage, Plan
+
+if TYPE_CHECKING:
+    from ..cache.remote import Remote
 
 
 def doit_config(cache_dir: Path) -> dict[str, Any]:
@@ -74,12 +77,14 @@ def plan_labels(plans: list[Plan]) -> list[str]:
     return labels
 
 
-def doit_tasks(plans: list[Plan], action: StageAction) -> Iterator[dict[str, Any]]:
+def doit_tasks(
+    plans: list[Plan], action: StageAction, remote: Remote | None = None
+) -> Iterator[dict[str, Any]]:
     """The stages as doit tasks. One manifest: a task per stage, named by the stage (`os`).
     Several: a task per distinct stage, `IMAGE:STAGE` under the first manifest that has it, and
     one group task per manifest (`IMAGE`) that builds its image."""
     if len(plans) == 1:
-        for status in explain(plans[0]):
+        for status in explain(plans[0], remote):
             stage = status.stage
             parent = [stage.parent.name] if stage.parent else []
             task = {"basename": stage.name, **_task(plans[0], status, action, stage.name, parent)}
@@ -98,7 +103,7 @@ def doit_tasks(plans: list[Plan], action: StageAction) -> Iterator[dict[str, Any
             "name": None,
             "doc": f"build {plan.manifest.image_name} ({plan.manifest.path})",
         }
-        for status in explain(plan):
+        for status in explain(plan, remote):
             stage = status.stage
             here = node(stage)
             if here in emitted:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..cache.record import Record
 from ..cache.store import outputs_intact
 from ..units import human_age, human_size
 from .plan import CompiledStage, Plan
+
+if TYPE_CHECKING:
+    from ..cache.remote import Remote
 
 
 @dataclass
@@ -83,7 +86,8 @@ def _distance(new: dict[str, Any], old: dict[str, Any]) -> int:
     return len(diff_inputs(new, old)) + (0 if new.get("parent") == old.get("parent") else 1)
 
 
-def explain(plan: Plan) -> list[StageStatus]:
+def explain(plan: Plan, remote: Remote | None = None) -> list[StageStatus]:
+    """Each stage of the plan: cached, to pull from `remote`, or to run, and why."""
     statuses: list[StageStatus] = []
     parent_runs = False
     for stage in plan.stages:
@@ -93,7 +97,7 @@ def explain(plan: Plan) -> list[StageStatus]:
             statuses.append(StageStatus(stage, True, [f"cached {human_age(age)} ago"], hit))
             continue
         # Only the stage's own blob: its ancestors' pulls show on their own lines.
-        needed = plan.remote.chain(stage.name, stage.key) if plan.remote and stage.disk else None
+        needed = remote.chain(stage.name, stage.key) if remote and stage.disk else None
         pull = needed[0].size if needed else None
         if pull is not None and not parent_runs:
             reason = f"in the remote cache: pull {human_size(pull)}"

@@ -9,7 +9,6 @@ from typing import Any
 
 from .. import components
 from ..cache.record import Record
-from ..cache.remote import Remote
 from ..cache.store import Store
 from ..common import groups
 from ..host import package_versions
@@ -48,7 +47,6 @@ class Plan:
     manifest: Manifest
     store: Store
     stages: list[CompiledStage]
-    remote: Remote | None = None  # a shared cache to pull stages from and push them to
 
     def stage(self, name: str) -> CompiledStage:
         for stage in self.stages:
