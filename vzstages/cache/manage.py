@@ -13,72 +13,48 @@ from pathlib import Path
 
 from ..host import qemu_img_check
 from ..units import human_age, human_size
-from . import qcow2
-from .record import STAGE_NAMES, file_sha256
+from . import chains, qcow2
+from .chains import Link, walk
+from .record import file_sha256
 from .store import Entry, Store
 
 
-def children(all_entries: list[Entry]) -> dict[str, list[Entry]]:
-    by_parent: dict[str, list[Entry]] = {}
-    for entry in all_entries:
-        if entry.record.parent:
-            by_parent.setdefault(entry.record.parent, []).append(entry)
-    return by_parent
+def _links(store: Store) -> list[Link[Entry]]:
+    return [
+        Link(e.record.key, e.record.parent, e.size, e.record.created, e.last_used, e) for e in store.entries()
+    ]
 
 
 def list_lines(store: Store) -> list[str]:
-    all_entries = store.entries()
-    kids = children(all_entries)
+    links = _links(store)
     now = time.time()
     lines = [f"{'stage':<30}{'size':>10}{'age':>7}{'used':>7}  manifest"]
-
-    def show(entry: Entry, depth: int) -> None:
+    for depth, link in walk(links):
+        entry = link.item
         label = "  " * depth + f"{entry.record.stage}-{entry.record.key[:12]}"
         lines.append(
             f"{label:<30}{human_size(entry.size):>10}{human_age(now - entry.record.created):>7}"
             f"{human_age(now - entry.last_used):>7}  {Path(entry.record.manifest).name}"
         )
-        for child in sorted(kids.get(entry.record.key, []), key=lambda e: e.record.created):
-            if depth < len(STAGE_NAMES):  # a record naming itself as its parent is no chain
-                show(child, depth + 1)
-
-    keys = {e.record.key for e in all_entries}
-    for root in sorted(
-        (e for e in all_entries if e.record.parent not in keys), key=lambda e: e.record.created
-    ):
-        show(root, 0)
-    total = sum(e.size for e in all_entries)
-    lines.append(f"{len(all_entries)} entries, {human_size(total)} allocated in {store.stages}")
+    total = sum(link.size for link in links)
+    lines.append(f"{len(links)} entries, {human_size(total)} allocated in {store.stages}")
     return lines
 
 
 def collect(store: Store, max_size: int | None, max_age: float | None, dry_run: bool = False) -> list[str]:
-    """Delete leaves, oldest use first: those unused for max_age, then more until under max_size.
-    An entry a running build holds is skipped, and so is everything it is backed by."""
-    deleted: list[str] = []
-    now = time.time()
-    remaining = store.entries()
-    busy: set[str] = set()
-    while True:
-        kids = children(remaining)
-        leaves = [e for e in remaining if not kids.get(e.record.key) and e.name not in busy]
-        leaves.sort(key=lambda e: e.last_used)
-        total = sum(e.size for e in remaining)
-        victim = next((e for e in leaves if max_age is not None and now - e.last_used > max_age), None)
-        if victim is None and max_size is not None and total > max_size and leaves:
-            victim = leaves[0]
-        if victim is None:
-            return deleted
-        size = victim.size
-        with store.unused(victim.record.stage, victim.record.key) as unused:
-            if not unused:
-                busy.add(victim.name)
-                continue
-            if not dry_run:
-                with store.lock(victim.record.stage, victim.record.key):
-                    store.delete(victim)
-        deleted.append(f"{victim.name} ({human_size(size)})")
-        remaining.remove(victim)
+    """Delete leaves, oldest use first (chains.py). An entry a running build holds is skipped,
+    and so is everything it is backed by."""
+
+    def delete(victim: Link[Entry], remaining: list[Link[Entry]]) -> bool:
+        entry = victim.item
+        with store.unused(entry.record.stage, entry.record.key) as unused:
+            if unused and not dry_run:
+                with store.lock(entry.record.stage, entry.record.key):
+                    store.delete(entry)
+            return unused
+
+    deleted = chains.collect(_links(store), time.time(), max_size, max_age, delete)
+    return [f"{link.item.name} ({human_size(link.size)})" for link in deleted]
 
 
 def verify(store: Store) -> list[tuple[str, bool, str]]:

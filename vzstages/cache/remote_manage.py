@@ -10,6 +10,8 @@ from pathlib import Path
 
 from ..errors import VzError
 from ..units import human_age, human_size
+from . import chains
+from .chains import Link, walk
 from .record import KEY, STAGE_NAMES, Record
 from .remote import Remote
 from .remote_record import RemoteRecord
@@ -19,29 +21,23 @@ from .store import Store
 def list_lines(remote: Remote) -> list[str]:
     entries = remote.entries()
     now = time.time()
-    by_key = {record.key: record for record, _ in entries}
     lines = [f"{'stage':<30}{'blob':>10}{'unpacked':>10}{'age':>7}  signed"]
-    children: dict[str | None, list[tuple[RemoteRecord, float]]] = {}
-    for record, modified in entries:
-        parent = record.parent if record.parent in by_key else None
-        children.setdefault(parent, []).append((record, modified))
-
-    def show(record: RemoteRecord, modified: float, depth: int) -> None:
+    for depth, link in walk(_links(entries)):
+        record = link.item
         label = "  " * depth + f"{record.stage}-{record.key[:12]}"
         lines.append(
             f"{label:<30}{human_size(record.size):>10}{human_size(record.raw_size):>10}"
-            f"{human_age(now - modified):>7}  {record.signer[-16:] or 'no'}"
+            f"{human_age(now - link.used):>7}  {record.signer[-16:] or 'no'}"
         )
-        for child, when in sorted(children.get(record.key, []), key=lambda c: c[1]):
-            if depth < len(STAGE_NAMES):
-                show(child, when, depth + 1)
-
-    for record, modified in sorted(children.get(None, []), key=lambda c: c[1]):
-        show(record, modified, 0)
     total = sum(r.size for r, _ in entries)
     lines.append(f"{len(entries)} entries, {human_size(total)} in {remote.config.url}")
     lines += remote.warnings
     return lines
+
+
+def _links(entries: Sequence[tuple[RemoteRecord, float]]) -> list[Link[RemoteRecord]]:
+    """A remote record's age is its object's: when it was pushed is when it was last made use of."""
+    return [Link(r.key, r.parent, r.size, modified, modified, r) for r, modified in entries]
 
 
 # A blob no record names is an orphan once it is this old (younger: a push still under way).
@@ -69,20 +65,15 @@ def collect(remote: Remote, max_size: int | None, max_age: float | None, dry_run
             if not dry_run:
                 remote.delete_object("blobs", name)
             deleted.append(f"blobs/{name[:16]}... (no valid record names it)")
-    while True:
-        parents = {r.parent for r, _ in remaining if r.parent}
-        leaves = sorted((e for e in remaining if e[0].key not in parents), key=lambda e: e[1])
-        total = sum(r.size for r, _ in remaining)
-        victim = next((e for e in leaves if max_age is not None and now - e[1] > max_age), None)
-        if victim is None and max_size is not None and total > max_size and leaves:
-            victim = leaves[0]
-        if victim is None:
-            return deleted
-        remaining.remove(victim)
-        record = victim[0]
+
+    def delete(victim: Link[RemoteRecord], remaining: list[Link[RemoteRecord]]) -> bool:
+        record = victim.item
         if not dry_run:
-            remote.delete(record, blob_in_use=any(r.sha256 == record.sha256 for r, _ in remaining))
-        deleted.append(f"{record.name} ({human_size(record.size)})")
+            remote.delete(record, blob_in_use=any(x.item.sha256 == record.sha256 for x in remaining))
+        return True
+
+    gone = chains.collect(_links(remaining), now, max_size, max_age, delete)
+    return deleted + [f"{link.item.name} ({human_size(link.size)})" for link in gone]
 
 
 def _plans(targets: Sequence[str], cache: str) -> list[tuple[str, str]]:
