@@ -28,7 +28,6 @@ warning, and the build goes on locally.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import re
@@ -56,7 +55,7 @@ from .remote_record import (
 )
 from .signing import load_signing_key, load_trusted_keys, seal
 from .store import Store
-from .transfer import CHUNK, DeadlineExceeded, SparseWriter, TooLarge, compress
+from .transfer import DeadlineExceeded, NotZstd, TooLarge, compress, decompress
 
 log = logging.getLogger("vzstages.progress")
 
@@ -269,40 +268,21 @@ class Remote:
         )
 
     def _download(self, record: RemoteRecord, target: Path) -> None:
-        import zstandard
+        def counted(size: int) -> None:
+            self.counters.received += size
 
-        sha = hashlib.sha256()
-        received = 0
-        dctx = zstandard.ZstdDecompressor()
         seconds = SMALL_OBJECT_SECONDS + record.size / MIN_RATE
-        with (
-            open(target, "wb") as out,
-            self.objects.stream(self._object("blobs", record.sha256), seconds) as body,
-        ):
-            sparse = SparseWriter(out, record.raw_size)
-            writer = dctx.stream_writer(sparse, write_size=CHUNK, closefd=False)  # type: ignore[arg-type]
-            with writer as decompressor:
-                try:
-                    while chunk := body.read(CHUNK):
-                        received += len(chunk)
-                        if received > record.size:
-                            raise RemoteError(f"blob of {record.name} is larger than its record says")
-                        sha.update(chunk)
-                        decompressor.write(chunk)
-                except zstandard.ZstdError as exc:
-                    raise RemoteError(f"blob of {record.name} is not zstd data: {exc}") from None
-                except TooLarge as exc:
-                    raise RemoteError(f"blob of {record.name} {exc}") from None
-                finally:
-                    self.counters.received += received
-                decompressor.flush()
-            sparse.close()
-        if sha.hexdigest() != record.sha256 or received != record.size:
+        with self.objects.stream(self._object("blobs", record.sha256), seconds) as body:
+            try:
+                got = decompress(body, target, record.size, record.raw_size, counted)
+            except (TooLarge, NotZstd) as exc:
+                raise RemoteError(f"blob of {record.name} {exc}") from None
+        if got.sha256 != record.sha256 or got.size != record.size:
             raise RemoteError(f"blob of {record.name} does not match its digest (tampered or cut short)")
-        if sparse.sha.hexdigest() != record.record.digest:
+        if got.raw_sha256 != record.record.digest:
             raise RemoteError(f"blob of {record.name} unpacks to other bytes than its record names")
-        if sparse.size != record.raw_size:
-            raise RemoteError(f"blob of {record.name} unpacks to {sparse.size} bytes, not {record.raw_size}")
+        if got.raw_size != record.raw_size:
+            raise RemoteError(f"blob of {record.name} unpacks to {got.raw_size} bytes, not {record.raw_size}")
 
     # --- writing ---
     def push(self, stage: str, key: str) -> bool:

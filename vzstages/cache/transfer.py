@@ -9,8 +9,11 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+
+from .backends import Readable
 
 CHUNK = 1 << 22
 
@@ -32,6 +35,10 @@ def cut_off(body: object) -> Callable[[], None]:
             close()
 
     return abort
+
+
+class NotZstd(ValueError):
+    pass
 
 
 class TooLarge(ValueError):
@@ -136,3 +143,40 @@ def compress(source: Path, target: Path) -> tuple[str, int, int]:
         read, _ = cctx.copy_stream(src, writer, read_size=CHUNK, write_size=CHUNK)  # type: ignore[arg-type]
         out.flush()
     return writer.sha.hexdigest(), writer.size, int(read)
+
+
+@dataclass(frozen=True)
+class Received:
+    sha256: str  # of the blob as it came
+    size: int  # the blob's bytes
+    raw_sha256: str  # of the checkpoint it unpacked to, holes included
+    raw_size: int
+
+
+def decompress(
+    body: Readable, target: Path, size: int, raw_size: int, counted: Callable[[int], None]
+) -> Received:
+    """Unpack a zstd blob streaming from `body` into `target`, sparse. Reading stops as soon as
+    the blob runs past `size` or unpacks past `raw_size` (TooLarge), or is not zstd (NotZstd);
+    `counted` is told every chunk that came."""
+    import zstandard
+
+    sha = hashlib.sha256()
+    received = 0
+    with open(target, "wb") as out:
+        sparse = SparseWriter(out, raw_size)
+        writer = zstandard.ZstdDecompressor().stream_writer(sparse, write_size=CHUNK, closefd=False)  # type: ignore[arg-type]
+        with writer as decompressor:
+            try:
+                while chunk := body.read(CHUNK):
+                    received += len(chunk)
+                    counted(len(chunk))
+                    if received > size:
+                        raise TooLarge("is larger than its record says")
+                    sha.update(chunk)
+                    decompressor.write(chunk)
+            except zstandard.ZstdError as exc:
+                raise NotZstd(f"is not zstd data: {exc}") from None
+            decompressor.flush()
+        sparse.close()
+    return Received(sha.hexdigest(), received, sparse.sha.hexdigest(), sparse.size)
