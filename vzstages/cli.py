@@ -6,7 +6,7 @@ import argparse
 import os
 import signal
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from . import __version__, events
 from .commands import CONFIGURED, cmd_boot, cmd_build, cmd_cache, cmd_plan, cmd_validate
@@ -73,7 +73,16 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check manifests (no root, no network)")
     p.add_argument("manifests", nargs="+")
     p.set_defaults(func=cmd_validate)
+    add_plan(sub, common)
+    add_build(sub, common)
+    add_cache(sub)
+    add_boot(sub)
+    add_commands(sub)
+    add_shell(sub)
+    return top
 
+
+def add_plan(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "plan", parents=[common], help="show each stage: cached, in the remote, or run and why"
     )
@@ -83,6 +92,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-publish", action="store_true", help=NO_PUBLISH_HELP)
     p.set_defaults(func=cmd_plan)
 
+
+def add_build(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("build", parents=[common], help="build images (root)")
     p.add_argument(
         "targets",
@@ -116,6 +127,8 @@ def parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_build)
 
+
+def add_cache(sub: Any) -> None:
     cache_common = Parser(add_help=False)
     add_common(cache_common, argparse.SUPPRESS, url_optional=True)
     cache_help = "list, collect, verify, push or pull cache entries"
@@ -135,6 +148,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="gc: only say what would be deleted")
     p.set_defaults(func=cmd_cache)
 
+
+def add_boot(sub: Any) -> None:
     p = sub.add_parser("boot", help="boot an image in QEMU and report what its console proved")
     p.add_argument("image")
     p.add_argument("--manifest", help="take the hostname, architecture and firmware from this manifest")
@@ -153,9 +168,6 @@ def parser() -> argparse.ArgumentParser:
         help="attach the VM's serial console to this terminal (Ctrl-a x quits), as `mkosi qemu` does",
     )
     p.set_defaults(func=cmd_boot)
-    add_commands(sub)
-    add_shell(sub)
-    return top
 
 
 class Parser(argparse.ArgumentParser):

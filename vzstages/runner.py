@@ -49,68 +49,75 @@ def run_stage(
                 record = plan.hit(stage, touch=True)
                 if record is not None:
                     return record, "pulled"
-        expected = last_duration(store, stage.name)
-        about = f", about {expected:.0f}s last time" if expected else ""
-        progress.info(
-            "%-8s running %d tasks (%s%s)",
-            display,
-            len(stage.tasks),
-            stage.key[:12],
-            about,
-            extra={"stage": (display, "start", expected)},
-        )
-        started = time.monotonic()
-        info = BuildInfo(
-            manifest=ManifestView(plan.manifest, "<stage>", ()),
-            stage=stage.name,
-            key=stage.key,
-            host=host,
-            layout=plan.manifest.layout,
-            workspace=plan.manifest.workspace,
-            package_cache=store.packages,
-            runs=store.runs,
-            image_name=plan.manifest.image_name,
-            facts=dict(_parent_facts(plan, stage)),
-            source_image=None if stage.disk else plan.top_checkpoint(stage),
-            parent_stage=stage.parent.name if stage.parent else None,
-        )
-        timings: dict[str, float] = {}
-        base = _base_record(plan, stage)
-        digest = ""
-        if stage.disk:
-            digest = _build_disk_stage(plan, stage, info, timings, base)
-        else:
-            info.workspace.mkdir(parents=True, exist_ok=True)
-            runtime.run_tasks(stage.tasks, plan.manifest, info, timings)
-            if stage.name == "image":
-                checked = time.monotonic()
-                check_images(plan, stage, info)
-                timings["fsck"] = round(time.monotonic() - checked, 3)
-        timings["total"] = round(time.monotonic() - started, 3)
-        record = Record(
-            stage=stage.name,
-            key=stage.key,
-            parent=stage.parent.key if stage.parent else None,
-            parent_stage=stage.parent.name if stage.parent else None,
-            inputs=stage.inputs,
-            facts=info.facts,
-            outputs={str(p): output_signature(p) for p in stage.outputs},
-            sizes=_sizes(plan.checkpoint(stage)) if stage.disk else {},
-            timings=timings,
-            tools=tool_versions(host),
-            created=time.time(),
-            manifest=str(plan.manifest.path),
-            digest=digest,
-            parent_digest=base.digest if base else "",
-        )
-        store.save_record(record)
-        progress.info(
-            "%-8s done in %.1fs",
-            display,
-            timings["total"],
-            extra={"stage": (display, "end", timings["total"])},
-        )
-        return record, "built"
+        return _build(plan, stage, host, display), "built"
+
+
+def _build(plan: Plan, stage: CompiledStage, host: Host, display: str) -> Record:
+    """Run the stage's tasks (its disk mounted, for a disk stage) and save its record."""
+    store = plan.store
+    expected = last_duration(store, stage.name)
+    about = f", about {expected:.0f}s last time" if expected else ""
+    progress.info(
+        "%-8s running %d tasks (%s%s)",
+        display,
+        len(stage.tasks),
+        stage.key[:12],
+        about,
+        extra={"stage": (display, "start", expected)},
+    )
+    started = time.monotonic()
+    info = _build_info(plan, stage, host)
+    timings: dict[str, float] = {}
+    base = _base_record(plan, stage)
+    digest = ""
+    if stage.disk:
+        digest = _build_disk_stage(plan, stage, info, timings, base)
+    else:
+        info.workspace.mkdir(parents=True, exist_ok=True)
+        runtime.run_tasks(stage.tasks, plan.manifest, info, timings)
+        if stage.name == "image":
+            checked = time.monotonic()
+            check_images(plan, stage, info)
+            timings["fsck"] = round(time.monotonic() - checked, 3)
+    timings["total"] = round(time.monotonic() - started, 3)
+    record = Record(
+        stage=stage.name,
+        key=stage.key,
+        parent=stage.parent.key if stage.parent else None,
+        parent_stage=stage.parent.name if stage.parent else None,
+        inputs=stage.inputs,
+        facts=info.facts,
+        outputs={str(p): output_signature(p) for p in stage.outputs},
+        sizes=_sizes(plan.checkpoint(stage)) if stage.disk else {},
+        timings=timings,
+        tools=tool_versions(host),
+        created=time.time(),
+        manifest=str(plan.manifest.path),
+        digest=digest,
+        parent_digest=base.digest if base else "",
+    )
+    store.save_record(record)
+    progress.info(
+        "%-8s done in %.1fs", display, timings["total"], extra={"stage": (display, "end", timings["total"])}
+    )
+    return record
+
+
+def _build_info(plan: Plan, stage: CompiledStage, host: Host) -> BuildInfo:
+    return BuildInfo(
+        manifest=ManifestView(plan.manifest, "<stage>", ()),
+        stage=stage.name,
+        key=stage.key,
+        host=host,
+        layout=plan.manifest.layout,
+        workspace=plan.manifest.workspace,
+        package_cache=plan.store.packages,
+        runs=plan.store.runs,
+        image_name=plan.manifest.image_name,
+        facts=dict(_parent_facts(plan, stage)),
+        source_image=None if stage.disk else plan.top_checkpoint(stage),
+        parent_stage=stage.parent.name if stage.parent else None,
+    )
 
 
 # The disk images qemu reads, by file extension: what the image stage writes (common/image.py).

@@ -82,80 +82,11 @@ def sources(packages: Sequence[Entry]) -> list[tuple[str, str]]:
 
 
 def write_spdx(subject: Subject, path: Path) -> None:
-    from spdx_tools.spdx.model import (
-        Actor,
-        ActorType,
-        Checksum,
-        ChecksumAlgorithm,
-        CreationInfo,
-        Document,
-        ExternalPackageRef,
-        ExternalPackageRefCategory,
-        Package,
-        PackagePurpose,
-        Relationship,
-        RelationshipType,
-        SpdxNoAssertion,
-    )
+    from spdx_tools.spdx.model import Actor, ActorType, CreationInfo, Document
     from spdx_tools.spdx.writer.json.json_writer import write_document_to_stream
 
-    def package(
-        spdx: str, name: str, version: str, ref: str, purpose: PackagePurpose, **extra: Any
-    ) -> Package:
-        return Package(
-            spdx,
-            name,
-            SpdxNoAssertion(),
-            version=version,
-            files_analyzed=False,
-            supplier=Actor(ActorType.ORGANIZATION, "Debian"),
-            external_references=[ExternalPackageRef(ExternalPackageRefCategory.PACKAGE_MANAGER, "purl", ref)],
-            primary_package_purpose=purpose,
-            **extra,
-        )
-
-    packages, relationships = [], []
-    for image in subject.images:
-        image_id = spdx_id("Image", image.path.name)
-        packages.append(
-            Package(
-                image_id,
-                image.path.name,
-                SpdxNoAssertion(),
-                file_name=image.path.name,
-                files_analyzed=False,
-                checksums=[Checksum(ChecksumAlgorithm.SHA256, image.sha256)],
-                primary_package_purpose=PackagePurpose.FILE,
-            )
-        )
-        relationships.append(Relationship("SPDXRef-DOCUMENT", RelationshipType.DESCRIBES, image_id))
-        for p in subject.packages:
-            relationships.append(
-                Relationship(
-                    image_id, RelationshipType.CONTAINS, spdx_id("Deb", p["name"], p["architecture"])
-                )
-            )
-    for source, version in sources(subject.packages):
-        ref = purl(source, version, "source")
-        packages.append(
-            package(spdx_id("Source", source, version), source, version, ref, PackagePurpose.SOURCE)
-        )
-    for p in subject.packages:
-        binary = spdx_id("Deb", p["name"], p["architecture"])
-        packages.append(
-            package(
-                binary,
-                p["name"],
-                p["version"],
-                purl_of(p),
-                PackagePurpose.LIBRARY if p["name"].startswith("lib") else PackagePurpose.APPLICATION,
-                checksums=[Checksum(ChecksumAlgorithm.SHA256, p["sha256"])] if p["sha256"] else [],
-                source_info=f"built from source package {p['source']} {p['source_version']}"
-                + (f"; from the suite {p['suite']}" if p["suite"] else ""),
-            )
-        )
-        source = spdx_id("Source", p["source"], p["source_version"])
-        relationships.append(Relationship(binary, RelationshipType.GENERATED_FROM, source))
+    images, image_links = _spdx_images(subject)
+    debs, deb_links = _spdx_debs(subject)
     document = Document(
         CreationInfo(
             "SPDX-2.3",
@@ -165,12 +96,91 @@ def write_spdx(subject: Subject, path: Path) -> None:
             [Actor(ActorType.TOOL, "vzstages")],
             subject.created,
         ),
-        packages=packages,
-        relationships=relationships,
+        packages=images + debs,
+        relationships=image_links + deb_links,
     )
     stream = io.StringIO()
     write_document_to_stream(document, stream, validate=False)  # the tests validate it with spdx-tools
     write_atomic(path, stream.getvalue() + "\n")
+
+
+def _spdx_images(subject: Subject) -> tuple[list[Any], list[Any]]:
+    """Each image file, described by the document and containing every package."""
+    from spdx_tools.spdx import model
+
+    packages, relationships = [], []
+    for image in subject.images:
+        image_id = spdx_id("Image", image.path.name)
+        packages.append(
+            model.Package(
+                image_id,
+                image.path.name,
+                model.SpdxNoAssertion(),
+                file_name=image.path.name,
+                files_analyzed=False,
+                checksums=[model.Checksum(model.ChecksumAlgorithm.SHA256, image.sha256)],
+                primary_package_purpose=model.PackagePurpose.FILE,
+            )
+        )
+        relationships.append(
+            model.Relationship("SPDXRef-DOCUMENT", model.RelationshipType.DESCRIBES, image_id)
+        )
+        for p in subject.packages:
+            deb = spdx_id("Deb", p["name"], p["architecture"])
+            relationships.append(model.Relationship(image_id, model.RelationshipType.CONTAINS, deb))
+    return packages, relationships
+
+
+def _spdx_debs(subject: Subject) -> tuple[list[Any], list[Any]]:
+    """Each source package, and each binary package generated from its source."""
+    from spdx_tools.spdx import model
+
+    def package(spdx: str, name: str, version: str, ref: str, purpose: Any, **extra: Any) -> Any:
+        return model.Package(
+            spdx,
+            name,
+            model.SpdxNoAssertion(),
+            version=version,
+            files_analyzed=False,
+            supplier=model.Actor(model.ActorType.ORGANIZATION, "Debian"),
+            external_references=[
+                model.ExternalPackageRef(model.ExternalPackageRefCategory.PACKAGE_MANAGER, "purl", ref)
+            ],
+            primary_package_purpose=purpose,
+            **extra,
+        )
+
+    purpose = model.PackagePurpose
+    packages = [
+        package(
+            spdx_id("Source", source, version),
+            source,
+            version,
+            purl(source, version, "source"),
+            purpose.SOURCE,
+        )
+        for source, version in sources(subject.packages)
+    ]
+    relationships = []
+    for p in subject.packages:
+        binary = spdx_id("Deb", p["name"], p["architecture"])
+        packages.append(
+            package(
+                binary,
+                p["name"],
+                p["version"],
+                purl_of(p),
+                purpose.LIBRARY if p["name"].startswith("lib") else purpose.APPLICATION,
+                checksums=[model.Checksum(model.ChecksumAlgorithm.SHA256, p["sha256"])]
+                if p["sha256"]
+                else [],
+                source_info=f"built from source package {p['source']} {p['source_version']}"
+                + (f"; from the suite {p['suite']}" if p["suite"] else ""),
+            )
+        )
+        source = spdx_id("Source", p["source"], p["source_version"])
+        relationships.append(model.Relationship(binary, model.RelationshipType.GENERATED_FROM, source))
+    return packages, relationships
 
 
 def write_cyclonedx(subject: Subject, path: Path) -> None:

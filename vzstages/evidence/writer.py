@@ -108,36 +108,9 @@ def build_statement(
     records: list[Record],
     subject: sbom.Subject,
 ) -> dict[str, Any]:
-    by_stage = {r.stage: r for r in records}
     parameters: dict[str, Any] = {}
     for record in records:
         parameters.update(record.inputs.get("manifest") or {})
-    archive: dict[str, Any] = {}
-    for record in records:
-        archive.update(record.facts.get("archive") or {})
-    dependencies = [
-        {"uri": sbom.purl_of(p), "digest": {"sha256": p["sha256"]}, "annotations": {"suite": p["suite"]}}
-        for p in subject.packages
-        if p["sha256"]
-    ]
-    dependencies += [
-        {
-            "uri": f"debian-suite:{suite}/InRelease",
-            "digest": {"sha256": state.get("inrelease_sha256", "")},
-            "annotations": {"date": state.get("date", 0)},
-        }
-        for suite, state in sorted(archive.items())
-        if isinstance(state, dict)
-    ]
-    byproducts = []
-    for stage in stages:
-        done = by_stage.get(stage["stage"])
-        entry: dict[str, Any] = {"name": f"stage:{stage['stage']}", "digest": {}, "annotations": dict(stage)}
-        if done is not None and done.digest:
-            entry["digest"] = {"sha256": done.digest}
-        if done is not None and stage.get("status") == "pulled" and done.origin:
-            entry["annotations"]["origin"] = _origin(done.origin)
-        byproducts.append(entry)
     return {
         "_type": provenance.STATEMENT_TYPE,
         "subject": [{"name": Path(i["path"]).name, "digest": {"sha256": i["sha256"]}} for i in images]
@@ -153,7 +126,7 @@ def build_statement(
                     "stages": {r.stage: r.key for r in records},
                     "source_date_epoch": subject.epoch,
                 },
-                "resolvedDependencies": dependencies,
+                "resolvedDependencies": _dependencies(records, subject),
             },
             "runDetails": {
                 "builder": {
@@ -165,10 +138,46 @@ def build_statement(
                     "startedOn": _iso(result.get("started", time.time())),
                     "finishedOn": _iso(time.time()),
                 },
-                "byproducts": byproducts,
+                "byproducts": _byproducts(stages, records),
             },
         },
     }
+
+
+def _dependencies(records: list[Record], subject: sbom.Subject) -> list[dict[str, Any]]:
+    """Every .deb with its digest, then each suite's InRelease (the archive's state)."""
+    archive: dict[str, Any] = {}
+    for record in records:
+        archive.update(record.facts.get("archive") or {})
+    dependencies = [
+        {"uri": sbom.purl_of(p), "digest": {"sha256": p["sha256"]}, "annotations": {"suite": p["suite"]}}
+        for p in subject.packages
+        if p["sha256"]
+    ]
+    return dependencies + [
+        {
+            "uri": f"debian-suite:{suite}/InRelease",
+            "digest": {"sha256": state.get("inrelease_sha256", "")},
+            "annotations": {"date": state.get("date", 0)},
+        }
+        for suite, state in sorted(archive.items())
+        if isinstance(state, dict)
+    ]
+
+
+def _byproducts(stages: list[dict[str, Any]], records: list[Record]) -> list[dict[str, Any]]:
+    """Each stage: its checkpoint's digest, whether it was built, reused or pulled, and from where."""
+    by_stage = {r.stage: r for r in records}
+    byproducts = []
+    for stage in stages:
+        done = by_stage.get(stage["stage"])
+        entry: dict[str, Any] = {"name": f"stage:{stage['stage']}", "digest": {}, "annotations": dict(stage)}
+        if done is not None and done.digest:
+            entry["digest"] = {"sha256": done.digest}
+        if done is not None and stage.get("status") == "pulled" and done.origin:
+            entry["annotations"]["origin"] = _origin(done.origin)
+        byproducts.append(entry)
+    return byproducts
 
 
 def _origin(origin: dict[str, Any]) -> dict[str, Any]:
