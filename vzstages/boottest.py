@@ -266,33 +266,11 @@ def _boot(
     reader.start()
     try:
         while time.monotonic() - started < timeout:
-            text = _clean("".join(chunks))
-            for name, pattern in wanted:
-                match = pattern.search(text)
-                if match and name not in report.facts:
-                    report.facts[name] = match.group(0).strip()[:160]
-            fatal = FATAL.search(text)
-            if fatal:
-                report.failure = f"boot failed: {fatal.group(0).strip()}"
-                break
-            if SSH_FACT not in report.facts:
-                banner = ssh_banner(port, timeout=1)
-                if banner:
-                    report.facts[SSH_FACT] = banner
-            if proc.poll() is not None:
-                report.failure = f"qemu exited with status {proc.returncode}"
-                break
-            if all(n in report.facts for n, _ in wanted) and SSH_FACT in report.facts:
+            if _observe(report, _clean("".join(chunks)), wanted, port, proc):
                 break
             time.sleep(1)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        _stop(proc)
         reader.join(timeout=5)
     report.seconds = round(time.monotonic() - started, 1)
     report.console = _clean("".join(chunks))
@@ -303,3 +281,39 @@ def _boot(
     if report.missing and report.failure is None and report.seconds >= timeout:
         report.failure = f"timed out after {timeout:.0f}s"
     return report
+
+
+def _observe(
+    report: BootReport,
+    text: str,
+    wanted: list[tuple[str, re.Pattern[str]]],
+    port: int,
+    proc: subprocess.Popen[bytes],
+) -> bool:
+    """Record what the console and the SSH port prove so far; True once the boot is decided."""
+    for name, pattern in wanted:
+        match = pattern.search(text)
+        if match and name not in report.facts:
+            report.facts[name] = match.group(0).strip()[:160]
+    fatal = FATAL.search(text)
+    if fatal:
+        report.failure = f"boot failed: {fatal.group(0).strip()}"
+        return True
+    if SSH_FACT not in report.facts:
+        banner = ssh_banner(port, timeout=1)
+        if banner:
+            report.facts[SSH_FACT] = banner
+    if proc.poll() is not None:
+        report.failure = f"qemu exited with status {proc.returncode}"
+        return True
+    return all(n in report.facts for n, _ in wanted) and SSH_FACT in report.facts
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

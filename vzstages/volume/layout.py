@@ -173,45 +173,17 @@ def compute_layout(
     With `lvm`, root's partition holds the volume group, and root is its one logical volume."""
     table = partitions["type"]
     base = ("volume", "partitions")
-    specs: list[tuple[str, dict[str, Any]]] = []
     if bootloader == "grub" and firmware in ("uefi", "hybrid") and table != "gpt":
         kind = "UEFI" if firmware == "uefi" else "Hybrid BIOS+UEFI"
         raise LayoutError((*base, "type"), f"{kind} images need a gpt partition table, not {table}")
-    # Debian's cloud images boot both ways: a BIOS boot partition for grub's core image, then an
-    # EFI system partition.
-    if table == "gpt" and bootloader == "grub" and firmware in ("bios", "hybrid"):
-        specs.append(("bios_boot", {}))
-    if bootloader == "grub" and firmware in ("uefi", "hybrid"):
-        specs.append(("efi", {}))
-    names = [k for k in partitions if k not in ("type", "root")]
-    # boot first, then swap, then the extra mounts in manifest order; root last so it can grow.
-    names.sort(key=lambda n: {"boot": 0, "swap": 1}.get(n, 2))
-    specs += [(n, partitions[n]) for n in names]
-    specs.append(("root", partitions["root"]))
-
+    specs = _partition_order(partitions, bootloader, firmware)
     if table == "none":
-        if len(specs) > 1:
-            extra = specs[0][0]
-            raise LayoutError(
-                (*base, extra), f"an unpartitioned volume (type: none) holds only root, not '{extra}'"
-            )
-        if lvm is not None:
-            raise LayoutError(
-                (*base, "type"), "root on LVM needs a partition for the volume group: use msdos or gpt"
-            )
-        root = partitions["root"]
-        size = _checked_size(root, (*base, "root"))
-        _check_disk_size(size, table)
-        part = Partition(
-            "root", None, 0, size, root["filesystem"], tuple(root.get("mountopts", ())), root.get("mode")
-        )
-        return Layout("none", size, (part,), bootloader, firmware)
+        return _unpartitioned(specs, partitions["root"], bootloader, firmware, lvm)
     if table == "msdos" and len(specs) > 4:
         raise LayoutError(
             (*base,),
             f"an msdos table holds at most 4 partitions, this one needs {len(specs)} (use type: gpt)",
         )
-
     offset = MiB
     laid_out = []
     for number, (name, spec) in enumerate(specs, start=1):
@@ -232,6 +204,48 @@ def compute_layout(
     if lvm is not None:
         laid_out[-1:] = _on_lvm(laid_out[-1])
     return Layout(table, disk_size, tuple(laid_out), bootloader, firmware, lvm)
+
+
+def _partition_order(
+    partitions: dict[str, Any], bootloader: str, firmware: str
+) -> list[tuple[str, dict[str, Any]]]:
+    """The partitions in disk order: grub's own first, then boot, swap, the extra mounts in the
+    manifest's order, and root last so that it can grow."""
+    specs: list[tuple[str, dict[str, Any]]] = []
+    # Debian's cloud images boot both ways: a BIOS boot partition for grub's core image, then an
+    # EFI system partition.
+    if partitions["type"] == "gpt" and bootloader == "grub" and firmware in ("bios", "hybrid"):
+        specs.append(("bios_boot", {}))
+    if bootloader == "grub" and firmware in ("uefi", "hybrid"):
+        specs.append(("efi", {}))
+    names = [k for k in partitions if k not in ("type", "root")]
+    names.sort(key=lambda n: {"boot": 0, "swap": 1}.get(n, 2))
+    return [*specs, *((n, partitions[n]) for n in names), ("root", partitions["root"])]
+
+
+def _unpartitioned(
+    specs: list[tuple[str, dict[str, Any]]],
+    root: dict[str, Any],
+    bootloader: str,
+    firmware: str,
+    lvm: Lvm | None,
+) -> Layout:
+    base = ("volume", "partitions")
+    if len(specs) > 1:
+        extra = specs[0][0]
+        raise LayoutError(
+            (*base, extra), f"an unpartitioned volume (type: none) holds only root, not '{extra}'"
+        )
+    if lvm is not None:
+        raise LayoutError(
+            (*base, "type"), "root on LVM needs a partition for the volume group: use msdos or gpt"
+        )
+    size = _checked_size(root, (*base, "root"))
+    _check_disk_size(size, "none")
+    part = Partition(
+        "root", None, 0, size, root["filesystem"], tuple(root.get("mountopts", ())), root.get("mode")
+    )
+    return Layout("none", size, (part,), bootloader, firmware)
 
 
 def _on_lvm(root: Partition) -> list[Partition]:
