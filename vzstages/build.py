@@ -23,6 +23,7 @@ import yaml
 from doit.exceptions import TaskFailed
 
 from . import console
+from .bounded import read_regular
 from .cache.archive_state import ArchiveState
 from .cache.remote import Remote
 from .cache.remote_config import RemoteConfig
@@ -281,11 +282,9 @@ def expand_manifests(names: Sequence[str | Path]) -> list[Path]:
 
 
 def _matrix(path: Path) -> list[Path] | None:
-    if not path.is_file() or path.stat().st_size > 1 << 20:
-        return None
     try:
-        data = yaml.safe_load(path.read_bytes())
-    except (yaml.YAMLError, ValueError):
+        data = yaml.safe_load(read_regular(path, 1 << 20))
+    except (OSError, yaml.YAMLError, ValueError):
         return None  # not a matrix; loading it as a manifest reports what is wrong
     if not (isinstance(data, dict) and set(data) == {"manifests"}):
         return None

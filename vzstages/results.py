@@ -15,6 +15,7 @@ from typing import Any
 
 from . import __version__
 from .atomic import write_atomic
+from .bounded import MAX_RESULT_BYTES, read_regular
 from .cache.record import file_identity, file_sha256, load_json
 from .evidence.writer import write_evidence
 from .host import Host
@@ -31,7 +32,7 @@ def _previous(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """The last result's entries by file (to reuse a digest of a file that has not changed),
     and what it said of the evidence (to rewrite SBOMs only when they would differ)."""
     try:
-        data = load_json(path.read_bytes()[: 1 << 20])
+        data = load_json(read_regular(path, MAX_RESULT_BYTES))
         images = {f["path"]: f for f in data.get("images", []) if isinstance(f, dict) and "path" in f}
         evidence = data.get("evidence")
         return images, evidence if isinstance(evidence, dict) else {}
@@ -82,7 +83,7 @@ def write_result(result: dict[str, Any], images: list[Path], stages: list[dict[s
     ami = Path(result["workspace"]) / f"{result['name']}.ami.json"
     if ami.is_file():
         with contextlib.suppress(OSError, ValueError):
-            document["published"] = load_json(ami.read_bytes()[: 1 << 20])
+            document["published"] = load_json(read_regular(ami, MAX_RESULT_BYTES))
     write_atomic(path, json.dumps(document, indent=1, sort_keys=True) + "\n")
     return path
 
@@ -90,7 +91,7 @@ def write_result(result: dict[str, Any], images: list[Path], stages: list[dict[s
 def made_from(path: Path) -> tuple[str, str] | None:
     """(manifest, image stage key) of the image a result file describes, or None."""
     try:
-        data = load_json(path.read_bytes()[: 1 << 20])
+        data = load_json(read_regular(path, MAX_RESULT_BYTES))
         keys = [s["key"] for s in data["stages"] if isinstance(s, dict) and s.get("stage") == "image"]
         return (str(data["manifest"]), str(keys[0])) if keys else None
     except (OSError, ValueError, KeyError, TypeError, AttributeError):

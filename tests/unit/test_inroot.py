@@ -146,3 +146,43 @@ def test_a_rename_racing_openat2_is_retried_then_walked(monkeypatch, planted):
     assert len(calls) == inroot.OPENAT2_ATTEMPTS
     assert inroot.use_openat2, "a race is not a kernel without openat2"
     assert (root / str(_host).lstrip("/") / "etc/machine-id").read_text() == "cleared"
+
+
+def test_a_fifo_a_device_or_a_huge_file_in_the_image_is_refused_not_read(resolver, tmp_path):
+    """A planted FIFO would hang the build, /dev/zero's twin never end the read, a sparse
+    terabyte fill memory: each is an OSError, as a missing file is."""
+    root = tmp_path / "image"
+    (root / "etc").mkdir(parents=True)
+    os.mkfifo(root / "etc/fifo")
+    if os.geteuid() == 0:
+        os.mknod(root / "etc/zero", 0o600 | 0o020000, os.makedev(1, 5))
+    with open(root / "etc/huge", "wb") as f:
+        f.truncate(1 << 40)
+    (root / "etc/small").write_text("fine\n")
+    image = ImagePath(root)
+    for name in ("fifo", "zero") if os.geteuid() == 0 else ("fifo",):
+        with pytest.raises(OSError, match="not a regular file"):
+            (image / "etc" / name).read_bytes()
+    with pytest.raises(OSError) as huge:
+        (image / "etc/huge").read_bytes()
+    assert huge.value.errno == errno.EFBIG
+    assert (image / "etc/small").read_text() == "fine\n"
+    assert (image / "etc/small").read_bytes(limit=5) == b"fine\n"
+    with pytest.raises(OSError):
+        (image / "etc/small").read_bytes(limit=4)
+
+
+def test_host_files_are_read_bounded(tmp_path):
+    from vzstages.bounded import read_regular
+
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "record.json").write_text("{}")
+    with pytest.raises(OSError, match="not a regular file"):
+        read_regular(tmp_path / "fifo", 1 << 20)
+    with pytest.raises(OSError, match="not a regular file"):
+        read_regular(Path("/dev/zero"), 1 << 20)
+    with pytest.raises(FileNotFoundError):
+        read_regular(tmp_path / "absent", 10)
+    assert read_regular(tmp_path / "record.json", 2) == b"{}"
+    with pytest.raises(OSError, match="larger than 1 bytes"):
+        read_regular(tmp_path / "record.json", 1)

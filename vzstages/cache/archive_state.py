@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..atomic import write_atomic
+from ..bounded import read_regular
 from ..common.archive import ArchiveUnreachable, choose_mirror, choose_security_mirror, fetch_release
 from ..compiler.keys import digest
 from ..errors import VzError
@@ -152,7 +153,7 @@ class ArchiveState:
         try:
             if not path.is_file():
                 return None
-            data = load_json(path.read_bytes()[:65536])
+            data = load_json(read_regular(path, 65536))
             if (
                 isinstance(data, dict)
                 and isinstance(data.get("digest"), str)

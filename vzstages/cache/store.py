@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO
 
 from ..atomic import publish_file, write_atomic
+from ..bounded import read_regular
 from ..errors import VzError
 from ..model.phases import STAGE_KINDS
 from ..runid import run_id
@@ -173,14 +174,14 @@ class Store:
     # --- reading ----------------------------------------------------------------------------
     def _read(self, stage: str, key: str) -> Record:
         path = self.record_path(stage, key)
-        if not _regular(path):
+        if not _regular(path):  # not followed: a record is never a link
             raise RecordError("not a regular file")
-        if path.lstat().st_size > MAX_RECORD_BYTES:
-            raise RecordError("too large to be a record")
         try:
-            text = path.read_text()
+            text = read_regular(path, MAX_RECORD_BYTES).decode()
+        except FileNotFoundError:
+            raise
         except (OSError, UnicodeDecodeError) as exc:
-            raise RecordError(str(exc)) from None
+            raise RecordError(exc.strerror if isinstance(exc, OSError) else str(exc)) from None
         return Record.parse(text, stage, key)
 
     def _warn(self, path: Path, problem: str) -> None:

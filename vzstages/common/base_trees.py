@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..atomic import atomic_output, write_atomic
+from ..bounded import read_regular
 from ..errors import CommandError, VzError
 from ..host import Host
 
@@ -52,8 +53,7 @@ class BaseTrees:
     def _size(self, key: str) -> int | None:
         """The size the tree's record gives, or None when there is no whole record."""
         try:
-            with open(self._record(key), "rb") as f:
-                record = json.loads(f.read(RECORD_LIMIT))
+            record = json.loads(read_regular(self._record(key), RECORD_LIMIT))
             size = record["size"] if isinstance(record, dict) else None
         except (OSError, ValueError, KeyError, RecursionError):
             return None

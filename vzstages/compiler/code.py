@@ -32,6 +32,8 @@ from typing import Any
 
 import xxhash
 
+from ..bounded import read_regular
+
 PACKAGE = "vzstages"
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
@@ -130,7 +132,7 @@ def load_memo(path: Path) -> None:
     from ..cache.record import load_json
 
     try:
-        data = load_json(path.read_bytes()[: MEMO_BYTES + 1]) if path.stat().st_size <= MEMO_BYTES else {}
+        data = load_json(read_regular(path, MEMO_BYTES))
     except (OSError, ValueError):
         return
     for key, entry in data.items() if isinstance(data, dict) else []:

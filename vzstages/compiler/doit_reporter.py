@@ -12,6 +12,7 @@ from typing import Any
 from doit.reporter import ConsoleReporter
 
 from .. import events
+from ..bounded import MAX_RESULT_BYTES, read_regular
 from ..cache.record import load_json
 from ..events import emit
 from ..results import write_result
@@ -166,4 +167,4 @@ class StageReporter(ConsoleReporter):
         for name in self.happened:
             if name in self.result_of:
                 path = self._write_result(name)
-                emit("result", path=str(path), **load_json(path.read_bytes()))
+                emit("result", path=str(path), **load_json(read_regular(path, MAX_RESULT_BYTES)))

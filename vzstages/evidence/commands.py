@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..bounded import read_regular
 from ..cache.record import file_sha256, load_json
 from ..cache.signing import load_trusted_keys
 from ..errors import VzError
@@ -45,11 +46,12 @@ def read_bounded(path: Path, limit: int, what: str) -> bytes:
 
 
 def _read(path: Path, limit: int, what: str) -> bytes:
-    if not path.is_file():
-        raise VzError(f"{what} {path}: no such file")
-    if path.stat().st_size > limit:
-        raise VzError(f"{what} {path}: larger than a {what} can be")
-    return path.read_bytes()
+    try:
+        return read_regular(path, limit)
+    except FileNotFoundError:
+        raise VzError(f"{what} {path}: no such file") from None
+    except OSError as exc:
+        raise VzError(f"{what} {path}: {exc.strerror}") from None
 
 
 def verify(image: Path, provenance: Path | None, trusted_keys: Path | None) -> tuple[str, dict[str, Any]]:

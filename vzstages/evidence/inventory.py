@@ -128,9 +128,7 @@ def archive_facts(lists: ImagePath) -> dict[str, dict[str, Any]]:
 def read_bounded(path: ImagePath, limit: int) -> bytes | None:
     """A file of the tree, or None if it is not a regular file or is larger than `limit`."""
     try:
-        if not path.is_file() or path.stat().st_size > limit:
-            return None
-        return path.read_bytes()
+        return path.read_bytes(limit)
     except OSError:
         return None
 

@@ -9,14 +9,14 @@ text keys only. Each refusal is a ManifestError naming the file and, where there
 from __future__ import annotations
 
 import codecs
-import os
-import stat
+import errno
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from ..bounded import read_regular
 from ..errors import ManifestError
 
 KeyPath = tuple[str | int, ...]
@@ -108,17 +108,13 @@ def read_text(path: Path) -> str:
     """The manifest's text: a regular file, not too large, UTF-8 or UTF-16 with a BOM."""
     fail = lambda message: ManifestError(str(path), [f"{path}: {message}"])  # noqa: E731
     try:
-        # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        data = read_regular(path, MAX_BYTES)
     except OSError as exc:
-        raise fail(f"cannot read manifest: {exc.strerror}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise fail("a manifest must be a regular file")
-    with os.fdopen(fd, "rb") as f:
-        data = f.read(MAX_BYTES + 1)
-    if len(data) > MAX_BYTES:
-        raise fail(f"larger than {MAX_BYTES // 1024} KiB: not a manifest")
+        message = {
+            errno.EINVAL: "a manifest must be a regular file",
+            errno.EFBIG: f"larger than {MAX_BYTES // 1024} KiB: not a manifest",
+        }.get(exc.errno or 0, f"cannot read manifest: {exc.strerror}")
+        raise fail(message) from None
     boms = {codecs.BOM_UTF8: "utf-8-sig", codecs.BOM_UTF16_LE: "utf-16", codecs.BOM_UTF16_BE: "utf-16"}
     encoding = next((name for bom, name in boms.items() if data.startswith(bom)), "utf-8")
     try:

@@ -23,11 +23,15 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
+from ..bounded import read_fd
+
 O_PATH = getattr(os, "O_PATH", 0o10000000)
 RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_IN_ROOT = 0x10
 SYS_OPENAT2 = 437  # the same number on every architecture (a syscall added after 5.1)
 MAX_SYMLINKS = 40
+# What a task reads of the image is a configuration file or a package list, never this large.
+MAX_FILE_BYTES = 64 << 20
 # openat2 with RESOLVE_IN_ROOT fails with EAGAIN when any rename on the system races a `..` step.
 OPENAT2_ATTEMPTS = 8
 
@@ -264,10 +268,9 @@ class ImagePath:
                 yield entry
 
     # --- reading and writing ----------------------------------------------------------------
-    def read_bytes(self) -> bytes:
-        fd = self._open(os.O_RDONLY)
-        with os.fdopen(fd, "rb") as f:
-            return f.read()
+    def read_bytes(self, limit: int = MAX_FILE_BYTES) -> bytes:
+        """The file's content: OSError for anything but a regular file, or one over `limit`."""
+        return read_fd(self._open(os.O_RDONLY | os.O_NONBLOCK), limit, str(self))
 
     def read_text(self, errors: str = "strict") -> str:
         return self.read_bytes().decode("utf-8", errors=errors)

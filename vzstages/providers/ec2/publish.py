@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from ...atomic import write_atomic
+from ...bounded import MAX_RESULT_BYTES, read_regular
 from ...cache.record import file_sha256
 from ...model.info import BuildInfo
 from ...model.phases import Phase
@@ -121,6 +122,6 @@ def add_to_result(info: BuildInfo, **fields: object) -> None:
     """More of the publish stage's result (copies, an instance) in NAME.ami.json, which the
     build prints as its last line."""
     path = info.workspace / f"{info.image_name}.ami.json"
-    result = json.loads(path.read_text())
+    result = json.loads(read_regular(path, MAX_RESULT_BYTES))
     result.update(fields)
     write_atomic(path, json.dumps(result) + "\n")
