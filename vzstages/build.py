@@ -32,7 +32,7 @@ from .common.partitions import format_tools
 from .compiler import code, doit_tasks
 from .compiler.explain import explain
 from .compiler.plan import CompiledStage, Plan, compile_plan
-from .errors import CommandError, ManifestError, VzError
+from .errors import ArchiveMoved, CommandError, ManifestError, VzError
 from .host import UMASK, Host, require_build_host, require_tools
 from .manifest import Manifest, load_manifest
 from .model.view import ManifestView
@@ -99,6 +99,7 @@ class Build:
     _pushes: list[Future[bool]] = field(default_factory=list)
     _pusher: ThreadPoolExecutor | None = None
     _summarised: bool = False
+    archive_moved: bool = False  # a stage found the archive no longer in the state its key names
 
     @property
     def plan(self) -> Plan:
@@ -193,6 +194,7 @@ class Build:
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:
+            self.archive_moved = self.archive_moved or isinstance(exc, ArchiveMoved)
             log.debug("stage %s failed", stage.name, exc_info=True)  # the log file, not the console
             where = f"\n  full log: {self.log_file}" if self.log_file else ""
             return TaskFailed(f"{display or stage.name} failed: {failure_summary(exc)}{where}")

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import sys
 from pathlib import Path
+from typing import NoReturn
 
 from doit.cmd_base import TaskLoader2
 from doit.doit_cmd import DoitMain
@@ -33,6 +36,8 @@ from .results import made_from, result_path
 from .runner import last_duration
 from .shell_on_error import SHELL_ON_ERROR_ENV
 from .units import human_size, parse_age, parse_size
+
+progress = logging.getLogger("vzstages.progress")
 
 
 class PlanLoader(TaskLoader2):
@@ -162,9 +167,21 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.jobs > 1:
         doit_args += ["-n", str(args.jobs)]
     try:
-        return int(DoitMain(PlanLoader(build), extra_config=DOIT_PLUGINS).run(doit_args))
+        status = int(DoitMain(PlanLoader(build), extra_config=DOIT_PLUGINS).run(doit_args))
     finally:
         build.finish()
+    if status != 0 and build.archive_moved and not args.refresh:
+        plan_again_with_the_archive_now()
+    return status
+
+
+def plan_again_with_the_archive_now() -> NoReturn:
+    """A suite moved while the build ran: what was built under the state the keys name is kept,
+    and the same command runs again (once) with --refresh, so every key names the archive as it is."""
+    progress.warning("the archive moved while this build ran: planning again with its state now (--refresh)")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "vzstages", *sys.argv[1:], "--refresh"])
 
 
 def refuse_to_overwrite(plan: Plan) -> None:

@@ -7,6 +7,11 @@ class VzError(Exception):
     """Base class: anything raised as a VzError is reported without a traceback."""
 
 
+class ArchiveMoved(VzError):
+    """A suite is no longer in the state the stage's key names: the stage is not built under that
+    key (build plans again with the archive as it is now)."""
+
+
 class ManifestError(VzError):
     """A manifest failed to load or validate. Holds every problem found, not just the first."""
 

@@ -115,6 +115,7 @@ def _build_info(plan: Plan, stage: CompiledStage, host: Host) -> BuildInfo:
         runs=plan.store.runs,
         image_name=plan.manifest.image_name,
         facts=dict(_parent_facts(plan, stage)),
+        archive=dict(stage.inputs.get("archive") or {}),
         source_image=None if stage.disk else plan.top_checkpoint(stage),
         parent_stage=stage.parent.name if stage.parent else None,
     )

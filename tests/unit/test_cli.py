@@ -3,6 +3,8 @@ that says how long it expects to take."""
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from vzstages.cli import main, parse
@@ -107,3 +109,19 @@ def test_host_attached_gives_the_command_the_terminal_and_returns_its_status(tmp
 
     assert Host().attached(["sh", "-c", f"umask > {tmp_path / 'mask'}; exit 3"]) == 3
     assert (tmp_path / "mask").read_text().strip() == "0022"
+
+
+def test_a_build_that_met_a_moved_archive_runs_again_once_with_refresh(monkeypatch):
+    from vzstages import commands
+
+    ran: list[list[str]] = []
+
+    def execv(path: str, argv: list[str]) -> None:
+        ran.append(argv)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(commands.os, "execv", execv)
+    monkeypatch.setattr(commands.sys, "argv", ["vzstages", "--cache", "c", "build", "kvm.yml"])
+    with pytest.raises(SystemExit):
+        commands.plan_again_with_the_archive_now()
+    assert ran == [[sys.executable, "-m", "vzstages", "--cache", "c", "build", "kvm.yml", "--refresh"]]

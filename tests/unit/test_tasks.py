@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import pytest
+
 from vzstages.common import apt, cleanup, system
 from vzstages.plugins.apt_proxy import ConfigureAptProxy
 from vzstages.plugins.file_copy.tasks import CopyFiles
@@ -84,3 +86,48 @@ def test_apt_proxy_password_stays_out_of_the_image(fake_stage):
     assert stage.info.apt_config == ['Acquire::http::Proxy "http://u:s3cret-proxy@proxy.example.org:3128";']
     written = [p for p in Path(stage.root).rglob("*") if p.is_file()]
     assert all(b"s3cret-proxy" not in p.read_bytes() for p in written)
+
+
+def test_apt_installs_only_from_the_archive_state_its_key_names(fake_stage):
+    """The lists apt fetched are compared with the state in the stage's key: a suite that moved
+    since (a security update published after the state was taken) stops the stage before any
+    package is installed under the old key."""
+    from vzstages.common import archive
+    from vzstages.errors import ArchiveMoved
+    from vzstages.model.view import ManifestView
+
+    def stage_at(states: dict[str, bytes], named: dict[str, bytes]):
+        stage = fake_stage(stage="packages")
+        view = ManifestView(stage.manifest, apt.AptUpdate.name(), apt.AptUpdate.reads)
+        lists = stage.root / "var/lib/apt/lists"
+        lists.mkdir(parents=True, exist_ok=True)
+        for suite, mirror in apt.debian_suites(view).items():
+            (lists / archive.list_name(mirror, suite)).write_bytes(states[suite])
+        stage.info.archive = {s: archive.suite_digest(b) for s, b in named.items()}
+        return stage
+
+    release = {"bookworm": b"Date: 1\n", "bookworm-updates": b"Date: 2\n", "bookworm-security": b"Date: 3\n"}
+    same = stage_at(release, release)
+    same.run(apt.AptUpdate)
+    assert any("dist-upgrade" in c for c in same.host.commands)
+
+    moved = stage_at({**release, "bookworm-security": b"Date: 4\n"}, release)
+    with pytest.raises(ArchiveMoved, match="bookworm-security"):
+        moved.run(apt.AptUpdate)
+    assert not any("dist-upgrade" in c for c in moved.host.commands)
+
+    unknown = stage_at({**release, "bookworm": b"other\n"}, {**release, "bookworm": b""})
+    unknown.info.archive["bookworm"] = "unreachable"  # offline when the plan was made: not comparable
+    unknown.run(apt.AptUpdate)
+
+
+def test_apt_names_its_lists_as_apt_does():
+    from vzstages.common import archive
+
+    assert (
+        archive.list_name("http://user:secret@mirror.example:8080/debian/", "bookworm")
+        == "mirror.example:8080_debian_dists_bookworm_InRelease"
+    )
+    assert archive.list_name("https://mirror.example/debian-security", "bookworm-security") == (
+        "mirror.example_debian-security_dists_bookworm-security_InRelease"
+    )

@@ -26,8 +26,13 @@ from typing import Any, Protocol
 
 from ..atomic import write_atomic
 from ..bounded import read_regular
-from ..common.archive import ArchiveUnreachable, choose_mirror, choose_security_mirror, fetch_release
-from ..compiler.keys import digest
+from ..common.archive import (
+    ArchiveUnreachable,
+    choose_mirror,
+    choose_security_mirror,
+    fetch_release,
+    suite_digest,
+)
 from ..errors import VzError
 from ..manifest import Manifest
 from ..manifest.releases import lookup
@@ -98,7 +103,7 @@ class ArchiveState:
         url = f"{mirror}/dists/{suite}"
         if url in self._fetched:
             return self._fetched[url]
-        name = digest(url.encode())
+        name = suite_digest(url.encode())
         path = self.folder / f"{name}.json"
         known = self._known(path)
         if not self.refresh:
@@ -109,7 +114,7 @@ class ArchiveState:
             value = str(known["digest"])
         else:
             try:
-                value = digest(fetch_release(mirror, suite))
+                value = suite_digest(fetch_release(mirror, suite))
                 state = {"url": url, "fetched": time.time(), "digest": value}
                 self.folder.mkdir(parents=True, exist_ok=True)
                 write_atomic(path, json.dumps(state))

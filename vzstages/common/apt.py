@@ -84,40 +84,51 @@ def apt_install(info: BuildInfo, packages: Sequence[str]) -> None:
 
 
 def mirror_of(info: BuildInfo) -> str:
-    return archive.choose_mirror(
-        info.manifest.get("packages.mirror") or info.manifest.get("bootstrapper.mirror")
-    )
+    return mirror_of_view(info.manifest)
+
+
+DEBIAN_SOURCE_KEYS = (
+    "system.release",
+    "packages.mirror",
+    "bootstrapper.mirror",
+    "packages.security",
+)
+
+
+def debian_suites(m: ManifestView) -> dict[str, str]:
+    """{suite: mirror} of the Debian suites the image's apt uses: the release, and -updates and
+    -security where the release has them."""
+    release, mirror = m.get("system.release"), mirror_of_view(m)
+    suites = {release: mirror}
+    if archive.has_security_suite(release):
+        suites[f"{release}-updates"] = mirror
+        chosen = bool(m.get("packages.mirror") or m.get("bootstrapper.mirror"))
+        security = archive.choose_security_mirror(m.get("packages.security"), mirror, chosen)
+        if security:
+            suites[f"{release}-security"] = security
+    return suites
+
+
+def mirror_of_view(m: ManifestView) -> str:
+    return archive.choose_mirror(m.get("packages.mirror") or m.get("bootstrapper.mirror"))
 
 
 class WriteAptSources(Task):
     description = "Writing apt sources"
     phase = Phase.PACKAGE_INSTALLATION
-    reads = (
-        "system.release",
-        "packages.mirror",
-        "bootstrapper.mirror",
-        "packages.security",
-        "packages.components",
-        "packages.sources",
-        "packages.include-source-type",
-    )
+    reads = (*DEBIAN_SOURCE_KEYS, "packages.components", "packages.sources", "packages.include-source-type")
 
     @classmethod
     def run(cls, info: BuildInfo) -> None:
         m = info.manifest
-        release = m.get("system.release")
-        mirror = mirror_of(info)
         components = " ".join(m.get("packages.components") or ["main"])
         types = "deb deb-src" if m.get("packages.include-source-type") else "deb"
-        lines = []
-        for kind in types.split():
-            lines.append(f"{kind} {mirror} {release} {components}")
-            if archive.has_security_suite(release):
-                lines.append(f"{kind} {mirror} {release}-updates {components}")
-                chosen = bool(m.get("packages.mirror") or m.get("bootstrapper.mirror"))
-                security = archive.choose_security_mirror(m.get("packages.security"), mirror, chosen)
-                if security:
-                    lines.append(f"{kind} {security} {release}-security {components}")
+        suites = debian_suites(m)
+        lines = [
+            f"{kind} {mirror} {suite} {components}"
+            for kind in types.split()
+            for suite, mirror in suites.items()
+        ]
         (info.target / "etc/apt/sources.list").write_text("\n".join(lines) + "\n")
         for name, entries in (m.get("packages.sources") or {}).items():
             text = "\n".join(m.render(e) for e in entries) + "\n"
@@ -154,14 +165,25 @@ class WriteAptSettings(Task):
 
 
 class AptUpdate(Task):
+    """apt's lists, then the release's updates. The lists must be of the archive's state the
+    stage's key names: else the stage stops before installing anything (ArchiveMoved)."""
+
     description = "Updating the package lists"
     phase = Phase.PACKAGE_INSTALLATION
     predecessors = (WriteAptSettings,)
     archive_suites = APT_SUITES
+    reads = DEBIAN_SOURCE_KEYS
 
     @classmethod
     def run(cls, info: BuildInfo) -> None:
         apt_get(info, ["update"])
+        lists = info.target / "var/lib/apt/lists"
+        for suite, mirror in debian_suites(info.manifest).items():
+            try:
+                release_file = (lists / archive.list_name(mirror, suite)).read_bytes()
+            except OSError:
+                continue  # a mirror without InRelease (Release and Release.gpg): not comparable
+            archive.check_state(suite, release_file, info.archive.get(suite, ""))
         apt_get(info, ["dist-upgrade"])
 
 

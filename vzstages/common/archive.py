@@ -14,7 +14,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import VzError
+import xxhash
+
+from ..errors import ArchiveMoved, VzError
 from ..manifest.releases import lookup
 
 APT_SOURCES = Path("/etc/apt")
@@ -164,3 +166,26 @@ def _bounded_get(url: str, end: float) -> bytes:
 
 class ArchiveUnreachable(VzError):
     pass
+
+
+def suite_digest(release_file: bytes) -> str:
+    """What a stage key holds of a suite's state: a digest of its InRelease."""
+    return xxhash.xxh3_128_hexdigest(release_file)
+
+
+def list_name(mirror: str, suite: str) -> str:
+    """The file apt keeps a suite's InRelease in (var/lib/apt/lists), as apt names it: the URI
+    without its scheme and credentials, slashes as underscores."""
+    uri = re.sub(r"^[a-z][a-z0-9+.-]*://", "", mirror.rstrip("/"))
+    uri = re.sub(r"^[^/@]*@", "", uri)
+    return f"{uri.replace('/', '_')}_dists_{suite}_InRelease"
+
+
+def check_state(suite: str, release_file: bytes, expected: str) -> None:
+    """ArchiveMoved if the suite is not in the state the key names ("unreachable": unknown)."""
+    if expected not in ("", "unreachable") and suite_digest(release_file) != expected:
+        raise ArchiveMoved(
+            f"the archive's {suite} has changed since its state was taken for this build's keys: "
+            "nothing is built from it under the old key; `vzstages build` plans again with the archive "
+            "as it is now (with doit: refresh=1)"
+        )

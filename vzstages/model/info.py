@@ -32,6 +32,9 @@ class BuildInfo:
     # Facts later stages need (kernel version, UUIDs): saved in the checkpoint record and
     # restored on a cache hit, so a stage behaves the same whether its parents ran or not.
     facts: dict[str, Any] = field(default_factory=dict)
+    # The state of the suites the stage's key names ({suite: digest}): the stage installs from
+    # exactly that state, or stops (common/archive.py, check_state).
+    archive: dict[str, str] = field(default_factory=dict)
     # apt settings for this build only, never written into the image (a proxy and its password):
     # every apt run of the stage gets them (common/apt.py). Shared by the stage's tasks.
     apt_config: list[str] = field(default_factory=list)
