@@ -4,9 +4,12 @@ Puppet, Salt) with Google's apt repository (a local signed one here), built in m
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import shutil
 import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -225,6 +228,12 @@ def signed_repository(folder: Path, release: str) -> tuple[str, Path]:
             ],
             check=True,
         )
+    return serve(repo), keyring
+
+
+def serve(folder: Path) -> str:
+    """A static HTTP server for `folder` on 127.0.0.1 (the build's chroot shares the host's
+    network); its URL. It ignores query strings, as a Forge's release listing needs."""
     server = subprocess.Popen(
         [
             shutil.which("python3") or "python3",
@@ -234,7 +243,7 @@ def signed_repository(folder: Path, release: str) -> tuple[str, Path]:
             "127.0.0.1",
             "0",
             "--directory",
-            str(repo),
+            str(folder),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -243,7 +252,42 @@ def signed_repository(folder: Path, release: str) -> tuple[str, Path]:
     assert server.stdout is not None
     line = server.stdout.readline()  # "Serving HTTP on 127.0.0.1 port N ..."
     port = int(line.split(" port ")[1].split()[0])
-    return f"http://127.0.0.1:{port}", keyring
+    return f"http://127.0.0.1:{port}"
+
+
+def local_forge(folder: Path, name: str, version: str, manifest: str) -> str:
+    """A Puppet Forge as `puppet module install` talks to it (API v3: the module's releases with
+    each file's digests and metadata, then the file), serving one module; its URL."""
+    metadata = {
+        "name": name,
+        "version": version,
+        "author": name.split("-")[0],
+        "summary": "a module for the test",
+        "license": "Apache-2.0",
+        "source": "none",
+        "dependencies": [],
+    }
+    top = folder / "module" / f"{name}-{version}"
+    (top / "manifests").mkdir(parents=True)
+    (top / "metadata.json").write_text(json.dumps(metadata))
+    (top / "manifests/init.pp").write_text(manifest)
+    files = folder / "forge/v3/files"
+    files.mkdir(parents=True)
+    tarball = files / f"{name}-{version}.tar.gz"
+    with tarfile.open(tarball, "w:gz") as tar:
+        tar.add(top, arcname=top.name)
+    data = tarball.read_bytes()
+    release = {
+        "version": version,
+        "file_uri": f"/v3/files/{tarball.name}",
+        "file_size": len(data),
+        "file_md5": hashlib.md5(data).hexdigest(),
+        "file_sha256": hashlib.sha256(data).hexdigest(),
+        "metadata": metadata,
+    }
+    listing = {"pagination": {"next": None}, "results": [release]}
+    (folder / "forge/v3/releases").write_text(json.dumps(listing))
+    return serve(folder / "forge")
 
 
 def test_configuration_management_and_googles_repository_built_in_memory(cache, workspace, tmp_path):
@@ -265,7 +309,14 @@ def test_configuration_management_and_googles_repository_built_in_memory(cache, 
         "- ansible.builtin.apt: {name: tree, state: present}\n"
     )
     (playbook / "site.yml").write_text("- hosts: all\n  roles: [motd]\n")
+    forge = local_forge(
+        tmp_path,
+        "vzstages-forgetest",
+        "1.0.0",
+        "class forgetest { file { '/etc/forge-module-was-here': content => \"from the Forge\\n\" } }\n",
+    )
     (tmp_path / "site.pp").write_text(
+        "include forgetest\n"
         "file { '/etc/puppet-was-here': content => \"yes\\n\" }\n"
         "user { 'deploy': ensure => present, managehome => true, shell => '/bin/bash' }\n"
     )
@@ -283,6 +334,7 @@ def test_configuration_management_and_googles_repository_built_in_memory(cache, 
         + "plugins:\n"
         + f"  ansible:\n    playbook: {playbook / 'site.yml'}\n    extra_vars: {{team: platform}}\n"
         + f"  puppet:\n    manifest: {tmp_path / 'site.pp'}\n    enable_agent: false\n"
+        + f"    install_modules: [[vzstages-forgetest, 1.0.0]]\n    forge: {forge}\n"
         + "  salt:\n    grains: {role: imagebuilder, team: platform}\n    master: salt.example.org\n"
         + f"  google_cloud_repo:\n    repository: {url}\n    keyring: {keyring}\n"
         + "    enable_keyring_repo: true\n    cleanup_bootstrap_key: true\n"
@@ -313,6 +365,7 @@ def test_configuration_management_and_googles_repository_built_in_memory(cache, 
         assert "Package: gcc\n" not in status and "Package: python3-dev\n" not in status
         assert not (root / "tmp/vzstages-host-ca.crt").exists()
         assert (root / "etc/puppet-was-here").read_text() == "yes\n"
+        assert (root / "etc/forge-module-was-here").read_text() == "from the Forge\n"
         assert "deploy:" in (root / "etc/passwd").read_text()
         sources = (root / "etc/apt/sources.list.d/google-cloud.list").read_text()
         assert "signed-by=/usr/share/keyrings/google-test-archive-keyring.gpg" in sources, sources

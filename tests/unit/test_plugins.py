@@ -12,6 +12,7 @@ from vzstages.cache.store import Store
 from vzstages.compiler.plan import compile_plan
 from vzstages.errors import ManifestError
 from vzstages.manifest import load_manifest
+from vzstages.model.view import ManifestView
 
 from ..conftest import KVM_MANIFEST, TEST_KEY
 
@@ -304,3 +305,56 @@ def test_google_cloud_repos_keyring_is_read_beside_the_manifest(tmp_path, monkey
     monkeypatch.chdir("/")
     view = ManifestView(manifest, "t", ("plugins.google_cloud_repo",))
     assert tasks.repository(view).keyring == tmp_path / "google.gpg"
+
+
+def test_puppet_takes_forge_modules_as_bootstrap_vz_did(tmp_path):
+    """[name, version] installs from the Forge (the one `forge` names, else puppet's own), with
+    its dependencies; a local tarball installs as it is. A name without a version is accepted
+    with a warning: its key cannot follow what the Forge serves."""
+    from vzstages.plugins.puppet.tasks import ApplyPuppet
+
+    (tmp_path / "mod.tar.gz").write_bytes(b"a module")
+    settings = {
+        "install_modules": [["puppetlabs-stdlib", "9.4.1"], "mod.tar.gz", ["puppetlabs-apt"]],
+        "forge": "http://forge.example:8080",
+    }
+    manifest = load_manifest(manifest_with(tmp_path, {"puppet": settings}))
+    assert any("puppetlabs-apt without a version" in w for w in manifest.warnings), manifest.warnings
+    view = ManifestView(manifest, ApplyPuppet.name(), ApplyPuppet.reads)
+    assert list(ApplyPuppet.input_files(view)) == ["mod.tar.gz"]
+    for bad, message in (
+        ({"install_modules": [["Stdlib", "1.0.0"]]}, "not a Forge module name"),
+        ({"install_modules": [["puppetlabs-stdlib", "latest"]]}, "not a module version"),
+        ({"install_modules": [["puppetlabs-stdlib", "1.0.0", "x"]]}, "install_modules"),
+        ({"install_modules": ["mod.tar.gz"], "forge": "ftp://forge.example"}, "not an http(s) URL"),
+    ):
+        with pytest.raises(ManifestError) as caught:
+            load_manifest(manifest_with(tmp_path, {"puppet": bad}))
+        assert any(message in p for p in caught.value.problems), caught.value.problems
+
+
+def test_puppet_installs_each_module_from_where_it_comes(fake_stage, tmp_path):
+    from vzstages.plugins.puppet.tasks import ApplyPuppet
+
+    (tmp_path / "mod.tar.gz").write_bytes(b"a module")
+    (tmp_path / "root/tmp").mkdir(parents=True, exist_ok=True)
+    plugin = (
+        "plugins:\n  puppet:\n    install_modules:\n      - [puppetlabs-stdlib, 9.4.1]\n"
+        f"      - {tmp_path / 'mod.tar.gz'}\n    forge: http://forge.example:8080\n"
+    )
+    stage = fake_stage(KVM_MANIFEST + plugin, stage="user")
+    stage.run(ApplyPuppet)
+    installs = [c for c in stage.host.commands if c[:3] == ["puppet", "module", "install"]]
+    assert installs == [
+        [
+            "puppet",
+            "module",
+            "install",
+            "puppetlabs-stdlib",
+            "--version",
+            "9.4.1",
+            "--module_repository",
+            "http://forge.example:8080",
+        ],
+        ["puppet", "module", "install", "--ignore-dependencies", "/tmp/vzstages-puppet/module-1.tar.gz"],
+    ]

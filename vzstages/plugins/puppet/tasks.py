@@ -27,7 +27,8 @@ class ApplyPuppet(Task):
     @classmethod
     def input_files(cls, manifest: ManifestView) -> dict[str, Path]:
         settings = manifest.get("plugins.puppet")
-        names = [settings.get("manifest"), settings.get("assets"), *settings.get("install_modules", [])]
+        tarballs = [m for m in settings.get("install_modules", []) if isinstance(m, str)]
+        names = [settings.get("manifest"), settings.get("assets"), *tarballs]
         return {name: manifest.relative_path(name) for name in names if name}
 
     @classmethod
@@ -40,16 +41,14 @@ class ApplyPuppet(Task):
         staging.mkdir(mode=0o700, parents=True)
         try:
             for index, module in enumerate(settings.get("install_modules", [])):
-                (staging / f"module-{index}.tar.gz").copy_from(info.manifest.relative_path(module))
-                info.chroot(
-                    [
-                        "puppet",
-                        "module",
-                        "install",
-                        "--ignore-dependencies",
-                        f"/{STAGING}/module-{index}.tar.gz",
-                    ]
-                )
+                if isinstance(module, str):
+                    (staging / f"module-{index}.tar.gz").copy_from(info.manifest.relative_path(module))
+                    source = ["--ignore-dependencies", f"/{STAGING}/module-{index}.tar.gz"]
+                else:  # [name, version] from the Forge, with the dependencies it names
+                    source = [module[0], *(["--version", module[1]] if len(module) > 1 else [])]
+                    if settings.get("forge"):
+                        source += ["--module_repository", settings["forge"]]
+                info.chroot(["puppet", "module", "install", *source])
             if settings.get("manifest"):
                 (staging / "site.pp").copy_from(info.manifest.relative_path(settings["manifest"]))
                 # --detailed-exitcodes: 2 means "changes made", 4 and 6 mean failures.
