@@ -58,6 +58,12 @@ def unavailable(message: str) -> None:
     pytest.skip(message)
 
 
+# How long a boot test waits for its facts. A TCG guest needs 80-100 s on an idle core; beside
+# the emulated arm64 build and the other worker, one reached cloud-init's last stage at 362 s of
+# uptime (CI, 2026-11-30). The limit only decides how long a broken boot takes to fail.
+BOOT_TIMEOUT = 600
+
+
 @pytest.fixture(scope="session")
 def system_host() -> None:
     missing = missing_prerequisites()

@@ -15,7 +15,7 @@ from vzstages.providers.azure.vhd import read_footer
 from vzstages.volume.disk import opened_readonly
 
 from ..conftest import REPO
-from .conftest import nothing_left, vzstages, with_workspace
+from .conftest import BOOT_TIMEOUT, nothing_left, vzstages, with_workspace
 
 pytestmark = pytest.mark.system
 
@@ -56,7 +56,7 @@ def test_azure_vhd_is_fixed_and_boots_under_seabios_and_ovmf(cache, workspace, t
         report = boot(
             image,
             hostname="vzstages-azure",
-            timeout=400,
+            timeout=BOOT_TIMEOUT,
             firmware=firmware,
             console_log=tmp_path / f"{firmware}.log",
         )

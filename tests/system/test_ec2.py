@@ -16,7 +16,7 @@ from vzstages.boottest import boot
 from vzstages.build import load_plan
 
 from ..conftest import REPO
-from .conftest import nothing_left, vzstages, with_workspace
+from .conftest import BOOT_TIMEOUT, nothing_left, vzstages, with_workspace
 
 pytestmark = pytest.mark.system
 
@@ -53,7 +53,7 @@ def test_root_grows_to_fill_a_bigger_disk_on_virtio_and_nvme(ec2_image, tmp_path
     subprocess.run(["qemu-img", "resize", "-q", "-f", "raw", str(disk), "4G"], check=True)
     before = root_partition(disk)
 
-    first = boot(disk, hostname="debian", disk_interface="virtio", snapshot=False)
+    first = boot(disk, hostname="debian", disk_interface="virtio", snapshot=False, timeout=BOOT_TIMEOUT)
     assert first.ok, (first.missing, first.failure, first.console[-3000:])
     assert "grew partition 2 of /dev/vda" in first.console
     assert "resized filesystem to" in first.console or "is now" in first.console
@@ -64,7 +64,7 @@ def test_root_grows_to_fill_a_bigger_disk_on_virtio_and_nvme(ec2_image, tmp_path
     blocks = int(first.console.split("The filesystem on /dev/vda2 is now ")[1].split()[0])
     assert blocks * 4096 >= grown["size"] * 512 - (1 << 20)
 
-    second = boot(disk, hostname="debian", disk_interface="nvme", snapshot=False)
+    second = boot(disk, hostname="debian", disk_interface="nvme", snapshot=False, timeout=BOOT_TIMEOUT)
     assert second.ok, (second.missing, second.failure, second.console[-3000:])
     assert "partition 2 of /dev/nvme0n1 already fills the disk" in second.console
     assert "Nothing to do!" in second.console

@@ -17,13 +17,13 @@ from vzstages.host import Host
 from vzstages.volume.disk import opened_readonly
 
 from ..conftest import REPO
-from .conftest import nothing_left, vzstages, with_workspace
+from .conftest import BOOT_TIMEOUT, nothing_left, vzstages, with_workspace
 
 pytestmark = pytest.mark.system
 
 
 def assert_boots(image: Path, hostname: str, tmp_path: Path) -> None:
-    report = boot(image, hostname=hostname, timeout=400, console_log=tmp_path / "console.log")
+    report = boot(image, hostname=hostname, timeout=BOOT_TIMEOUT, console_log=tmp_path / "console.log")
     assert report.ok, f"{report.failure}; missing {report.missing}; console tail:\n{report.console[-3000:]}"
     assert report.facts["kernel"].startswith("Linux version")
     assert report.facts[f"hostname {hostname}"] == f"{hostname} login:"
@@ -260,7 +260,11 @@ def test_amd64_uefi_builds_and_boots_with_ovmf(cache, workspace, tmp_path):
     nothing_left(cache)
     image = workspace / "debian-bookworm-amd64-kvm-uefi.qcow2"
     report = boot(
-        image, hostname="vzstages-kvm", timeout=400, firmware="uefi", console_log=tmp_path / "console.log"
+        image,
+        hostname="vzstages-kvm",
+        timeout=BOOT_TIMEOUT,
+        firmware="uefi",
+        console_log=tmp_path / "console.log",
     )
     assert report.ok, f"{report.failure}; missing {report.missing}; console tail:\n{report.console[-3000:]}"
     assert "efi: EFI v" in report.console and "Welcome to GRUB!" in report.console  # OVMF ran grub

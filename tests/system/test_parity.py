@@ -20,15 +20,15 @@ from vzstages.host import Host
 from vzstages.volume.disk import opened_readonly
 
 from ..conftest import REPO
-from .conftest import nothing_left, unavailable, vzstages, with_workspace
+from .conftest import BOOT_TIMEOUT, nothing_left, unavailable, vzstages, with_workspace
 
 pytestmark = pytest.mark.system
 
 
 def booted(image: Path, hostname: str, tmp_path: Path, **kwargs):
-    # 600 s: these wait for cloud-init's last stage, and with the emulated arm64 build beside both
-    # workers a TCG guest got there at 362 s of uptime (CI, 2026-11-30), too close to 400.
-    report = boot(image, hostname=hostname, timeout=600, console_log=tmp_path / "console.log", **kwargs)
+    report = boot(
+        image, hostname=hostname, timeout=BOOT_TIMEOUT, console_log=tmp_path / "console.log", **kwargs
+    )
     assert report.ok, f"{report.failure}; missing {report.missing}; console tail:\n{report.console[-3000:]}"
     return report
 

@@ -19,7 +19,7 @@ from vzstages.host import Host
 from vzstages.volume.disk import opened_readonly
 
 from ..conftest import REPO
-from .conftest import nothing_left, vzstages, with_workspace
+from .conftest import BOOT_TIMEOUT, nothing_left, vzstages, with_workspace
 
 pytestmark = pytest.mark.system
 
@@ -135,7 +135,7 @@ def test_gce_tarball_holds_a_bootable_disk_raw(cache, workspace, tmp_path):
         archive.extractall(tmp_path, filter="data")
     disk = tmp_path / "disk.raw"
     assert disk.stat().st_size > 2 * 1024**3
-    report = boot(disk, hostname="vzstages-gce", timeout=400, console_log=tmp_path / "console.log")
+    report = boot(disk, hostname="vzstages-gce", timeout=BOOT_TIMEOUT, console_log=tmp_path / "console.log")
     assert report.ok, f"{report.failure}; missing {report.missing}; console tail:\n{report.console[-3000:]}"
     nothing_left(cache)
 
@@ -199,5 +199,5 @@ def test_vagrant_box_imports_as_ovf_and_boots(cache, workspace, tmp_path):
         )
 
     # The box's own disk boots on the controller the OVF gives it (AHCI/SATA), with sshd up.
-    report = boot(disk, hostname="vagrant", disk_interface="sata", timeout=400)
+    report = boot(disk, hostname="vagrant", disk_interface="sata", timeout=BOOT_TIMEOUT)
     assert report.ok, f"{report.failure}; missing {report.missing}; console tail:\n{report.console[-3000:]}"

@@ -11,7 +11,7 @@ from vzstages.boottest import boot
 from vzstages.cache.record import file_sha256
 
 from ..conftest import REPO
-from .conftest import nothing_left, vzstages, with_workspace
+from .conftest import BOOT_TIMEOUT, nothing_left, vzstages, with_workspace
 
 pytestmark = pytest.mark.system
 
@@ -51,7 +51,9 @@ def test_a_second_machine_pulls_every_stage_and_gets_the_same_image(cache, works
     image_b = workspace_b / "debian-bookworm-amd64-kvm.qcow2"
     assert file_sha256(image_b) == digest_a
     nothing_left(cache_b)
-    report = boot(image_b, hostname="vzstages-kvm", timeout=400, console_log=tmp_path / "console.log")
+    report = boot(
+        image_b, hostname="vzstages-kvm", timeout=BOOT_TIMEOUT, console_log=tmp_path / "console.log"
+    )
     assert report.ok, f"{report.failure}; missing {report.missing}; console tail:\n{report.console[-3000:]}"
 
     # A late change on B: os and packages come from the remote, system onwards is built, and
@@ -116,5 +118,5 @@ def test_several_manifests_in_one_build_share_their_common_stages(cache, workspa
     for name in ("north", "south"):
         image = workspace / f"debian-bookworm-amd64-{name}.qcow2"
         assert f"image: {image}" in out.stdout, out.stdout
-        report = boot(image, hostname=name, timeout=400, console_log=tmp_path / f"{name}.log")
+        report = boot(image, hostname=name, timeout=BOOT_TIMEOUT, console_log=tmp_path / f"{name}.log")
         assert report.ok, f"{name}: {report.failure}; {report.missing}; {report.console[-2000:]}"
