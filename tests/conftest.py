@@ -44,6 +44,35 @@ packages:
 """
 
 
+# What each system test file costs, in seconds of one worker (CI's run of 2026-11-30). Files run
+# heaviest first: pytest-xdist hands a whole file (--dist loadfile) to whichever worker is free,
+# so the long ones start early and the short ones fill the end instead of one worker idling
+# while the other finishes a long file. The arm64 file waits for its background build: it goes
+# after the two heaviest, when that build is done; the unit tests come last, as filler.
+FILE_COST = {
+    "test_parity.py": 1310,
+    "test_images.py": 1120,
+    "test_uefi_arm64.py": 1100,
+    "test_plugins_providers.py": 690,
+    "test_cache.py": 660,
+    "test_remote.py": 490,
+    "test_ec2.py": 380,
+    "test_chain.py": 250,
+    "test_azure.py": 220,
+    "test_failures.py": 90,
+    "test_crash.py": 90,
+    "test_trust.py": 50,
+    "test_reproducible.py": 20,
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def cost(item: pytest.Item) -> int:
+        return FILE_COST.get(item.path.name, 0) if item.path.parent.name == "system" else -1
+
+    items.sort(key=cost, reverse=True)  # stable: a file's tests keep their order
+
+
 @pytest.fixture
 def write_manifest(tmp_path: Path):
     """Write a manifest (text, dedented) into tmp_path and return its path."""
