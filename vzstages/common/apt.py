@@ -83,10 +83,6 @@ def apt_install(info: BuildInfo, packages: Sequence[str]) -> None:
         apt_get(info, ["install", *packages])
 
 
-def mirror_of(info: BuildInfo) -> str:
-    return mirror_of_view(info.manifest)
-
-
 DEBIAN_SOURCE_KEYS = (
     "system.release",
     "packages.mirror",
@@ -98,7 +94,7 @@ DEBIAN_SOURCE_KEYS = (
 def debian_suites(m: ManifestView) -> dict[str, str]:
     """{suite: mirror} of the Debian suites the image's apt uses: the release, and -updates and
     -security where the release has them."""
-    release, mirror = m.get("system.release"), mirror_of_view(m)
+    release, mirror = m.get("system.release"), mirror_of(m)
     suites = {release: mirror}
     if archive.has_security_suite(release):
         suites[f"{release}-updates"] = mirror
@@ -109,7 +105,8 @@ def debian_suites(m: ManifestView) -> dict[str, str]:
     return suites
 
 
-def mirror_of_view(m: ManifestView) -> str:
+def mirror_of(m: ManifestView) -> str:
+    """The mirror apt uses, which is also the one the archive state in a key is taken from."""
     return archive.choose_mirror(m.get("packages.mirror") or m.get("bootstrapper.mirror"))
 
 

@@ -110,7 +110,10 @@ class Bootstrap(Task):
         release, arch = m.get("system.release"), m.get("system.architecture")
         mirror = archive.choose_mirror(m.get("bootstrapper.mirror") or m.get("packages.mirror"))
         state = archive.fetch_release(mirror, release)  # a clear error for a release the mirror lacks
-        archive.check_state(release, state, info.archive.get(release, ""))
+        # The key's state is taken from apt's mirror (packages.mirror first): comparable only when
+        # mmdebstrap uses that same mirror.
+        if mirror == archive.choose_mirror(m.get("packages.mirror") or m.get("bootstrapper.mirror")):
+            archive.check_state(release, state, info.archive.get(release, ""))
         info.facts["architecture"] = arch
         trees = BaseTrees(info.package_cache / "base-trees", info.host)
         key = tree_key(cls._tree_facts(info, mirror, state))
