@@ -83,6 +83,21 @@ def workspace(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("build")
 
 
+# Files in the shared workspace above this size are images (SBOMs, results and logs are smaller).
+IMAGE_SIZE = 1 << 20
+
+
+@pytest.fixture(scope="module", autouse=True)
+def images_removed_after_each_file(workspace: Path) -> Iterator[None]:
+    """A file's images go when the file is done: kept, a session's images took over 20 GB, and CI's
+    disk ran out (2026-11-30). Checkpoints stay in the shared cache, so a later file that needs an
+    image again only converts it."""
+    yield
+    for path in workspace.rglob("*"):
+        if path.is_file() and not path.is_symlink() and path.stat().st_size > IMAGE_SIZE:
+            path.unlink()
+
+
 @dataclass
 class BackgroundBuild:
     """A build started when the session starts, for a test near its end to check. It lives in a
