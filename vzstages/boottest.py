@@ -13,18 +13,20 @@ import contextlib
 import os
 import re
 import shutil
-import signal
 import socket
-import subprocess
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import VzError
-from .host import Host
+from .host import Host, stop_process_group
+
+if TYPE_CHECKING:
+    import subprocess
 
 
 @dataclass
@@ -248,12 +250,7 @@ def _boot(
     wanted += [(f"console: {p.pattern}", p) for p in until or []]
     chunks: list[str] = []
     started = time.monotonic()
-    proc = subprocess.Popen(
-        command,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    proc = Host().spawn(command)
 
     def read_console() -> None:
         # Raw chunks, not lines: a login prompt has no newline after it.
@@ -270,7 +267,7 @@ def _boot(
                 break
             time.sleep(1)
     finally:
-        _stop(proc)
+        stop_process_group(proc)
         reader.join(timeout=5)
     report.seconds = round(time.monotonic() - started, 1)
     report.console = _clean("".join(chunks))
@@ -307,13 +304,3 @@ def _observe(
         report.failure = f"qemu exited with status {proc.returncode}"
         return True
     return all(n in report.facts for n, _ in wanted) and SSH_FACT in report.facts
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()

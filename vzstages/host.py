@@ -160,6 +160,23 @@ class Host:
         except OSError as exc:
             raise CommandError(argv, 127, f"cannot run {argv[0]}: {exc.strerror}") from None
 
+    def spawn(self, argv: list[str]) -> subprocess.Popen[bytes]:
+        """A long-running command whose raw output the caller reads as it comes (a VM's serial
+        console); stop it with `stop_process_group`."""
+        log.info("$ %s (in the background)", " ".join(argv))
+        try:
+            return subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **HOST_ENV},
+                start_new_session=True,
+                umask=UMASK,
+            )
+        except OSError as exc:
+            raise CommandError(argv, 127, f"cannot run {argv[0]}: {exc.strerror}") from None
+
     def chroot_attached(self, root: Path, argv: list[str]) -> int:
         """`attached` inside the image, with the same clean environment as `chroot` (and the
         caller's TERM, so a shell's line editing works)."""
@@ -168,7 +185,7 @@ class Host:
         return self.attached(["chroot", str(root), "/usr/bin/env", "-i", *env_args, *argv])
 
 
-def stop_process_group(proc: subprocess.Popen[str], grace: float = 20.0) -> None:
+def stop_process_group(proc: subprocess.Popen[str] | subprocess.Popen[bytes], grace: float = 20.0) -> None:
     """SIGTERM to the command's process group, time to clean up after itself (mmdebstrap
     unmounts what it mounted), then SIGKILL to whatever is left of the group."""
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):

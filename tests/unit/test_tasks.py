@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from vzstages.common import apt, cleanup, system
+from vzstages.common.files import CopyFiles
 from vzstages.plugins.apt_proxy import ConfigureAptProxy
-from vzstages.plugins.file_copy.tasks import CopyFiles
 
 from ..conftest import KVM_MANIFEST
 

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import ClassVar
 
 from ..model.info import BuildInfo
+from ..model.phases import Phase
+from ..model.task import Task
+from .apt import AptInstall
 
 # Where the host's tools are told to find their CA bundle, in the order pip itself honours them.
 CA_BUNDLE_VARIABLES = ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
@@ -40,3 +44,23 @@ def pip_install(info: BuildInfo, pip: list[str], requirements: list[str]) -> Non
         info.chroot([*command, *requirements])
     finally:
         cert.unlink(missing_ok=True)
+
+
+class InstallPip(AptInstall):
+    description = "Installing pip"
+    packages = ("python3-pip",)
+
+
+class PipInstall(Task):
+    """The packages a manifest setting lists, into the image's system Python: Debian marks it as
+    externally managed (PEP 668), and the manifest asks for them system-wide. The pip_install
+    and pip3_install plugins (bootstrap-vz's two names) each name their own setting."""
+
+    description = "Installing Python packages with pip"
+    phase = Phase.USER_MODIFICATION
+    settings_key: ClassVar[str]
+
+    @classmethod
+    def run(cls, info: BuildInfo) -> None:
+        packages = info.manifest.get(cls.settings_key)
+        pip_install(info, ["python3", "-m", "pip"], ["--break-system-packages", *packages])

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -21,6 +20,7 @@ import yaml
 
 from ..cache.store import Store
 from ..errors import VzError
+from ..host import Host
 
 
 def recorded(statement: dict[str, Any]) -> tuple[Path, dict[str, str], dict[str, str]]:
@@ -52,12 +52,9 @@ def rebuild(statement: dict[str, Any], image: Path, expected: str, cache: Path) 
         seed_archive_state(Store(cache), Store(work / "cache"))
         env = {**os.environ, "VZSTAGES_PACKAGE_CACHE": str(Store(cache).packages)}
         build = [sys.executable, "-m", "vzstages", "--cache", str(work / "cache"), "build", "--no-publish"]
-        with open(work / "rebuild.log", "w") as log:
-            done = subprocess.run(
-                [*build, "--force", str(copy)], stdout=log, stderr=subprocess.STDOUT, env=env
-            )
+        done = Host().run([*build, "--force", str(copy)], env=env, check=False)
         if done.returncode != 0:
-            tail = (work / "rebuild.log").read_text(errors="replace").strip().splitlines()[-3:]
+            tail = done.output.strip().splitlines()[-3:]
             raise VzError("the rebuild failed: " + " / ".join(tail))
         plan = load_plan(copy, work / "cache", publish=False)
         lines = [stage_line(plan, stage.name, stage.key, keys, digests) for stage in plan.stages]

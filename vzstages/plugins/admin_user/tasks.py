@@ -2,12 +2,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ...common.accounts import set_password
 from ...common.apt import AptInstall
 from ...model.info import BuildInfo
 from ...model.phases import Phase
 from ...model.task import Task
 from ...model.view import ManifestView
-from ..root_password.tasks import set_password
 
 
 class InstallSudo(AptInstall):

@@ -7,12 +7,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ...common.apt import AptInstall
+from ...common.files import CopyFiles
 from ...errors import HostError
 from ...model.info import BuildInfo
 from ...model.phases import Phase
 from ...model.task import InputTree, Task
 from ...model.view import ManifestView
-from ..file_copy.tasks import CopyFiles
 
 
 class InstallPython(AptInstall):

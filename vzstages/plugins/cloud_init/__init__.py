@@ -3,9 +3,10 @@ module lists the manifest gives (bootstrap-vz's settings)."""
 
 from __future__ import annotations
 
+from ...common.cloud_init import InstallCloudInit
 from ...manifest import Manifest
 from ...model.taskset import TaskSet
-from .tasks import ConfigureCloudInit, InstallCloudInit
+from .tasks import ConfigureCloudInit
 
 
 def resolve_tasks(taskset: TaskSet, manifest: Manifest) -> None:

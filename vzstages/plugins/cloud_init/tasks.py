@@ -4,17 +4,11 @@ from typing import Any
 
 import yaml
 
-from ...common.apt import AptInstall
 from ...model.info import BuildInfo
 from ...model.phases import Phase
 from ...model.task import Task
 
 CONFIG = "etc/cloud/cloud.cfg.d/01_vzstages.cfg"
-
-
-class InstallCloudInit(AptInstall):
-    description = "Installing cloud-init"
-    packages = ("cloud-init",)
 
 
 def edit_module_lists(config: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
+from ...common.files import CopyFiles
 from ...model.info import BuildInfo
 from ...model.phases import Phase
 from ...model.task import Task
-from ..file_copy.tasks import CopyFiles
 
 
 class RunCommands(Task):

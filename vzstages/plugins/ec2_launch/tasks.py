@@ -9,7 +9,7 @@ from ...model.phases import Phase
 from ...model.task import Task
 from ...providers.ec2 import aws
 from ...providers.ec2.publish import DEFAULT_TIMEOUT, READS, RegisterImage, add_to_result, connection
-from ..ec2_publish.tasks import PublishToRegions
+from ...providers.ec2.regions import PublishToRegions
 
 
 def instance_state(ec2: Any, instance_id: str) -> str:

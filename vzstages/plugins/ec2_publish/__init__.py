@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ...manifest import Manifest, Problem
 from ...model.taskset import TaskSet
-from .tasks import PublishToRegions
+from ...providers.ec2.regions import PublishToRegions
 
 
 def validate(manifest: Manifest) -> list[Problem]:

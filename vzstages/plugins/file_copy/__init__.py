@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
+from ...common.files import CopyFiles
 from ...manifest import Manifest, Problem, input_file_problems
 from ...model.taskset import TaskSet
-from .tasks import CopyFiles
 
 
 def validate(manifest: Manifest) -> list[Problem]:

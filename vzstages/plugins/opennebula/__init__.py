@@ -4,9 +4,10 @@ installed one-context, which Debian does not carry; the plugin has no settings, 
 
 from __future__ import annotations
 
+from ...common.cloud_init import InstallCloudInit
 from ...manifest import Manifest
 from ...model.taskset import TaskSet
-from .tasks import ConfigureOpenNebula, InstallCloudInit, InstallSudo, LoadCdromDrivers
+from .tasks import ConfigureOpenNebula, InstallSudo, LoadCdromDrivers
 
 
 def resolve_tasks(taskset: TaskSet, manifest: Manifest) -> None:

@@ -7,9 +7,8 @@ from ...common.bootable import AddInitramfsModules
 from ...model.info import BuildInfo
 from ...model.phases import Phase
 from ...model.task import Task
-from ..cloud_init.tasks import InstallCloudInit
 
-__all__ = ["ConfigureOpenNebula", "InstallCloudInit", "InstallSudo", "LoadCdromDrivers"]
+__all__ = ["ConfigureOpenNebula", "InstallSudo", "LoadCdromDrivers"]
 
 
 class InstallSudo(AptInstall):

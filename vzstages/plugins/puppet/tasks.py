@@ -3,12 +3,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...common.apt import AptInstall
+from ...common.files import CopyFiles
 from ...errors import CommandError
 from ...model.info import BuildInfo
 from ...model.phases import Phase
 from ...model.task import Task
 from ...model.view import ManifestView
-from ..file_copy.tasks import CopyFiles
 
 STAGING = "tmp/vzstages-puppet"
 

@@ -7,13 +7,13 @@ from pathlib import Path
 from xml.sax.saxutils import escape as xml_escape
 
 from ...atomic import atomic_output
+from ...common.accounts import set_password
 from ...common.apt import AptInstall
 from ...common.image import ConvertImage
 from ...model.info import BuildInfo
 from ...model.phases import Phase
 from ...model.task import Task
 from ...model.view import ManifestView
-from ..root_password.tasks import set_password
 
 USER = "vagrant"
 # VirtualBox's OS types; the box imports with the right defaults (64-bit, IO-APIC).

@@ -6,10 +6,11 @@ bootstrap-vz built for the retired Oracle Cloud "Classic" and uploaded with its 
 
 from __future__ import annotations
 
+from ...common.cloud_init import InstallCloudInit
 from ...common.groups import add_boot_tasks
 from ...manifest import Manifest, Problem
 from ...model.taskset import TaskSet
-from .tasks import ConfigureOracle, ConvertImage, InstallCloudInit, InstallKernel, WriteInitramfsModules
+from .tasks import ConfigureOracle, ConvertImage, InstallKernel, WriteInitramfsModules
 
 CLASSIC = (
     "Oracle Cloud Classic and its Swift uploads are retired; vzstages builds NAME.qcow2 for today's "

@@ -7,7 +7,6 @@ import json
 from typing import ClassVar
 
 from ...common import bootable, image
-from ...common.apt import AptInstall
 from ...model.info import BuildInfo
 from ...model.phases import Phase
 from ...model.task import Task
@@ -25,11 +24,6 @@ class InstallKernel(bootable.InstallKernel):
         "amd64": "linux-image-cloud-amd64",
         "arm64": "linux-image-cloud-arm64",
     }
-
-
-class InstallCloudInit(AptInstall):
-    description = "Installing cloud-init"
-    packages = ("cloud-init",)
 
 
 class ConfigureOracle(Task):

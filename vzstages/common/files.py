@@ -1,12 +1,16 @@
+"""Files and folders from the build host into the image (the file_copy plugin's task). It lives here
+because the plugins that run what those files hold (ansible, puppet, commands) order themselves
+after it."""
+
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from ...model.info import BuildInfo
-from ...model.phases import Phase
-from ...model.task import Task
-from ...model.view import ManifestView
+from ..model.info import BuildInfo
+from ..model.phases import Phase
+from ..model.task import Task
+from ..model.view import ManifestView
 
 
 def apply_attributes(info: BuildInfo, path: str, item: dict[str, Any], recursive: bool) -> None:

@@ -1,3 +1,6 @@
+"""Copies of the registered AMI in more regions (switched on by the ec2_publish plugin): each
+copy is tagged with the publish key, so a rerun finds it instead of copying again."""
+
 from __future__ import annotations
 
 import json
@@ -7,8 +10,8 @@ from typing import Any
 from ...model.info import BuildInfo
 from ...model.phases import Phase
 from ...model.task import Task
-from ...providers.ec2 import aws
-from ...providers.ec2.publish import DEFAULT_TIMEOUT, READS, RegisterImage, add_to_result, connection
+from . import aws
+from .publish import DEFAULT_TIMEOUT, READS, RegisterImage, add_to_result, connection
 
 
 def find_copy(ec2: Any, publish_key: str) -> str | None:
