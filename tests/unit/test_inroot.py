@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from vzstages.volume import inroot
+from vzstages.volume import confined
 from vzstages.volume.inroot import ImagePath
 
 
 @pytest.fixture(params=["openat2", "walker"])
 def resolver(request, monkeypatch):
-    monkeypatch.setattr(inroot, "use_openat2", request.param == "openat2")
+    monkeypatch.setattr(confined, "use_openat2", request.param == "openat2")
     return request.param
 
 
@@ -140,11 +140,11 @@ def test_a_rename_racing_openat2_is_retried_then_walked(monkeypatch, planted):
         calls.append(rel)
         raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN), rel)
 
-    monkeypatch.setattr(inroot, "use_openat2", True)
-    monkeypatch.setattr(inroot, "_openat2", racing)
+    monkeypatch.setattr(confined, "use_openat2", True)
+    monkeypatch.setattr(confined, "_openat2", racing)
     (ImagePath(root) / "var/log/README").write_text("cleared")
-    assert len(calls) == inroot.OPENAT2_ATTEMPTS
-    assert inroot.use_openat2, "a race is not a kernel without openat2"
+    assert len(calls) == confined.OPENAT2_ATTEMPTS
+    assert confined.use_openat2, "a race is not a kernel without openat2"
     assert (root / str(_host).lstrip("/") / "etc/machine-id").read_text() == "cleared"
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import boto3
 import pytest
 
+from vzstages.cache import remote_manage
 from vzstages.cache.record import Record, file_sha256
 from vzstages.cache.remote import Remote
 from vzstages.cache.remote_config import RemoteConfig, remote_config
@@ -530,7 +531,7 @@ def test_two_hosts_pushing_one_chain_at_once_leave_one_consistent_remote(tmp_pat
     if shared.s3 is None:
         assert not [n for n in shared.names() if "/." in f"/{n}"], "a temporary object was left visible"
     third = shared.remote(Store(tmp_path / "c"))
-    valid, junk = third.scan()
+    valid, junk = remote_manage.scan(third)
     assert junk == [] and valid
     for record, _ in valid:  # every link holds: a child names its remote parent's very bytes
         if record.parent_stage:
@@ -565,3 +566,27 @@ def test_a_shared_folder_that_is_not_there_is_one_warning_then_left_alone(tmp_pa
 def test_a_remote_url_that_is_neither_a_bucket_nor_an_absolute_folder_is_refused(url):
     with pytest.raises(VzError, match="expected s3://BUCKET"):
         remote_config(url)
+
+
+def test_a_record_pushed_while_another_host_pushes_it_never_replaces_the_first(tmp_path, shared):
+    """The interleaving the race above can hit: host A has checked that the remote lacks its
+    volume, host B then pushes its whole chain, and A's record write comes last. A's write is
+    refused, so B's os still names the remote's very volume."""
+    a, b = Store(tmp_path / "a"), Store(tmp_path / "b")
+    local_chain(a)
+    local_chain(b)
+    first, late = shared.remote(b), shared.remote(a)
+    for stage, key in (("volume", VOL), ("os", OSK)):
+        assert first.push(stage, key)
+    local = a.lookup("volume", VOL, disk=True)
+    assert local is not None
+    assert late._push_one(local, replace=False) is False  # its check passed before B pushed
+    remote_volume = shared.remote(Store(tmp_path / "c")).lookup("volume", VOL)
+    b_volume = b.lookup("volume", VOL, disk=True)
+    assert remote_volume is not None and b_volume is not None
+    assert remote_volume.record.digest == b_volume.digest
+    assert remote_volume.record.digest != local.digest
+    backend = first.objects
+    assert backend.create("archive/probe.json", b"one") is True
+    assert backend.create("archive/probe.json", b"two") is False
+    assert shared.get("archive/probe.json") == b"one"

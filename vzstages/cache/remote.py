@@ -30,14 +30,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import VzError
 from ..host import qemu_img_check
 from ..runid import run_id
 from ..units import human_size
@@ -59,7 +57,6 @@ from .transfer import DeadlineExceeded, NotZstd, TooLarge, compress, decompress
 
 log = logging.getLogger("vzstages.progress")
 
-_RECORD = re.compile(r"(?P<stage>[a-z]+)-(?P<key>[0-9a-f]{32})\.json", re.ASCII)
 # A remote that fails this often in one run is left alone for the rest of it.
 MAX_FAILURES = 3
 # Deadlines for a whole object: a small one, and a blob at no less than this rate.
@@ -94,8 +91,8 @@ class Remote:
         self._trusted = load_trusted_keys(config.trusted_keys) if config.trusted_keys else None
         self._signing = load_signing_key(config.signing_key) if config.signing_key else None
         self._records: dict[str, RemoteRecord | None] = {}
-        self._unreachable = False
-        self._failures = 0
+        self.unreachable = False
+        self.failures = 0
 
     # --- plumbing ---
     @staticmethod
@@ -125,9 +122,9 @@ class Remote:
         """Count a failure of the remote itself; after a few (or one it cannot answer at all)
         it is left alone for the rest of the run, with one warning."""
         gone = isinstance(exc, DeadlineExceeded) or getattr(exc, "unreachable", False)
-        self._failures += 1
-        if not self._unreachable and (gone or self._failures >= MAX_FAILURES):
-            self._unreachable = True
+        self.failures += 1
+        if not self.unreachable and (gone or self.failures >= MAX_FAILURES):
+            self.unreachable = True
             self.warn(f"{self.config.url} is not answering; going on without it for this run")
 
     def _exists(self, kind: str, name: str) -> bool:
@@ -140,7 +137,7 @@ class Remote:
         if name in self._records:
             return self._records[name]
         found: RemoteRecord | None = None
-        if self.config.can_read and not self._unreachable and valid_entry(stage, key):
+        if self.config.can_read and not self.unreachable and valid_entry(stage, key):
             with contextlib.suppress(RemoteError), self.guarded(f"looking up {name}"):
                 found = self._fetch_record(stage, key)
         self._records[name] = found
@@ -203,7 +200,7 @@ class Remote:
     def pull(self, stage: str, key: str, parent: tuple[str, str] | None, held: bool = True) -> bool:
         """Bring the entry (and its missing ancestors) into the local store; False on a miss.
         `held`: the caller holds the entry's build lock (ancestors are locked here)."""
-        if not self.config.can_read or self._unreachable:
+        if not self.config.can_read or self.unreachable:
             return False
         needed = self.chain(stage, key)
         if not needed:
@@ -287,7 +284,7 @@ class Remote:
     # --- writing ---
     def push(self, stage: str, key: str) -> bool:
         """Push a local entry: blob first, record last; nothing that is already there."""
-        if not self.config.can_write or self._unreachable:
+        if not self.config.can_write or self.unreachable:
             return False
         local = self.store.lookup(stage, key, disk=True)
         if local is None or local.origin or self.store.chain_problem(local):
@@ -295,12 +292,12 @@ class Remote:
         name = f"{stage}-{key}"
         try:
             with self.guarded(f"pushing {name}"):
-                if self._valid_record_there(stage, key):
+                there = self._exists("records", f"{name}.json")
+                if there and self._valid_record_there(stage, key):
                     return False
                 if not self._parent_matches(local):
                     return False
-                self._push_one(local)
-                return True
+                return self._push_one(local, replace=there)
         except RemoteError:
             return False
 
@@ -309,8 +306,6 @@ class Remote:
         (junk, damaged, signed by no trusted key) is replaced by a valid push, so one bad
         object never blocks a stage for good."""
         name = f"{stage}-{key}"
-        if not self._exists("records", f"{name}.json"):
-            return False
         try:
             found = self._fetch_record(stage, key)
         except RemoteError as exc:
@@ -334,7 +329,7 @@ class Remote:
         )
         return False
 
-    def _push_one(self, local: Record) -> None:
+    def _push_one(self, local: Record, replace: bool) -> bool:
         store = self.store
         checkpoint = store.checkpoint(local.stage, local.key)
         blob = store.stages / f".push-{local.stage}-{local.key}.{run_id()}.zst"
@@ -350,7 +345,14 @@ class Remote:
             local.stage, local.key, local.parent, local.parent_stage, sha, size, raw_size, local, time.time()
         )
         body = seal(json.dumps(remote.document(), sort_keys=True, indent=1).encode(), self._signing)
-        self.objects.put(self._object("records", f"{remote.name}.json"), body)
+        record_name = self._object("records", f"{remote.name}.json")
+        if replace:  # a record that does not verify: a valid one takes its place
+            self.objects.put(record_name, body)
+        elif not self.objects.create(record_name, body):
+            log.info(
+                "%-8s another host pushed %s first; the remote keeps its entry", local.stage, remote.name
+            )
+            return False
         self.counters.sent += len(body)
         self.counters.pushed.append(remote.name)
         self._records[remote.name] = remote
@@ -363,12 +365,13 @@ class Remote:
             seconds,
             extra={"event": {**event, "seconds": round(seconds, 3)}},
         )
+        return True
 
     # --- the archive's state, shared ---
     def archive_state(self, name: str) -> dict[str, Any] | None:
         """The newest state of one archive suite (`name`: the digest of its URL) that a host
         published, as {"url", "fetched", "digest"}; None if there is none that can be trusted."""
-        if not self.config.can_read or self._unreachable or not _ARCHIVE_NAME.fullmatch(name):
+        if not self.config.can_read or self.unreachable or not _ARCHIVE_NAME.fullmatch(name):
             return None
         try:
             with self.guarded(f"reading the archive state {name}"):
@@ -378,57 +381,8 @@ class Remote:
             return None
 
     def publish_archive_state(self, name: str, state: dict[str, Any]) -> None:
-        if not self.config.can_write or self._unreachable or not _ARCHIVE_NAME.fullmatch(name):
+        if not self.config.can_write or self.unreachable or not _ARCHIVE_NAME.fullmatch(name):
             return
         body = seal(json.dumps({"format": FORMAT, **state}, sort_keys=True).encode(), self._signing)
         with contextlib.suppress(RemoteError), self.guarded(f"publishing the archive state {name}"):
             self.objects.put(self._object("archive", f"{name}.json"), body)
-
-    # --- listing and collecting ---
-    def scan(self) -> tuple[list[tuple[RemoteRecord, float]], list[tuple[str, float]]]:
-        """Every record on the remote: those that verify (with when each was written), and the
-        names of those that do not (junk, damaged, signed by no trusted key). VzError if the
-        remote cannot be listed; a record that cannot be read now is neither (it is skipped)."""
-        valid: list[tuple[RemoteRecord, float]] = []
-        junk: list[tuple[str, float]] = []
-        for name, modified in self._listing("records"):
-            match = _RECORD.fullmatch(name)
-            if not match or not valid_entry(match["stage"], match["key"]):
-                junk.append((name, modified))
-                continue
-            failures = self._failures
-            record = self.lookup(match["stage"], match["key"])
-            if self._unreachable:
-                raise VzError(
-                    f"remote cache {self.config.url}: {self.warnings[-1] if self.warnings else 'unreachable'}"
-                )
-            if record is not None:
-                valid.append((record, modified))
-            elif self._failures == failures:  # it was read, and it does not verify
-                junk.append((name, modified))
-        return valid, junk
-
-    def entries(self) -> list[tuple[RemoteRecord, float]]:
-        """Every trustworthy record on the remote, with when it was last written."""
-        return self.scan()[0]
-
-    def _listing(self, kind: str) -> list[tuple[str, float]]:
-        """(name, last written) of every object under `kind/`; VzError if the remote cannot say."""
-        try:
-            with self.guarded(f"listing {kind}"):
-                return list(self.objects.listing(kind))
-        except RemoteError as exc:
-            raise VzError(f"remote cache {self.config.url}: cannot list it ({exc})") from None
-
-    def blobs(self) -> list[tuple[str, float]]:
-        return self._listing("blobs")
-
-    def delete_object(self, kind: str, name: str) -> None:
-        with contextlib.suppress(RemoteError), self.guarded(f"deleting {kind}/{name}"):
-            self.objects.delete(self._object(kind, name))
-
-    def delete(self, record: RemoteRecord, blob_in_use: bool) -> None:
-        """Record first: without it the blob is no longer an entry."""
-        self.objects.delete(self._object("records", f"{record.name}.json"))
-        if not blob_in_use:
-            self.objects.delete(self._object("blobs", record.sha256))

@@ -4,6 +4,8 @@ offline)."""
 
 from __future__ import annotations
 
+import contextlib
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,14 +14,65 @@ from ..errors import VzError
 from ..units import human_age, human_size
 from . import chains
 from .chains import Link, walk
-from .record import KEY, STAGE_NAMES, Record
+from .record import KEY, STAGE_NAMES, Record, valid_entry
 from .remote import Remote
-from .remote_record import RemoteRecord
+from .remote_record import RemoteError, RemoteRecord
 from .store import Store
+
+_RECORD = re.compile(r"(?P<stage>[a-z]+)-(?P<key>[0-9a-f]{32})\.json", re.ASCII)
+
+
+def scan(remote: Remote) -> tuple[list[tuple[RemoteRecord, float]], list[tuple[str, float]]]:
+    """Every record on the remote: those that verify (with when each was written), and the
+    names of those that do not (junk, damaged, signed by no trusted key). VzError if the
+    remote cannot be listed; a record that cannot be read now is neither (it is skipped)."""
+    valid: list[tuple[RemoteRecord, float]] = []
+    junk: list[tuple[str, float]] = []
+    for name, modified in listing(remote, "records"):
+        match = _RECORD.fullmatch(name)
+        if not match or not valid_entry(match["stage"], match["key"]):
+            junk.append((name, modified))
+            continue
+        failures = remote.failures
+        record = remote.lookup(match["stage"], match["key"])
+        if remote.unreachable:
+            why = remote.warnings[-1] if remote.warnings else "unreachable"
+            raise VzError(f"remote cache {remote.config.url}: {why}")
+        if record is not None:
+            valid.append((record, modified))
+        elif remote.failures == failures:  # it was read, and it does not verify
+            junk.append((name, modified))
+    return valid, junk
+
+
+def entries_of(remote: Remote) -> list[tuple[RemoteRecord, float]]:
+    """Every trustworthy record on the remote, with when it was last written."""
+    return scan(remote)[0]
+
+
+def listing(remote: Remote, kind: str) -> list[tuple[str, float]]:
+    """(name, last written) of every object under `kind/`; VzError if the remote cannot say."""
+    try:
+        with remote.guarded(f"listing {kind}"):
+            return list(remote.objects.listing(kind))
+    except RemoteError as exc:
+        raise VzError(f"remote cache {remote.config.url}: cannot list it ({exc})") from None
+
+
+def delete_object(remote: Remote, kind: str, name: str) -> None:
+    with contextlib.suppress(RemoteError), remote.guarded(f"deleting {kind}/{name}"):
+        remote.objects.delete(f"{kind}/{name}")
+
+
+def delete_entry(remote: Remote, record: RemoteRecord, blob_in_use: bool) -> None:
+    """Record first: without it the blob is no longer an entry."""
+    remote.objects.delete(f"records/{record.name}.json")
+    if not blob_in_use:
+        remote.objects.delete(f"blobs/{record.sha256}")
 
 
 def list_lines(remote: Remote) -> list[str]:
-    entries = remote.entries()
+    entries = entries_of(remote)
     now = time.time()
     lines = [f"{'stage':<30}{'blob':>10}{'unpacked':>10}{'age':>7}  signed"]
     for depth, link in walk(_links(entries)):
@@ -52,24 +105,24 @@ def collect(remote: Remote, max_size: int | None, max_age: float | None, dry_run
         raise VzError(
             f"cache gc --remote deletes from the remote: not with --remote-mode {remote.config.mode}"
         )
-    remaining, junk = remote.scan()
+    remaining, junk = scan(remote)
     now = time.time()
     deleted: list[str] = []
     for name, _ in junk:
         if not dry_run:
-            remote.delete_object("records", name)
+            delete_object(remote, "records", name)
         deleted.append(f"records/{name} (does not verify)")
     named = {r.sha256 for r, _ in remaining}
-    for name, modified in remote.blobs():
+    for name, modified in listing(remote, "blobs"):
         if name not in named and now - modified > ORPHAN_AGE:
             if not dry_run:
-                remote.delete_object("blobs", name)
+                delete_object(remote, "blobs", name)
             deleted.append(f"blobs/{name[:16]}... (no valid record names it)")
 
     def delete(victim: Link[RemoteRecord], remaining: list[Link[RemoteRecord]]) -> bool:
         record = victim.item
         if not dry_run:
-            remote.delete(record, blob_in_use=any(x.item.sha256 == record.sha256 for x in remaining))
+            delete_entry(remote, record, blob_in_use=any(x.item.sha256 == record.sha256 for x in remaining))
         return True
 
     gone = chains.collect(_links(remaining), now, max_size, max_age, delete)
@@ -121,7 +174,7 @@ def _resolve_key(remote: Remote, target: str) -> list[tuple[str, str]]:
     if stage in STAGE_NAMES and KEY.fullmatch(key):
         return [(stage, key)]
     prefix = target.split("-")[-1]
-    matches = [(r.stage, r.key) for r, _ in remote.entries() if r.key.startswith(prefix)]
+    matches = [(r.stage, r.key) for r, _ in entries_of(remote) if r.key.startswith(prefix)]
     if len(matches) != 1:
         raise VzError(f"{target!r} names {len(matches)} remote entries; give more of the key")
     return matches

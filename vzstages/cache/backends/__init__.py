@@ -47,6 +47,12 @@ class Backend(Protocol):
         """Whole or not at all: a reader never sees part of an object."""
         ...
 
+    def create(self, name: str, data: bytes) -> bool:
+        """`put`, but only where no object has the name: False (nothing written) if one has.
+        Two hosts pushing one record at once must not both win: a child pushed over the first
+        one's parent would then name bytes the second overwrote."""
+        ...
+
     def listing(self, folder: str) -> Iterator[tuple[str, float]]:
         """(name under `folder/`, when it was last written) of every complete object."""
         ...

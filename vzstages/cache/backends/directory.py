@@ -82,7 +82,7 @@ class DirectoryBackend:
             with os.fdopen(fd, "rb") as f:
                 yield f
 
-    def _write(self, name: str, fill: object) -> None:
+    def _write(self, name: str, fill: object, exclusive: bool = False) -> bool:
         final = self._path(name)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(f".{final.name}.{run_id()}.partial")
@@ -95,7 +95,14 @@ class DirectoryBackend:
                         shutil.copyfileobj(source, out, 1 << 22)
                 out.flush()
                 os.fsync(out.fileno())
-            os.replace(tmp, final)
+            if not exclusive:
+                os.replace(tmp, final)
+                return True
+            try:
+                os.link(tmp, final)  # atomic, and it fails where the name exists (NFS too)
+            except FileExistsError:
+                return False
+            return True
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -106,6 +113,10 @@ class DirectoryBackend:
     def put(self, name: str, data: bytes) -> None:
         with self._translated(f"writing {name}"):
             self._write(name, data)
+
+    def create(self, name: str, data: bytes) -> bool:
+        with self._translated(f"writing {name}"):
+            return self._write(name, data, exclusive=True)
 
     def listing(self, folder: str) -> Iterator[tuple[str, float]]:
         with self._translated(f"listing {folder}"):

@@ -23,6 +23,10 @@ READ_TIMEOUT = 10.0
 _MISSING = ("404", "NoSuchKey", "NotFound")
 
 
+# What S3 answers a conditional write whose name another writer holds (or is writing).
+_TAKEN = ("PreconditionFailed", "ConditionalRequestConflict")
+
+
 class S3Backend:
     def __init__(self, config: RemoteConfig):
         self.config = config
@@ -126,6 +130,25 @@ class S3Backend:
     def put(self, name: str, data: bytes) -> None:
         with self._translated():
             self.client.put_object(Bucket=self.config.bucket, Key=self._key(name), Body=data)
+
+    def create(self, name: str, data: bytes) -> bool:
+        import botocore.exceptions
+
+        with self._translated():
+            try:
+                # S3's conditional write: a second writer gets 412 (or 409 while the first one's
+                # write is still in flight) instead of replacing the object.
+                self.client.put_object(
+                    Bucket=self.config.bucket, Key=self._key(name), Body=data, IfNoneMatch="*"
+                )
+                return True
+            except botocore.exceptions.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in (
+                    "PreconditionFailed",
+                    "ConditionalRequestConflict",
+                ):
+                    return False
+                raise
 
     def listing(self, folder: str) -> Iterator[tuple[str, float]]:
         prefix = self._key(f"{folder}/")
