@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vzstages.common import apt, cleanup, system
+from vzstages.common import apt, archive, cleanup, system
 from vzstages.common.files import CopyFiles
 from vzstages.plugins.apt_proxy import ConfigureAptProxy
 
@@ -92,7 +92,6 @@ def test_apt_installs_only_from_the_archive_state_its_key_names(fake_stage):
     """The lists apt fetched are compared with the state in the stage's key: a suite that moved
     since (a security update published after the state was taken) stops the stage before any
     package is installed under the old key."""
-    from vzstages.common import archive
     from vzstages.errors import ArchiveMoved
     from vzstages.model.view import ManifestView
 
@@ -101,7 +100,7 @@ def test_apt_installs_only_from_the_archive_state_its_key_names(fake_stage):
         view = ManifestView(stage.manifest, apt.AptUpdate.name(), apt.AptUpdate.reads)
         lists = stage.root / "var/lib/apt/lists"
         lists.mkdir(parents=True, exist_ok=True)
-        for suite, mirror in apt.debian_suites(view).items():
+        for suite, mirror in archive.debian_suites(view).items():
             (lists / archive.list_name(mirror, suite)).write_bytes(states[suite])
         stage.info.archive = {s: archive.suite_digest(b) for s, b in named.items()}
         return stage
@@ -122,7 +121,6 @@ def test_apt_installs_only_from_the_archive_state_its_key_names(fake_stage):
 
 
 def test_apt_names_its_lists_as_apt_does():
-    from vzstages.common import archive
 
     assert (
         archive.list_name("http://user:secret@mirror.example:8080/debian/", "bookworm")

@@ -28,14 +28,12 @@ from ..atomic import write_atomic
 from ..bounded import read_regular
 from ..common.archive import (
     ArchiveUnreachable,
-    choose_mirror,
-    choose_security_mirror,
+    debian_suites,
     fetch_release,
     suite_digest,
 )
 from ..errors import VzError
 from ..manifest import Manifest
-from ..manifest.releases import lookup
 from ..units import parse_age
 from .record import load_json
 
@@ -83,21 +81,10 @@ class ArchiveState:
     def suites(self, manifest: Manifest, suffixes: Sequence[str]) -> dict[str, str]:
         """{suite: digest} for the suites (release + suffix) a stage downloads from."""
         release = manifest.get("system.release")
-        chosen = manifest.get("packages.mirror") or manifest.get("bootstrapper.mirror")
-        mirror = choose_mirror(chosen)
-        info = lookup(release)
-        state = {}
-        for suffix in suffixes:
-            if suffix and (info is None or info.version is None):
-                continue  # unstable has no -updates or -security suite
-            base = mirror
-            if suffix == "-security":
-                security = choose_security_mirror(manifest.get("packages.security"), mirror, bool(chosen))
-                if security is None:
-                    continue
-                base = security
-            state[release + suffix] = self.digest(base, release + suffix)
-        return state
+        used = debian_suites(manifest)
+        return {
+            release + x: self.digest(used[release + x], release + x) for x in suffixes if release + x in used
+        }
 
     def digest(self, mirror: str, suite: str) -> str:
         url = f"{mirror}/dists/{suite}"

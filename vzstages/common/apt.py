@@ -91,20 +91,6 @@ DEBIAN_SOURCE_KEYS = (
 )
 
 
-def debian_suites(m: ManifestView) -> dict[str, str]:
-    """{suite: mirror} of the Debian suites the image's apt uses: the release, and -updates and
-    -security where the release has them."""
-    release, mirror = m.get("system.release"), mirror_of(m)
-    suites = {release: mirror}
-    if archive.has_security_suite(release):
-        suites[f"{release}-updates"] = mirror
-        chosen = bool(m.get("packages.mirror") or m.get("bootstrapper.mirror"))
-        security = archive.choose_security_mirror(m.get("packages.security"), mirror, chosen)
-        if security:
-            suites[f"{release}-security"] = security
-    return suites
-
-
 def mirror_of(m: ManifestView) -> str:
     """The mirror apt uses, which is also the one the archive state in a key is taken from."""
     return archive.choose_mirror(m.get("packages.mirror") or m.get("bootstrapper.mirror"))
@@ -120,7 +106,7 @@ class WriteAptSources(Task):
         m = info.manifest
         components = " ".join(m.get("packages.components") or ["main"])
         types = "deb deb-src" if m.get("packages.include-source-type") else "deb"
-        suites = debian_suites(m)
+        suites = archive.debian_suites(m)
         lines = [
             f"{kind} {mirror} {suite} {components}"
             for kind in types.split()
@@ -175,7 +161,7 @@ class AptUpdate(Task):
     def run(cls, info: BuildInfo) -> None:
         apt_get(info, ["update"])
         lists = info.target / "var/lib/apt/lists"
-        for suite, mirror in debian_suites(info.manifest).items():
+        for suite, mirror in archive.debian_suites(info.manifest).items():
             try:
                 release_file = (lists / archive.list_name(mirror, suite)).read_bytes()
             except OSError:

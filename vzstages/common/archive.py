@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import xxhash
 
@@ -113,6 +114,28 @@ def choose_security_mirror(
 def has_security_suite(release: str) -> bool:
     info = lookup(release)
     return info is not None and info.version is not None
+
+
+class Settings(Protocol):
+    """A manifest, or a task's view of one."""
+
+    def get(self, path: str, default: Any = None) -> Any: ...
+
+
+def debian_suites(settings: Settings) -> dict[str, str]:
+    """{suite: mirror} of the Debian suites the image's apt uses: the release, and -updates and
+    -security where the release has them. The one answer for what apt installs from and what
+    the stage keys' archive state is taken from."""
+    release = settings.get("system.release")
+    chosen = settings.get("packages.mirror") or settings.get("bootstrapper.mirror")
+    mirror = choose_mirror(chosen)
+    suites = {release: mirror}
+    if has_security_suite(release):
+        suites[f"{release}-updates"] = mirror
+        security = choose_security_mirror(settings.get("packages.security"), mirror, bool(chosen))
+        if security:
+            suites[f"{release}-security"] = security
+    return suites
 
 
 # A suite's InRelease is a few hundred KiB; a mirror is never waited on for long.

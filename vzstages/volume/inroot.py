@@ -212,13 +212,19 @@ class ImagePath:
         finally:
             os.close(fd)
 
-    def unlink(self, missing_ok: bool = False) -> None:
+    def _parent_fd_if_there(self, missing_ok: bool) -> tuple[int, str] | None:
         try:
-            fd, name = self._parent_fd()
+            return self._parent_fd()
         except FileNotFoundError:
             if missing_ok:
-                return
+                return None
             raise
+
+    def unlink(self, missing_ok: bool = False) -> None:
+        parent = self._parent_fd_if_there(missing_ok)
+        if parent is None:
+            return
+        fd, name = parent
         try:
             os.unlink(name, dir_fd=fd)
         except FileNotFoundError:
@@ -236,12 +242,10 @@ class ImagePath:
 
     def rmtree(self, missing_ok: bool = True) -> None:
         """Remove a folder and everything below it; a symlink is removed, never followed."""
-        try:
-            fd, name = self._parent_fd()
-        except FileNotFoundError:
-            if missing_ok:
-                return
-            raise
+        parent = self._parent_fd_if_there(missing_ok)
+        if parent is None:
+            return
+        fd, name = parent
         try:
             st = os.stat(name, dir_fd=fd, follow_symlinks=False)
             if stat.S_ISDIR(st.st_mode):
