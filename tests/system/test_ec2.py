@@ -1,5 +1,6 @@
-"""EC2 on real builds: manifests/ec2.yml built, its root grown at boot on a bigger disk (virtio, then
-NVMe), settings edits that reuse debootstrap, and publishing to a moto server on 127.0.0.1."""
+"""EC2 on real builds: manifests/ec2.yml built, its root grown at boot on a bigger disk (virtio;
+bootstrap-vz's extlinux on an unpartitioned volume, on NVMe), settings edits that reuse
+debootstrap, and publishing to a moto server on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def root_partition(image: Path) -> dict:
     return table["partitiontable"]["partitions"][-1]
 
 
-def test_root_grows_to_fill_a_bigger_disk_on_virtio_and_nvme(ec2_image, tmp_path):
+def test_root_grows_to_fill_a_bigger_disk(ec2_image, tmp_path):
     image = ec2_image
     disk = tmp_path / "bigger.raw"
     shutil.copyfile(image, disk)
@@ -64,11 +65,37 @@ def test_root_grows_to_fill_a_bigger_disk_on_virtio_and_nvme(ec2_image, tmp_path
     blocks = int(first.console.split("The filesystem on /dev/vda2 is now ")[1].split()[0])
     assert blocks * 4096 >= grown["size"] * 512 - (1 << 20)
 
-    second = boot(disk, hostname="debian", disk_interface="nvme", snapshot=False, timeout=BOOT_TIMEOUT)
-    assert second.ok, (second.missing, second.failure, second.console[-3000:])
-    assert "partition 2 of /dev/nvme0n1 already fills the disk" in second.console
-    assert "Nothing to do!" in second.console
-    assert root_partition(disk) == grown
+
+def test_bootstrap_vz_hvm_layout_extlinux_on_an_unpartitioned_volume_boots_on_nvme_and_grows(
+    cache, workspace, tmp_path
+):
+    """bootstrap-vz's official EC2 HVM images: extlinux, and the filesystem on the whole volume
+    (`partitions: type: none`). On an NVMe disk (as on Nitro instances) bigger than the image,
+    it boots and the filesystem grows to the disk (there is no partition to grow first)."""
+    manifest = with_workspace(
+        REPO / "manifests/ec2.yml",
+        workspace,
+        tmp_path / "ec2-extlinux.yml",
+        edit={
+            "  bootloader: grub\n": "  bootloader: extlinux\n",
+            "    type: gpt\n": "    type: none\n",
+            "name: debian-": "name: extlinux-debian-",
+        },
+    )
+    vzstages("build", "--no-publish", str(manifest), cache=cache)
+    nothing_left(cache)
+    plan = load_plan(manifest, cache, publish=False)
+    disk = tmp_path / "bigger.raw"
+    shutil.move(workspace / f"{plan.manifest.image_name}.raw", disk)
+    # No partition table: the filesystem starts at sector 0 (behind extlinux's boot sector).
+    probe = subprocess.run(["blkid", "-p", "-o", "export", str(disk)], capture_output=True, text=True)
+    assert "TYPE=ext4" in probe.stdout and "PTTYPE" not in probe.stdout, probe.stdout
+    subprocess.run(["qemu-img", "resize", "-q", "-f", "raw", str(disk), "4G"], check=True)
+    report = boot(disk, hostname="debian", disk_interface="nvme", snapshot=False, timeout=BOOT_TIMEOUT)
+    assert report.ok, (report.missing, report.failure, report.console[-3000:])
+    assert "SYSLINUX" in report.console or "EXTLINUX" in report.console, report.console[:2000]
+    blocks = int(report.console.split("The filesystem on /dev/nvme0n1 is now ")[1].split()[0])
+    assert blocks * 4096 == 4 << 30
 
 
 def test_editing_expand_root_or_cloud_init_reuses_os_and_packages(ec2_image, cache, workspace, tmp_path):
