@@ -21,6 +21,8 @@ import pytest
 
 from vzstages.build import load_plan
 from vzstages.common.archive import choose_mirror
+from vzstages.host import Host
+from vzstages.volume.disk import Tree, opened_readonly
 
 from ..conftest import REPO
 
@@ -283,6 +285,15 @@ def vzstages(
             f"vzstages {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
         )
     return proc
+
+
+@contextlib.contextmanager
+def image_tree(manifest: Path, cache: Path, folder: Path, stage: str = "cleanup") -> Iterator[Tree]:
+    """The built image's tree as a stage left it (the last disk stage by default), read-only."""
+    plan = load_plan(manifest, cache)
+    folder.mkdir()
+    with opened_readonly(Host(), plan.checkpoint(plan.stage(stage)), plan.manifest.layout, folder) as tree:
+        yield tree
 
 
 def leftovers(cache: Path) -> dict[str, list[str]]:

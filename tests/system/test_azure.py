@@ -9,13 +9,10 @@ import subprocess
 import pytest
 
 from vzstages.boottest import boot
-from vzstages.build import load_plan
-from vzstages.host import Host
 from vzstages.providers.azure.vhd import read_footer
-from vzstages.volume.disk import opened_readonly
 
 from ..conftest import REPO
-from .conftest import BOOT_TIMEOUT, nothing_left, vzstages, with_workspace
+from .conftest import BOOT_TIMEOUT, image_tree, nothing_left, vzstages, with_workspace
 
 pytestmark = pytest.mark.system
 
@@ -35,11 +32,7 @@ def test_azure_vhd_is_fixed_and_boots_under_seabios_and_ovmf(cache, workspace, t
     )
     assert info["format"] == "vpc" and info["virtual-size"] == footer.current_size
 
-    plan = load_plan(manifest, cache)
-    (tmp_path / "inspect").mkdir()
-    with opened_readonly(
-        Host(), plan.checkpoint(plan.stage("cleanup")), plan.manifest.layout, tmp_path / "inspect"
-    ) as tree:
+    with image_tree(manifest, cache, tmp_path / "inspect") as tree:
         root = tree.root
         assert "Provisioning.Agent=cloud-init" in (root / "etc/waagent.conf").read_text()
         assert "Azure" in (root / "etc/cloud/cloud.cfg.d/10_vzstages_azure.cfg").read_text()

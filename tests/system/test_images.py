@@ -13,11 +13,9 @@ import pytest
 from vzstages.boottest import boot
 from vzstages.build import load_plan
 from vzstages.cache.record import file_sha256
-from vzstages.host import Host
-from vzstages.volume.disk import opened_readonly
 
 from ..conftest import REPO
-from .conftest import BOOT_TIMEOUT, nothing_left, vzstages, with_workspace
+from .conftest import BOOT_TIMEOUT, image_tree, nothing_left, vzstages, with_workspace
 
 pytestmark = pytest.mark.system
 
@@ -56,10 +54,7 @@ def test_image_is_generic(cache, workspace, tmp_path):
     """What the cleanup stage promises, checked inside the built image's top checkpoint."""
     manifest = with_workspace(REPO / "manifests/kvm.yml", workspace, tmp_path / "kvm.yml")
     vzstages("build", str(manifest), cache=cache)
-    plan = load_plan(manifest, cache)
-    top = plan.checkpoint(plan.stage("cleanup"))
-    (tmp_path / "inspect").mkdir()
-    with opened_readonly(Host(), top, plan.manifest.layout, tmp_path / "inspect") as tree:
+    with image_tree(manifest, cache, tmp_path / "inspect") as tree:
         root = tree.root
         assert not list((root / "etc/ssh").glob("ssh_host_*")), "SSH host keys left in the image"
         assert (root / "etc/machine-id").read_text() == ""
@@ -137,11 +132,7 @@ def test_kvm_image_carries_sboms_and_a_signed_provenance_that_verify(cache, work
     name = "debian-bookworm-amd64-kvm"
     image = workspace / f"{name}.qcow2"
     spdx, cdx = sbom_packages(workspace, name)
-    plan = load_plan(manifest, cache)
-    (tmp_path / "inspect").mkdir()
-    with opened_readonly(
-        Host(), plan.checkpoint(plan.stage("cleanup")), plan.manifest.layout, tmp_path / "inspect"
-    ) as tree:
+    with image_tree(manifest, cache, tmp_path / "inspect") as tree:
         installed = dpkg_installed(tree.root)
     assert installed and spdx == installed and cdx == installed
     provenance = workspace / f"{name}.provenance.json"
@@ -212,7 +203,7 @@ def test_kvm_image_carries_sboms_and_a_signed_provenance_that_verify(cache, work
         check=False,
     )
     lines = {line.split()[0]: line for line in rebuilt.stdout.splitlines() if line.startswith("  ")}
-    assert set(lines) == {s.name for s in plan.stages}, rebuilt.stdout + rebuilt.stderr
+    assert set(lines) == {s.name for s in load_plan(manifest, cache).stages}, rebuilt.stdout + rebuilt.stderr
     assert "identical (sha256:" in lines["volume"], rebuilt.stdout
     assert not any("other inputs" in line for line in lines.values()), rebuilt.stdout
     verdict = rebuilt.stdout.strip().splitlines()[-1]

@@ -15,12 +15,9 @@ from pathlib import Path
 import pytest
 
 from vzstages.boottest import boot
-from vzstages.build import load_plan
-from vzstages.host import Host
-from vzstages.volume.disk import opened_readonly
 
 from ..conftest import REPO
-from .conftest import BOOT_TIMEOUT, nothing_left, unavailable, vzstages, with_workspace
+from .conftest import BOOT_TIMEOUT, image_tree, nothing_left, unavailable, vzstages, with_workspace
 
 pytestmark = pytest.mark.system
 
@@ -38,11 +35,7 @@ def test_oracle_qcow2_boots_with_cloud_init_for_oci(cache, workspace, tmp_path):
     vzstages("build", str(manifest), cache=cache)
     nothing_left(cache)
     image = workspace / "debian-bookworm-amd64-oracle.qcow2"
-    plan = load_plan(manifest, cache)
-    (tmp_path / "inspect").mkdir()
-    with opened_readonly(
-        Host(), plan.checkpoint(plan.stage("cleanup")), plan.manifest.layout, tmp_path / "inspect"
-    ) as tree:
+    with image_tree(manifest, cache, tmp_path / "inspect") as tree:
         assert "Oracle" in (tree.root / "etc/cloud/cloud.cfg.d/10_vzstages_oracle.cfg").read_text()
         assert "virtio_scsi" in (tree.root / "etc/initramfs-tools/modules").read_text()
     booted(image, "vzstages-oracle", tmp_path)
@@ -348,11 +341,7 @@ def test_configuration_management_and_googles_repository_built_in_memory(cache, 
     out = vzstages("build", str(manifest), cache=cache)
     nothing_left(cache)
     assert "Applying the Ansible playbook" in out.stderr
-    plan = load_plan(manifest, cache)
-    (tmp_path / "inspect").mkdir()
-    with opened_readonly(
-        Host(), plan.checkpoint(plan.stage("cleanup")), plan.manifest.layout, tmp_path / "inspect"
-    ) as tree:
+    with image_tree(manifest, cache, tmp_path / "inspect") as tree:
         root = tree.root
         assert "(platform)" in (root / "etc/motd").read_text()
         status = (root / "var/lib/dpkg/status").read_text()

@@ -14,12 +14,9 @@ from xml.etree import ElementTree
 import pytest
 
 from vzstages.boottest import boot
-from vzstages.build import load_plan
-from vzstages.host import Host
-from vzstages.volume.disk import opened_readonly
 
 from ..conftest import REPO
-from .conftest import BOOT_TIMEOUT, nothing_left, vzstages, with_workspace
+from .conftest import BOOT_TIMEOUT, image_tree, nothing_left, vzstages, with_workspace
 
 pytestmark = pytest.mark.system
 
@@ -40,10 +37,7 @@ def test_plugins_take_effect_inside_the_image(cache, workspace, tmp_path):
         (tmp_path / name).symlink_to(REPO / "manifests" / name)
     vzstages("build", str(manifest), cache=cache)
     nothing_left(cache)
-    plan = load_plan(manifest, cache)
-    top = plan.checkpoint(plan.stage("cleanup"))
-    (tmp_path / "inspect").mkdir()
-    with opened_readonly(Host(), top, plan.manifest.layout, tmp_path / "inspect") as tree:
+    with image_tree(manifest, cache, tmp_path / "inspect") as tree:
         root = tree.root
         shadow = {
             line.split(":")[0]: line.split(":")[1] for line in (root / "etc/shadow").read_text().splitlines()
@@ -173,11 +167,7 @@ def test_vagrant_box_imports_as_ovf_and_boots(cache, workspace, tmp_path):
     assert int(disk_entry.get(f"{attr}capacity") or 0) == info["virtual-size"]
     assert disk_entry.get(f"{attr}format", "").endswith("#streamOptimized")
 
-    plan = load_plan(manifest, cache)
-    (tmp_path / "inspect").mkdir()
-    with opened_readonly(
-        Host(), plan.checkpoint(plan.stage("cleanup")), plan.manifest.layout, tmp_path / "inspect"
-    ) as tree:
+    with image_tree(manifest, cache, tmp_path / "inspect") as tree:
         root = tree.root
         shadow = dict(line.split(":")[:2] for line in (root / "etc/shadow").read_text().splitlines())
         assert password_matches(tree, "vagrant", shadow["vagrant"])
