@@ -9,7 +9,8 @@ too), starts the build and SIGKILLs its whole process group after a random delay
 as when power is lost. After each kill: `cache verify` must pass, and the next build of the same
 manifest must succeed with every filesystem of its image clean. It prints how many kills landed
 in which state (which stage was running, or the image conversion, or nothing left to do), and
-anything lost: a cache that did not verify, a build that failed after a kill, a leftover mount.
+anything lost: a cache that did not verify, a build that failed after a kill, a leftover mount, a
+half-written image left beside the workspace's image.
 Needs root, like any build.
 """
 
@@ -108,6 +109,9 @@ def main() -> int:
         out = rebuilt.stdout + rebuilt.stderr
         if rebuilt.returncode != 0 or not ("every filesystem clean" in out or "up to date" in out):
             lost.append(f"round {round_}: the build after a kill in {state} failed:\n{out[-2000:]}")
+        halves = sorted(p.name for p in (work / "build").glob(".*.partial"))
+        if halves:  # a killed conversion's file left aside; the next writer must remove it
+            lost.append(f"round {round_}: left in the workspace after the next build: {halves}")
         print(f"kill {round_ + 1:>3}/{args.kills}: {state}", flush=True)
     mounts = [line for line in Path("/proc/self/mountinfo").read_text().splitlines() if str(work) in line]
     if mounts:

@@ -64,3 +64,38 @@ def test_symlinks_in_the_runs_folder_are_never_followed(tmp_path, monkeypatch):
     assert (precious / "keep").read_text() == "keep"
     assert (precious / "stage" / "qsd.pid").exists()
     assert not any(c[-1] == "/" for c in host.commands)
+
+
+def test_a_killed_writers_partial_output_goes_when_the_file_is_next_written(tmp_path):
+    """SIGKILL in the image conversion left a 900 MB `.NAME.RUN.partial` beside the image, one
+    more per kill (bench/crash.py found seven). The next writer of that file removes those whose
+    writer is dead, and nothing else."""
+    from vzstages.atomic import atomic_output
+    from vzstages.runid import run_id
+
+    alive = subprocess.Popen(["sleep", "30"])
+    child = subprocess.Popen(["sleep", "30"])
+    dead = run_id(child.pid)
+    child.kill()
+    child.wait()
+    final = tmp_path / "image.qcow2"
+    left = [
+        tmp_path / f".image.qcow2.{dead}.partial",  # a killed build's
+        tmp_path / f".image.qcow2.{child.pid}.partial",  # an older vzstages named it by pid alone
+    ]
+    kept = [
+        tmp_path / f".image.qcow2.{run_id(alive.pid)}.partial",  # a writer that still runs
+        tmp_path / f".image.qcow2.json.{dead}.partial",  # another file's
+        tmp_path / ".image.qcow2.notarun.partial",
+    ]
+    for path in left + kept:
+        path.write_bytes(b"half")
+    try:
+        with atomic_output(final) as tmp:
+            tmp.write_bytes(b"whole")
+    finally:
+        alive.kill()
+        alive.wait()
+    assert final.read_bytes() == b"whole"
+    assert [p for p in left if p.exists()] == []
+    assert [p for p in kept if not p.exists()] == []
