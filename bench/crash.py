@@ -55,6 +55,14 @@ def running_stage(cache: Path, workspace: Path) -> str:
     return "planning or between stages"
 
 
+class Losses(list[str]):
+    """What went wrong, printed as it is found: a run stopped early still tells."""
+
+    def append(self, item: str) -> None:
+        print(f"LOST {item}", flush=True)
+        super().append(item)
+
+
 def edited(source: Path, work: Path, round_: int) -> Path:
     manifest = in_workspace(source, work, f"crash-{round_}.yml")
     text = manifest.read_text().replace("hostname: vzstages-kvm", f"hostname: crash-{round_}")
@@ -84,7 +92,7 @@ def main() -> int:
         return 1
     print(f"warm chain built in {time.monotonic() - started:.0f}s ({work})")
     states: Counter[str] = Counter()
-    lost: list[str] = []
+    lost = Losses()
     for round_ in range(args.kills):
         manifest = edited(Path(args.manifest), work, round_)
         proc = subprocess.Popen(
