@@ -108,6 +108,10 @@ def collect(remote: Remote, max_size: int | None, max_age: float | None, dry_run
     remaining, junk = scan(remote)
     now = time.time()
     deleted: list[str] = []
+    if not dry_run:
+        with contextlib.suppress(RemoteError), remote.guarded("sweeping unfinished uploads"):
+            swept = remote.objects.sweep(ORPHAN_AGE)
+            deleted += [f"{swept} unfinished upload(s) of a writer that died"] if swept else []
     for name, _ in junk:
         if not dry_run:
             delete_object(remote, "records", name)

@@ -59,6 +59,11 @@ class Backend(Protocol):
 
     def delete(self, name: str) -> None: ...
 
+    def sweep(self, older_than: float) -> int:
+        """Remove what writers that died left half-written more than `older_than` seconds ago (a
+        shared folder's partial files, S3's unfinished multipart uploads); how many went."""
+        ...
+
 
 def open_backend(config: RemoteConfig) -> Backend:
     if config.directory is not None:

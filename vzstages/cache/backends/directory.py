@@ -16,6 +16,7 @@ import errno
 import os
 import shutil
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -127,6 +128,19 @@ class DirectoryBackend:
                 if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
                     continue
                 yield entry.name, entry.stat(follow_symlinks=False).st_mtime
+
+    def sweep(self, older_than: float) -> int:
+        # The writer may be on another host: its pid says nothing here, the file's age does.
+        cutoff, swept = time.time() - older_than, 0
+        with self._translated("sweeping partial files"):
+            for folder in ("blobs", "records", "archive"):
+                base = self._path(folder)
+                for entry in os.scandir(base) if base.is_dir() else ():
+                    partial = entry.name.startswith(".") and entry.name.endswith(".partial")
+                    if partial and entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                        os.unlink(entry.path)
+                        swept += 1
+        return swept
 
     def delete(self, name: str) -> None:
         with self._translated(f"deleting {name}"):

@@ -8,6 +8,7 @@ a store that cannot answer at all (no connection, timeouts) is `unreachable`.
 from __future__ import annotations
 
 import contextlib
+import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -157,6 +158,20 @@ class S3Backend:
             for page in paginator.paginate(Bucket=self.config.bucket, Prefix=prefix):
                 for item in page.get("Contents", []):
                     yield str(item["Key"])[len(prefix) :], item["LastModified"].timestamp()
+
+    def sweep(self, older_than: float) -> int:
+        # A pusher killed mid-upload leaves its parts stored (and billed) until they are aborted.
+        cutoff, swept = time.time() - older_than, 0
+        with self._translated():
+            paginator = self.client.get_paginator("list_multipart_uploads")
+            for page in paginator.paginate(Bucket=self.config.bucket, Prefix=self._key("")):
+                for upload in page.get("Uploads", []):
+                    if upload["Initiated"].timestamp() < cutoff:
+                        self.client.abort_multipart_upload(
+                            Bucket=self.config.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                        )
+                        swept += 1
+        return swept
 
     def delete(self, name: str) -> None:
         with self._translated():
