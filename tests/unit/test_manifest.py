@@ -259,3 +259,13 @@ def test_ec2_hvm_boots_an_unpartitioned_volume_with_extlinux(copy_manifest):
         "common.extlinux.InstallExtlinux" in tasks and "plugins.expand_root.tasks.InstallExpandRoot" in tasks
     )
     assert not any("grub" in t for t in tasks)
+
+
+@pytest.mark.parametrize("depth", [33, 3000, 100_000])
+def test_deep_nesting_is_refused_by_name_before_pyyamls_own_parse(write_manifest, depth):
+    """PyYAML's scanner is quadratic in flow nesting: 3000 `[` took up to 11 s before its
+    recursion stopped. libyaml's event stream is read first, so the depth is refused at once."""
+    path = write_manifest("name: x\nsystem:\n  deep: " + "[" * depth + "]" * depth + "\n")
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(path)
+    assert caught.value.problems == [f"{path}:3: nested more than 32 levels deep"]

@@ -130,8 +130,33 @@ def read_text(path: Path) -> str:
     return text
 
 
+def refuse_deep_nesting(text: str, path: Path) -> None:
+    """MAX_DEPTH checked first by libyaml's parser, which streams events in C: PyYAML's own
+    scanner is quadratic in flow nesting (3000 `[` took 2-11 s before its recursion stopped)."""
+    if not yaml.__with_libyaml__:
+        return
+    depth, line = 0, 0
+    try:
+        for event in yaml.parse(text, Loader=yaml.CSafeLoader):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                line = getattr(event.start_mark, "line", -1) + 1
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+            if depth > MAX_DEPTH:
+                break
+    except yaml.YAMLError as exc:
+        if "nesting depth" not in str(exc):  # libyaml's own limit, which its scanner meets first
+            return  # the loader below says what is wrong, with its line
+        depth, line = MAX_DEPTH + 1, getattr(getattr(exc, "problem_mark", None), "line", -1) + 1
+    if depth > MAX_DEPTH:
+        where = f"{path}:{line}" if line else str(path)
+        raise ManifestError(str(path), [f"{where}: nested more than {MAX_DEPTH} levels deep"])
+
+
 def load_document(path: Path) -> Document:
     text = read_text(path)
+    refuse_deep_nesting(text, path)
     # JSON is (for manifests) a subset of YAML, so one loader serves both with line numbers.
     try:
         loader = yaml.SafeLoader(text)
