@@ -14,7 +14,7 @@ from vzstages.errors import ManifestError
 from vzstages.manifest import load_manifest
 from vzstages.model.view import ManifestView
 
-from ..conftest import KVM_MANIFEST, TEST_KEY
+from ..conftest import KVM_MANIFEST, REPO, TEST_KEY
 
 STAGES = ["volume", "os", "packages", "system", "user", "cleanup", "image"]
 
@@ -358,3 +358,19 @@ def test_puppet_installs_each_module_from_where_it_comes(fake_stage, tmp_path):
         ],
         ["puppet", "module", "install", "--ignore-dependencies", "/tmp/vzstages-puppet/module-1.tar.gz"],
     ]
+
+
+def test_users_exist_before_files_are_copied_with_their_owners():
+    """kvm-plugins.yml copies files owned by admin_user's `ops`: the user is made first. (This
+    held only by the tasks' names until CopyFiles moved to common/ and sorted before it.)"""
+    plan = compile_plan(
+        load_manifest(REPO / "manifests/kvm-plugins.yml"), Store(Path("/nonexistent")), secret_key=TEST_KEY
+    )
+    names = [t.name() for t in plan.stage("user").tasks]
+    assert names.index("plugins.admin_user.tasks.CreateAdminUser") < names.index("common.files.CopyFiles"), (
+        names
+    )
+    from vzstages.common.files import CopyFiles
+    from vzstages.plugins.vagrant.tasks import CreateVagrantUser
+
+    assert CopyFiles in CreateVagrantUser.successors

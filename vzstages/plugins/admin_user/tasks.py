@@ -4,6 +4,7 @@ from pathlib import Path
 
 from ...common.accounts import set_password
 from ...common.apt import AptInstall
+from ...common.files import CopyFiles
 from ...model.info import BuildInfo
 from ...model.phases import Phase
 from ...model.task import Task
@@ -18,6 +19,7 @@ class InstallSudo(AptInstall):
 class CreateAdminUser(Task):
     description = "Creating the admin user"
     phase = Phase.USER_MODIFICATION
+    successors = (CopyFiles,)  # a copied file may be owned by this user
     reads = ("plugins.admin_user",)
 
     @classmethod
