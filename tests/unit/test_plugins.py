@@ -370,7 +370,3 @@ def test_users_exist_before_files_are_copied_with_their_owners():
     assert names.index("plugins.admin_user.tasks.CreateAdminUser") < names.index("common.files.CopyFiles"), (
         names
     )
-    from vzstages.common.files import CopyFiles
-    from vzstages.plugins.vagrant.tasks import CreateVagrantUser
-
-    assert CopyFiles in CreateVagrantUser.successors

@@ -9,7 +9,6 @@ from xml.sax.saxutils import escape as xml_escape
 from ...atomic import atomic_output
 from ...common.accounts import set_password
 from ...common.apt import AptInstall
-from ...common.files import CopyFiles
 from ...common.image import ConvertImage
 from ...model.info import BuildInfo
 from ...model.phases import Phase
@@ -30,7 +29,6 @@ class InstallVagrantPackages(AptInstall):
 class CreateVagrantUser(Task):
     description = "Creating the vagrant user"
     phase = Phase.USER_MODIFICATION
-    successors = (CopyFiles,)  # a copied file may be owned by this user
     # bootstrap-vz set root's password to `vagrant` unless the root_password plugin sets one.
     reads = ("plugins.vagrant", "plugins.root_password")
     assets = ("assets/vagrant.pub",)
