@@ -96,7 +96,7 @@ class Remote:
 
     # --- plumbing ---
     @staticmethod
-    def _object(kind: str, name: str) -> str:
+    def object_name(kind: str, name: str) -> str:
         return f"{kind}/{name}"
 
     def warn(self, message: str) -> None:
@@ -128,7 +128,7 @@ class Remote:
             self.warn(f"{self.config.url} is not answering; going on without it for this run")
 
     def _exists(self, kind: str, name: str) -> bool:
-        return self.objects.exists(self._object(kind, name))
+        return self.objects.exists(self.object_name(kind, name))
 
     # --- reading ---
     def lookup(self, stage: str, key: str) -> RemoteRecord | None:
@@ -149,7 +149,7 @@ class Remote:
         return self.objects.read_small(key, limit, SMALL_OBJECT_SECONDS)
 
     def _fetch_record(self, stage: str, key: str) -> RemoteRecord | None:
-        raw = self._read_small(self._object("records", f"{stage}-{key}.json"), MAX_RECORD_BYTES)
+        raw = self._read_small(self.object_name("records", f"{stage}-{key}.json"), MAX_RECORD_BYTES)
         if raw is None:
             return None
         if len(raw) > MAX_RECORD_BYTES:
@@ -269,7 +269,7 @@ class Remote:
             self.counters.received += size
 
         seconds = SMALL_OBJECT_SECONDS + record.size / MIN_RATE
-        with self.objects.stream(self._object("blobs", record.sha256), seconds) as body:
+        with self.objects.stream(self.object_name("blobs", record.sha256), seconds) as body:
             try:
                 got = decompress(body, target, record.size, record.raw_size, counted)
             except (TooLarge, NotZstd) as exc:
@@ -337,7 +337,7 @@ class Remote:
         try:
             sha, size, raw_size = compress(checkpoint, blob)
             if not self._exists("blobs", sha):
-                self.objects.upload(self._object("blobs", sha), blob)
+                self.objects.upload(self.object_name("blobs", sha), blob)
                 self.counters.sent += size
         finally:
             blob.unlink(missing_ok=True)
@@ -345,7 +345,7 @@ class Remote:
             local.stage, local.key, local.parent, local.parent_stage, sha, size, raw_size, local, time.time()
         )
         body = seal(json.dumps(remote.document(), sort_keys=True, indent=1).encode(), self._signing)
-        record_name = self._object("records", f"{remote.name}.json")
+        record_name = self.object_name("records", f"{remote.name}.json")
         if replace:  # a record that does not verify: a valid one takes its place
             self.objects.put(record_name, body)
         elif not self.objects.create(record_name, body):
@@ -375,7 +375,7 @@ class Remote:
             return None
         try:
             with self.guarded(f"reading the archive state {name}"):
-                raw = self._read_small(self._object("archive", f"{name}.json"), MAX_ARCHIVE_STATE_BYTES)
+                raw = self._read_small(self.object_name("archive", f"{name}.json"), MAX_ARCHIVE_STATE_BYTES)
                 return None if raw is None else parse_archive_state(raw, self._trusted)
         except RemoteError:
             return None
@@ -385,4 +385,4 @@ class Remote:
             return
         body = seal(json.dumps({"format": FORMAT, **state}, sort_keys=True).encode(), self._signing)
         with contextlib.suppress(RemoteError), self.guarded(f"publishing the archive state {name}"):
-            self.objects.put(self._object("archive", f"{name}.json"), body)
+            self.objects.put(self.object_name("archive", f"{name}.json"), body)

@@ -61,14 +61,14 @@ def listing(remote: Remote, kind: str) -> list[tuple[str, float]]:
 
 def delete_object(remote: Remote, kind: str, name: str) -> None:
     with contextlib.suppress(RemoteError), remote.guarded(f"deleting {kind}/{name}"):
-        remote.objects.delete(f"{kind}/{name}")
+        remote.objects.delete(remote.object_name(kind, name))
 
 
 def delete_entry(remote: Remote, record: RemoteRecord, blob_in_use: bool) -> None:
     """Record first: without it the blob is no longer an entry."""
-    remote.objects.delete(f"records/{record.name}.json")
+    remote.objects.delete(remote.object_name("records", f"{record.name}.json"))
     if not blob_in_use:
-        remote.objects.delete(f"blobs/{record.sha256}")
+        remote.objects.delete(remote.object_name("blobs", record.sha256))
 
 
 def list_lines(remote: Remote) -> list[str]:
