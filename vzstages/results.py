@@ -16,7 +16,7 @@ from typing import Any
 from . import __version__
 from .atomic import write_atomic
 from .bounded import MAX_RESULT_BYTES, read_regular
-from .cache.record import file_identity, file_sha256, load_json
+from .cache.record import file_identity, fresh_sha256, load_json
 from .evidence.writer import write_evidence
 from .host import Host
 
@@ -51,7 +51,7 @@ def describe(image: Path, previous: dict[str, Any]) -> dict[str, Any]:
         "path": str(image),
         "format": ext,
         "size": identity[0],
-        "sha256": file_sha256(image),
+        "sha256": fresh_sha256(image),
         "identity": identity,
     }
     if ext in QEMU_FORMATS:

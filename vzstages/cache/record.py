@@ -11,9 +11,12 @@ A chain is used only where each link's `parent_digest` is its parent's `digest` 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import re
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -79,6 +82,36 @@ def file_digest(path: Path, h: Hasher) -> str:
 
 def file_sha256(path: Path) -> str:
     return file_digest(path, hashlib.sha256())
+
+
+# Digests this process took of files it had just written, by the file's identity then: a file
+# with the same size, modification time and inode still has those bytes.
+_FRESH_DIGESTS: dict[tuple[int, ...], str] = {}
+
+
+def sha256_while_flushing(path: Path) -> str:
+    """A file just written: its SHA-256, read from the page cache while another thread makes it
+    durable (the fsync that publishing it needs anyway takes as long as the disk's write). An
+    fsync error is left for publishing's own fsync to raise."""
+    with open(path, "rb") as f:
+        flusher = threading.Thread(target=_fsync_quietly, args=(f.fileno(),))
+        flusher.start()
+        try:
+            digest = file_sha256(path)
+        finally:
+            flusher.join()
+        _FRESH_DIGESTS[tuple(file_identity(path))] = digest
+    return digest
+
+
+def _fsync_quietly(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.fsync(fd)
+
+
+def fresh_sha256(path: Path) -> str:
+    """file_sha256, taken from sha256_while_flushing when the file is still that same file."""
+    return _FRESH_DIGESTS.get(tuple(file_identity(path))) or file_sha256(path)
 
 
 def file_identity(path: Path) -> list[int]:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from ..atomic import atomic_output
+from ..cache.record import sha256_while_flushing
 from ..model.info import BuildInfo
 from ..model.phases import Phase
 from ..model.task import Task
@@ -40,6 +41,7 @@ def convert(info: BuildInfo, fmt: str, target: Path) -> None:
         parallel = ["-W"] if fmt in IN_PLACE else []
         convert = ["qemu-img", "convert", "-p", *parallel, "-f", "qcow2", "-O", qemu_fmt, *options]
         info.host.run([*convert, str(info.source_image), str(tmp)])
+        sha256_while_flushing(tmp)  # the result file's digest, taken in the fsync's time
     info.facts["image"] = str(target)
     info.facts["image_key"] = info.key  # names the image's content, for publishing idempotently
 
