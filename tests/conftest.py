@@ -55,7 +55,7 @@ FILE_COST = {
     "test_uefi_arm64.py": 1100,
     "test_plugins_providers.py": 690,
     "test_cache.py": 660,
-    "test_remote.py": 490,
+    "test_remote.py": 330,
     "test_ec2.py": 380,
     "test_chain.py": 250,
     "test_azure.py": 220,

@@ -11,7 +11,7 @@ from vzstages.boottest import boot
 from vzstages.cache.record import file_sha256
 
 from ..conftest import REPO
-from .conftest import BOOT_TIMEOUT, nothing_left, vzstages, with_workspace
+from .conftest import BOOT_TIMEOUT, image_tree, nothing_left, vzstages, with_workspace
 
 pytestmark = pytest.mark.system
 
@@ -48,13 +48,11 @@ def test_a_second_machine_pulls_every_stage_and_gets_the_same_image(cache, works
         assert f"{stage:<8} running" not in log, log
     assert "mmdebstrap" not in log
     assert "pulled volume, os, packages, system, cleanup" in out.stdout, out.stdout
+    # The very bytes of A's image (which the build checked with fsck): no boot needed to tell
+    # that the pulled chain is A's; that a kvm.yml image boots is test_images.py's.
     image_b = workspace_b / "debian-bookworm-amd64-kvm.qcow2"
     assert file_sha256(image_b) == digest_a
     nothing_left(cache_b)
-    report = boot(
-        image_b, hostname="vzstages-kvm", timeout=BOOT_TIMEOUT, console_log=tmp_path / "console.log"
-    )
-    assert report.ok, f"{report.failure}; missing {report.missing}; console tail:\n{report.console[-3000:]}"
 
     # A late change on B: os and packages come from the remote, system onwards is built, and
     # pushed back (only the stages that changed).
@@ -118,5 +116,14 @@ def test_several_manifests_in_one_build_share_their_common_stages(cache, workspa
     for name in ("north", "south"):
         image = workspace / f"debian-bookworm-amd64-{name}.qcow2"
         assert f"image: {image}" in out.stdout, out.stdout
-        report = boot(image, hostname=name, timeout=BOOT_TIMEOUT, console_log=tmp_path / f"{name}.log")
-        assert report.ok, f"{name}: {report.failure}; {report.missing}; {report.console[-2000:]}"
+    # One boot proves the shared packages stage makes a bootable image; the other image differs
+    # only by its own system stage, read from its tree.
+    report = boot(
+        workspace / "debian-bookworm-amd64-north.qcow2",
+        hostname="north",
+        timeout=BOOT_TIMEOUT,
+        console_log=tmp_path / "north.log",
+    )
+    assert report.ok, f"north: {report.failure}; {report.missing}; {report.console[-2000:]}"
+    with image_tree(manifests[1], cache, tmp_path / "south-tree") as tree:
+        assert (tree.root / "etc/hostname").read_text().strip() == "south"
