@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -80,6 +81,7 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=100)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--longest", type=float, default=12.0, help="kill within this many seconds")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (kept anyway on a loss)")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="vzstages-crash-"))
@@ -130,6 +132,10 @@ def main() -> int:
     print(f"lost: {len(lost)}")
     for line in lost:
         print(f"  {line}")
+    if lost or args.keep:
+        print(f"work folder kept: {work}")
+    else:
+        shutil.rmtree(work)  # gigabytes of checkpoints and images
     return 1 if lost else 0
 
 
