@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ...atomic import write_atomic
 from ...bounded import MAX_RESULT_BYTES, read_regular
-from ...cache.record import file_sha256
+from ...cache.record import fresh_sha256
 from ...model.info import BuildInfo
 from ...model.phases import Phase
 from ...model.task import Task
@@ -57,7 +57,7 @@ class UploadSnapshot(Task):
         manifest = info.manifest
         image = info.workspace / Path(info.facts["image"]).name
         # The digest `vzstages verify` checks: an AMI leads back to its image and provenance.
-        info.facts["image_sha256"] = file_sha256(image)
+        info.facts["image_sha256"] = fresh_sha256(image)
         info.facts["snapshot_id"] = aws.upload_snapshot(
             connection(manifest),
             image=image,
