@@ -543,6 +543,41 @@ def test_two_hosts_pushing_one_chain_at_once_leave_one_consistent_remote(tmp_pat
     assert third.warnings == []
 
 
+def create_at_once(backend, name: str, bodies: list[bytes]) -> tuple[list[bytes], list[Exception]]:
+    """Each body's writer creates `name` at the same instant: the bodies that won, the errors."""
+    won: list[bytes] = []
+    errors: list[Exception] = []
+    barrier = threading.Barrier(len(bodies))
+
+    def create(body: bytes) -> None:
+        barrier.wait()
+        try:
+            if backend.create(name, body):
+                won.append(body)
+        except Exception as exc:  # any failure at all is what the caller looks for
+            errors.append(exc)
+
+    threads = [threading.Thread(target=create, args=(body,)) for body in bodies]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return won, errors
+
+
+def test_two_writers_of_one_name_at_one_instant_leave_one_of_them_whole(tmp_path, shared):
+    """What the race above relies on, at the backend: two writers in one process (one pid, one
+    start time, as two identical CI containers may also share) creating one object at the same
+    moment. Neither fails, exactly one wins, and the object is that one's bytes, whole."""
+    backend = shared.remote(Store(tmp_path / "a")).objects
+    bodies = [bytes([ord("A") + n]) * 300_000 for n in range(2)]
+    for attempt in range(20):
+        name = f"records/race-{attempt}.json"
+        won, errors = create_at_once(backend, name, bodies)
+        assert errors == [] and len(won) == 1
+        assert shared.get(name) == won[0]
+
+
 def test_a_fifo_planted_in_a_shared_folder_is_a_miss_not_a_hang(tmp_path):
     folder = tmp_path / "team-cache"
     (folder / "records").mkdir(parents=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import secrets
 import shutil
 import stat
 import time
@@ -86,7 +87,9 @@ class DirectoryBackend:
     def _write(self, name: str, fill: object, exclusive: bool = False) -> bool:
         final = self._path(name)
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f".{final.name}.{run_id()}.partial")
+        # Unique per writer, not per process: two hosts may share a pid and start time (identical
+        # CI containers), and one process may push from several threads.
+        tmp = final.with_name(f".{final.name}.{run_id()}-{secrets.token_hex(8)}.partial")
         try:
             with open(tmp, "wb") as out:
                 if isinstance(fill, bytes):
