@@ -122,6 +122,9 @@ def bench_pull_and_change(work: Path, endpoint: str, only: set[str]) -> None:
         f"fresh cache, warm remote {warm:5.1f} s = {warm / cold:.0%} of the cold build (target < 25%); "
         f"built: {', '.join(built) or 'nothing'}"
     )
+    for line in log.splitlines():
+        if re.match(r"^\S+\s+(pulled|done in|cached)|^stage times", line):
+            print(f"    {line.strip()}")
     if pulled:
         got = f"{pulled.group(1)} checkpoints, {pulled.group(2)}"
         print(f"  pulled {got}; the checkpoints' size on disk {human_size(size)}")

@@ -40,16 +40,30 @@ def run_stage(
     store.ensure()
     with store.lock(stage.name, stage.key):
         record = plan.hit(stage, touch=True)
+        if record is not None and remote is not None and remote.pulled_this_run(stage.name, stage.key):
+            return record, "pulled"  # along with an earlier stage of its chain
         if record is not None:
             progress.info("%-8s cached (%s)", display, stage.key[:12])
             return record, "cached"
         if remote is not None and stage.disk:
             parent = (stage.parent.name, stage.parent.key) if stage.parent else None
-            if remote.pull(stage.name, stage.key, parent):
+            if remote.pull(stage.name, stage.key, parent, ahead=_built_on(plan, stage)):
                 record = plan.hit(stage, touch=True)
                 if record is not None:
                     return record, "pulled"
         return _build(plan, stage, host, display), "built"
+
+
+def _built_on(plan: Plan, stage: CompiledStage) -> list[tuple[str, str]]:
+    """The plan's disk stages stacked on `stage`, in chain order: a pull may bring them along."""
+    ahead = []
+    for later in plan.stages:
+        node = later.parent
+        while node is not None and node is not stage:
+            node = node.parent
+        if later.disk and node is stage:
+            ahead.append((later.name, later.key))
+    return ahead
 
 
 def _build(plan: Plan, stage: CompiledStage, host: Host, display: str) -> Record:

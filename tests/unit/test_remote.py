@@ -209,6 +209,31 @@ def test_a_missing_parent_blob_is_a_miss(tmp_path, shared):
     assert b.lookup("os", OSK, disk=True) is None
 
 
+def test_a_stage_pulled_with_what_comes_after_it_brings_the_whole_chain_in_one_go(tmp_path, shared):
+    """A fresh machine's first stage pulls the chain through the plan's last stage the remote
+    has (its blobs fetched at once), so the later stages find theirs already there."""
+    b, _ = pushed(tmp_path, shared)
+    puller = shared.remote(b)
+    ahead = [("os", OSK), ("packages", PKG), ("system", "d" * 32)]  # the remote has no system
+    assert puller.pull("volume", VOL, None, held=False, ahead=ahead)
+    assert puller.counters.pulled == [f"volume-{VOL}", f"os-{OSK}", f"packages-{PKG}"]
+    assert all(puller.pulled_this_run(stage, key) for stage, key in ahead[:2])
+    assert b.hit("packages", PKG, disk=True, outputs=[], touch=False) is not None
+    assert not list(b.stages.glob(".*"))
+    assert puller.warnings == []
+
+
+def test_a_damaged_blob_mid_chain_keeps_its_parents_and_drops_what_follows(tmp_path, shared):
+    b, pusher = pushed(tmp_path, shared)
+    shared.tamper(f"blobs/{pusher.lookup('os', OSK).sha256}", flip_byte)  # type: ignore[union-attr]
+    puller = shared.remote(b)
+    assert puller.pull("volume", VOL, None, held=False, ahead=[("os", OSK), ("packages", PKG)])
+    assert b.lookup("volume", VOL, disk=True) is not None
+    assert b.lookup("os", OSK, disk=True) is None and b.lookup("packages", PKG, disk=True) is None
+    assert not list(b.stages.glob(".*"))  # the packages blob fetched beside it is not left behind
+    assert any("os-" in w for w in puller.warnings)
+
+
 def keypair(folder: Path, name: str) -> tuple[Path, Path]:
     private = folder / name
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(private)], check=True)

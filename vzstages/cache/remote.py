@@ -31,18 +31,16 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from ..host import qemu_img_check
 from ..runid import run_id
 from ..units import human_size
-from . import qcow2
 from .backends import Backend, open_backend
 from .record import MAX_RECORD_BYTES, Record, valid_entry
 from .remote_config import RemoteConfig
+from .remote_pull import ChainPull
 from .remote_record import (
     _ARCHIVE_NAME,
     FORMAT,
@@ -53,7 +51,7 @@ from .remote_record import (
 )
 from .signing import load_signing_key, load_trusted_keys, seal
 from .store import Store
-from .transfer import DeadlineExceeded, NotZstd, TooLarge, compress, decompress
+from .transfer import DeadlineExceeded, compress
 
 log = logging.getLogger("vzstages.progress")
 
@@ -127,6 +125,14 @@ class Remote:
             self.unreachable = True
             self.warn(f"{self.config.url} is not answering; going on without it for this run")
 
+    def pulled_this_run(self, stage: str, key: str) -> bool:
+        return f"{stage}-{key}" in self.counters.pulled
+
+    @staticmethod
+    def blob_deadline(size: int) -> float:
+        """Seconds a blob of `size` bytes may take, whole: no less than MIN_RATE."""
+        return SMALL_OBJECT_SECONDS + size / MIN_RATE
+
     def _exists(self, kind: str, name: str) -> bool:
         return self.objects.exists(self.object_name(kind, name))
 
@@ -197,89 +203,45 @@ class Remote:
         needed = self.chain(stage, key)
         return None if needed is None else sum(r.size for r in needed)
 
-    def pull(self, stage: str, key: str, parent: tuple[str, str] | None, held: bool = True) -> bool:
+    def pull(
+        self,
+        stage: str,
+        key: str,
+        parent: tuple[str, str] | None,
+        held: bool = True,
+        ahead: Sequence[tuple[str, str]] = (),
+    ) -> bool:
         """Bring the entry (and its missing ancestors) into the local store; False on a miss.
-        `held`: the caller holds the entry's build lock (ancestors are locked here)."""
+        `held`: the caller holds the entry's build lock (the others are locked here). `ahead`:
+        the entries the caller will want next, built on this one, deepest last: the deepest the
+        remote has a whole chain for comes down with it, every blob at once."""
         if not self.config.can_read or self.unreachable:
             return False
-        needed = self.chain(stage, key)
+        needed = self._chain_through((stage, key), ahead)
         if not needed:
             return False
-        top = needed[0]
-        if (top.parent_stage, top.parent) != (parent or (None, None)):
-            self.warn(f"{top.name} names parent {top.parent_stage}-{top.parent}, not the plan's; a miss")
+        own = next(r for r in needed if (r.stage, r.key) == (stage, key))
+        if (own.parent_stage, own.parent) != (parent or (None, None)):
+            self.warn(f"{own.name} names parent {own.parent_stage}-{own.parent}, not the plan's; a miss")
             return False
-        # Parents first: a checkpoint is published only once what it is backed by is there.
-        for record in reversed(needed):
-            own = held and record is top
-            try:
-                with (
-                    self.guarded(f"pulling {record.name}"),
-                    contextlib.nullcontext() if own else self.store.lock(record.stage, record.key),
-                ):
-                    if not self._have((record.stage, record.key), record.record.digest):
-                        self._pull_one(record)
-            except RemoteError:
-                return False
-        return True
+        order = list(reversed(needed))  # parents first: locked, then published, in this order
+        with contextlib.ExitStack() as locks:
+            for record in order:
+                if not (held and record is own):
+                    locks.enter_context(self.store.lock(record.stage, record.key))
+            ChainPull(self).run([r for r in order if not self._have((r.stage, r.key), r.record.digest)])
+        return self._have((stage, key), own.record.digest)
 
-    def _pull_one(self, record: RemoteRecord) -> None:
-        store = self.store
-        tmp = store.temp_checkpoint(record.stage, record.key)
-        expected_backing = None
-        if record.parent and record.parent_stage:
-            expected_backing = store.checkpoint(record.parent_stage, record.parent).name
-        started = time.monotonic()
-        try:
-            self._download(record, tmp)
-            problem = qcow2.check_backing(tmp, expected_backing)
-            if problem:
-                raise RemoteError(f"blob of {record.name} is not the checkpoint it claims: {problem}")
-            check = qemu_img_check(tmp)
-            if check is not None:
-                raise RemoteError(f"blob of {record.name} fails qemu-img check: {check}")
-            below = None
-            if record.parent and record.parent_stage:
-                below = store.lookup(record.parent_stage, record.parent, disk=True)
-            if expected_backing and (below is None or below.digest != record.record.parent_digest):
-                raise RemoteError(f"{record.name} was built over other bytes than this cache's parent")
-            replaced = store.lookup(record.stage, record.key, disk=True)
-            if replaced is not None:
-                log.warning("%s: replacing this cache's copy with the remote's", record.name)
-            store.publish_checkpoint(tmp, record.stage, record.key, record.record.digest)
-        finally:
-            tmp.unlink(missing_ok=True)
-        local = Record.from_document(record.record.document(), record.stage, record.key)
-        # The signer is named in the image's provenance (evidence/writer.py).
-        local.origin = {"remote": self.config.url, "blob": record.sha256, "signer": record.signer}
-        store.save_record(local)
-        self.counters.pulled.append(record.name)
-        seconds = time.monotonic() - started
-        event = {"event": "pulled", "stage": record.stage, "key": record.key, "bytes": record.size}
-        log.info(
-            "%-8s pulled %s from the remote cache in %.1fs",
-            record.stage,
-            human_size(record.size),
-            seconds,
-            extra={"event": {**event, "seconds": round(seconds, 3)}},
-        )
-
-    def _download(self, record: RemoteRecord, target: Path) -> None:
-        def counted(size: int) -> None:
-            self.counters.received += size
-
-        seconds = SMALL_OBJECT_SECONDS + record.size / MIN_RATE
-        with self.objects.stream(self.object_name("blobs", record.sha256), seconds) as body:
-            try:
-                got = decompress(body, target, record.size, record.raw_size, counted)
-            except (TooLarge, NotZstd) as exc:
-                raise RemoteError(f"blob of {record.name} {exc}") from None
-        if got.sha256 != record.sha256 or got.size != record.size:
-            raise RemoteError(f"blob of {record.name} does not match its digest (tampered or cut short)")
-        if got.raw_sha256 != record.record.digest:
-            raise RemoteError(f"blob of {record.name} unpacks to other bytes than its record names")
-        if got.raw_size != record.raw_size:
-            raise RemoteError(f"blob of {record.name} unpacks to {got.raw_size} bytes, not {record.raw_size}")
+    def _chain_through(
+        self, entry: tuple[str, str], ahead: Sequence[tuple[str, str]]
+    ) -> list[RemoteRecord] | None:
+        """The longest remote chain that holds `entry`: through the deepest of `ahead` the remote
+        has whole, else the entry's own."""
+        for top in reversed(ahead):
+            needed = self.chain(*top)
+            if needed and any((r.stage, r.key) == entry for r in needed):
+                return needed
+        return self.chain(*entry)
 
     # --- writing ---
     def push(self, stage: str, key: str) -> bool:

@@ -58,11 +58,14 @@ class StageHit:
     chain, the outputs), which also marks the entry used, so a chain doit skips every day is
     as recently used for `cache gc` as one that runs."""
 
-    def __init__(self, plan: Plan, stage: CompiledStage):
+    def __init__(self, plan: Plan, stage: CompiledStage, remote: Remote | None = None):
         self.plan = plan
         self.stage = stage
+        self.remote = remote
 
     def __call__(self, task: Any, values: Any) -> bool:
+        if self.remote is not None and self.remote.pulled_this_run(self.stage.name, self.stage.key):
+            return False  # brought along by an earlier stage's pull: its action reports it pulled
         return self.plan.hit(self.stage, touch=True) is not None
 
 
@@ -87,7 +90,7 @@ def doit_tasks(
         for status in explain(plans[0], remote):
             stage = status.stage
             parent = [stage.parent.name] if stage.parent else []
-            task = {"basename": stage.name, **_task(plans[0], status, action, stage.name, parent)}
+            task = {"basename": stage.name, **_task(plans[0], status, action, stage.name, parent, remote)}
             _add_result(task, plans[0], {s.name: s.name for s in plans[0].stages})
             yield task
         return
@@ -111,7 +114,11 @@ def doit_tasks(
             emitted.add(here)
             parent = [f"{sharing[node(stage.parent)][0]}:{stage.parent.name}"] if stage.parent else []
             display = f"{'+'.join(sharing[here])}:{stage.name}"
-            task = {"basename": label, "name": stage.name, **_task(plan, status, action, display, parent)}
+            task = {
+                "basename": label,
+                "name": stage.name,
+                **_task(plan, status, action, display, parent, remote),
+            }
             names = {s.name: f"{sharing[node(s)][0]}:{s.name}" for s in plan.stages}
             _add_result(task, plan, names)
             yield task
@@ -133,7 +140,12 @@ def _add_result(task: dict[str, Any], plan: Plan, task_names: dict[str, str]) ->
 
 
 def _task(
-    plan: Plan, status: StageStatus, action: StageAction, display: str, parent_task: list[str]
+    plan: Plan,
+    status: StageStatus,
+    action: StageAction,
+    display: str,
+    parent_task: list[str],
+    remote: Remote | None,
 ) -> dict[str, Any]:
     stage = status.stage
     return {
@@ -142,5 +154,5 @@ def _task(
         "actions": [(action, [plan, stage, display])],
         "targets": [str(t) for t in plan.targets(stage)],
         "task_dep": parent_task,
-        "uptodate": [StageHit(plan, stage)],
+        "uptodate": [StageHit(plan, stage, remote)],
     }
