@@ -7,11 +7,10 @@ import re
 
 import pytest
 
-from vzstages.boottest import boot
 from vzstages.cache.record import file_sha256
 
 from ..conftest import REPO
-from .conftest import BOOT_TIMEOUT, image_tree, nothing_left, vzstages, with_workspace
+from .conftest import image_tree, nothing_left, vzstages, with_workspace
 
 pytestmark = pytest.mark.system
 
@@ -116,14 +115,9 @@ def test_several_manifests_in_one_build_share_their_common_stages(cache, workspa
     for name in ("north", "south"):
         image = workspace / f"debian-bookworm-amd64-{name}.qcow2"
         assert f"image: {image}" in out.stdout, out.stdout
-    # One boot proves the shared packages stage makes a bootable image; the other image differs
-    # only by its own system stage, read from its tree.
-    report = boot(
-        workspace / "debian-bookworm-amd64-north.qcow2",
-        hostname="north",
-        timeout=BOOT_TIMEOUT,
-        console_log=tmp_path / "north.log",
-    )
-    assert report.ok, f"north: {report.failure}; {report.missing}; {report.console[-2000:]}"
-    with image_tree(manifests[1], cache, tmp_path / "south-tree") as tree:
-        assert (tree.root / "etc/hostname").read_text().strip() == "south"
+    # Both images passed the image stage's fsck; each differs only by its own system stage, read
+    # from its tree. (That kvm.yml's chain boots is test_images' boot; a boot here cost the suite
+    # a TCG guest's 80-100 s and proved nothing the shared stage changes.)
+    for name, manifest in zip(("north", "south"), manifests, strict=True):
+        with image_tree(manifest, cache, tmp_path / f"{name}-tree") as tree:
+            assert (tree.root / "etc/hostname").read_text().strip() == name
