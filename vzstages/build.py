@@ -173,15 +173,19 @@ class Build:
         require_tools(self.required_tools())
         self.store.check_usable()
         for plan in self.plans:
-            stages = plan.stages
-            if self.up_to:
-                wanted = [i for i, s in enumerate(stages) if s.name in self.up_to]
-                stages = stages[: 1 + max(wanted)] if wanted else []
+            stages = self.stages_to_run(plan)
             for status in explain(plan, self.remote):
                 if not status.runs or status.stage not in stages:
                     continue
                 for task in status.stage.tasks:
                     task.preflight(ManifestView(plan.manifest, task.name(), task.reads))
+
+    def stages_to_run(self, plan: Plan) -> list[CompiledStage]:
+        """All the plan's stages, or those `up_to` names and their parents."""
+        if not self.up_to:
+            return plan.stages
+        wanted = [i for i, s in enumerate(plan.stages) if s.name in self.up_to]
+        return plan.stages[: 1 + max(wanted)] if wanted else []
 
     def run_stage(self, plan: Plan, stage: CompiledStage, display: str = "") -> dict[str, Any] | TaskFailed:
         """doit's action for a stage. A failure is one line with its cause and the log's path;
@@ -190,7 +194,9 @@ class Build:
         started = time.monotonic()
         try:
             self.prepare()
-            record, status = run_stage(plan, stage, self.host, display or stage.name, self.remote)
+            will_run = {s.name for s in self.stages_to_run(plan)}
+            ahead = [(s.name, s.key) for s in plan.stacked_on(stage) if s.name in will_run]
+            record, status = run_stage(plan, stage, self.host, display or stage.name, self.remote, ahead)
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:

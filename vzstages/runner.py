@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -30,11 +31,17 @@ log = logging.getLogger("vzstages.runner")
 
 
 def run_stage(
-    plan: Plan, stage: CompiledStage, host: Host, display: str = "", remote: Remote | None = None
+    plan: Plan,
+    stage: CompiledStage,
+    host: Host,
+    display: str = "",
+    remote: Remote | None = None,
+    ahead: Sequence[tuple[str, str]] = (),
 ) -> tuple[Record, str]:
     """Reuse the stage from the local store, else pull it from the remote cache, else build it.
     Returns its record and which of those happened: "cached", "pulled" or "built". `display`
-    names the stage in progress lines (`kvm+gce:os` when several images share it)."""
+    names the stage in progress lines (`kvm+gce:os` when several images share it); `ahead`, the
+    stages the build will want over this one, which a pull may bring along."""
     display = display or stage.name
     store = plan.store
     store.ensure()
@@ -47,23 +54,11 @@ def run_stage(
             return record, "cached"
         if remote is not None and stage.disk:
             parent = (stage.parent.name, stage.parent.key) if stage.parent else None
-            if remote.pull(stage.name, stage.key, parent, ahead=_built_on(plan, stage)):
+            if remote.pull(stage.name, stage.key, parent, ahead=ahead):
                 record = plan.hit(stage, touch=True)
                 if record is not None:
                     return record, "pulled"
         return _build(plan, stage, host, display), "built"
-
-
-def _built_on(plan: Plan, stage: CompiledStage) -> list[tuple[str, str]]:
-    """The plan's disk stages stacked on `stage`, in chain order: a pull may bring them along."""
-    ahead = []
-    for later in plan.stages:
-        node = later.parent
-        while node is not None and node is not stage:
-            node = node.parent
-        if later.disk and node is stage:
-            ahead.append((later.name, later.key))
-    return ahead
 
 
 def _build(plan: Plan, stage: CompiledStage, host: Host, display: str) -> Record:

@@ -89,3 +89,12 @@ def test_all_cached_after_a_complete_build(tmp_path, write_manifest):
         "output missing or overwritten: " + load_manifest(path).image_name + ".qcow2"
     ]
     assert set(plan_status.values()) == {"cached"}
+
+
+def test_the_stages_stacked_on_one_are_its_disk_descendants_in_chain_order(tmp_path, write_manifest):
+    """What a pull may bring along with a stage: never the image (it has no checkpoint)."""
+    plan = compile_plan(load_manifest(write_manifest()), Store(tmp_path / "cache"))
+    names = [s.name for s in plan.stages]
+    assert [s.name for s in plan.stacked_on(plan.stage("volume"))] == names[1:5]
+    assert [s.name for s in plan.stacked_on(plan.stage("packages"))] == ["system", "cleanup"]
+    assert plan.stacked_on(plan.stage("cleanup")) == []

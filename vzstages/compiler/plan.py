@@ -77,6 +77,17 @@ class Plan:
     def checkpoint(self, stage: CompiledStage) -> Path:
         return self.store.checkpoint(stage.name, stage.key)
 
+    def stacked_on(self, stage: CompiledStage) -> list[CompiledStage]:
+        """The disk stages built over `stage`'s checkpoint, directly or not, in chain order."""
+        stacked = []
+        for later in self.stages:
+            node = later.parent
+            while node is not None and node is not stage:
+                node = node.parent
+            if later.disk and node is stage:
+                stacked.append(later)
+        return stacked
+
     def top_checkpoint(self, stage: CompiledStage) -> Path | None:
         """The newest disk checkpoint at or before `stage`."""
         node: CompiledStage | None = stage
