@@ -39,6 +39,7 @@ class ChainPull:
         self.store = remote.store
         self.cancelled = threading.Event()  # the build is stopping: downloads end at their next chunk
         self.seconds: dict[str, float] = {}  # a fetched blob's download time, until it is published
+        self.counting = threading.Lock()  # the remote's byte counter, added to from every download
 
     def run(self, records: list[RemoteRecord]) -> None:
         """Pull `records` (parents first). What follows a failed one is dropped: it would be
@@ -76,7 +77,8 @@ class ChainPull:
         def counted(size: int) -> None:
             if self.cancelled.is_set():
                 raise RemoteError("cancelled")
-            remote.counters.received += size
+            with self.counting:
+                remote.counters.received += size
 
         seconds = remote.blob_deadline(record.size)
         with remote.objects.stream(remote.object_name("blobs", record.sha256), seconds) as body:
