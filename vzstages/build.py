@@ -158,6 +158,9 @@ class Build:
         progress.info("building %s (log: %s)", images, self.log_file)
         store = self.store
         store.ensure()
+        # A first build had no cache folder to keep its code fingerprints in when it planned:
+        # kept now, the next run (a no-op, say) need not work them out again.
+        code.save_memo(store.root / CODE_MEMO)
         for line in reap(self.host, store.runs, store.stages):
             progress.info("cleaned up after a dead build: %s", line)
         # gc leaves alone what this build reads or writes, for as long as it runs.
