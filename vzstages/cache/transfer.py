@@ -99,17 +99,13 @@ class SparseWriter:
     BLOCK = 1 << 16
     ZERO = bytes(BLOCK)
 
-    def __init__(self, out: IO[bytes], limit: int):
+    def __init__(self, out: IO[bytes]):
         self.out = out
-        self.limit = limit
         self.size = 0
         self.pending = b""
         self.sha = hashlib.sha256()  # of the checkpoint's bytes, holes included
 
     def write(self, data: bytes) -> int:
-        # Counted as the decompressor produces it: a small bomb stops at the declared size.
-        if self.size + len(self.pending) + len(data) > self.limit:
-            raise TooLarge(f"unpacks to more than the {self.limit} bytes declared")
         view = memoryview(data)
         if self.pending:  # complete the block the last write left open
             taken = self.BLOCK - len(self.pending)
@@ -173,8 +169,8 @@ class ThreadedWriter:
     run on two cores (zstd and sha256 both release the GIL). The declared size is checked here,
     as the bytes are produced, so a bomb stops before it is queued."""
 
-    def __init__(self, sparse: SparseWriter, fd: int):
-        self.sparse, self.fd = sparse, fd
+    def __init__(self, sparse: SparseWriter, fd: int, limit: int):
+        self.sparse, self.fd, self.limit = sparse, fd, limit
         self.produced = 0
         self.failure: BaseException | None = None
         self.chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=4)
@@ -182,9 +178,10 @@ class ThreadedWriter:
         self.thread.start()
 
     def write(self, data: bytes) -> int:
+        # Counted as the decompressor produces it: a small bomb stops at the declared size.
         self.produced += len(data)
-        if self.produced > self.sparse.limit:
-            raise TooLarge(f"unpacks to more than the {self.sparse.limit} bytes declared")
+        if self.produced > self.limit:
+            raise TooLarge(f"unpacks to more than the {self.limit} bytes declared")
         if self.failure is not None:
             raise self.failure
         self.chunks.put(bytes(data))
@@ -238,8 +235,8 @@ def decompress(
     sha = hashlib.sha256()
     received = 0
     with open(target, "wb") as out:
-        sparse = SparseWriter(out, raw_size)
-        threaded = ThreadedWriter(sparse, out.fileno())
+        sparse = SparseWriter(out)
+        threaded = ThreadedWriter(sparse, out.fileno(), raw_size)
         try:
             writer = zstandard.ZstdDecompressor().stream_writer(threaded, write_size=CHUNK, closefd=False)  # type: ignore[arg-type]
             with writer as decompressor:
