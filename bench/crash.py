@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Crash at any instant: SIGKILL builds at random moments, again and again, and check after each.
 
-    bench/crash.py [manifests/kvm.yml] [--kills 100] [--seed N] [--longest 12]
+    bench/crash.py [manifests/kvm.yml] [--kills 100] [--seed N] [--longest 12] [--remote]
 
 A warm chain of the manifest is built first. Then each round edits the hostname (so the system,
 cleanup and image stages run) or, every fifth round, the package list (the packages stage runs
@@ -11,6 +11,9 @@ manifest must succeed with every filesystem of its image clean. It prints how ma
 in which state (which stage was running, or the image conversion, or nothing left to do), and
 anything lost: a cache that did not verify, a build that failed after a kill, a leftover mount, a
 half-written image left beside the workspace's image.
+With --remote, two caches (two hosts) share a remote folder, and a round kills a build on
+either (which pulls and pushes), a push, a pull or a remote gc; after each kill the remote must
+also hold nothing that does not verify, and the next build must not warn.
 Needs root, like any build.
 """
 
@@ -26,6 +29,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -73,6 +77,80 @@ def edited(source: Path, work: Path, round_: int) -> Path:
     return manifest
 
 
+@dataclass(frozen=True)
+class Action:
+    """One thing a round starts and kills: which cache it runs against, and its arguments."""
+
+    name: str
+    cache: Path
+    argv: tuple[str, ...]
+
+
+def action_of(work: Path, manifest: Path, remote: Path | None, rng: random.Random) -> Action:
+    """Without a remote, a build. With one shared by two caches (two hosts), a build on either
+    (which pulls what it misses and pushes what it built), a push, a pull or a remote gc."""
+    first, second = work / "cache", work / "cache-b"
+    build = ("build", "--force", str(manifest))
+    if remote is None:
+        return Action("build", first, build)
+    shared = ("--remote", str(remote))
+    choices = [
+        Action("build on host A", first, (*build, *shared)),
+        Action("build on host B", second, (*build, *shared)),
+        Action("push from A", first, ("cache", "push", *shared, str(manifest))),
+        Action("pull into B", second, ("cache", "pull", *shared, str(manifest))),
+        Action("remote gc", first, ("cache", "gc", *shared, "--max-size", "1G")),
+    ]
+    return rng.choices(choices, weights=(3, 3, 1, 1, 1))[0]
+
+
+def killed(action: Action, rng: random.Random, longest: float, workspace: Path) -> str:
+    """Run the action, SIGKILL its whole process group after a random delay (no unwinding, as
+    when power is lost), and say where it was."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vzstages", "--cache", str(action.cache), *action.argv],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    time.sleep(rng.uniform(0.1, longest))
+    if proc.poll() is None:
+        state = running_stage(action.cache, workspace)
+        os.killpg(proc.pid, signal.SIGKILL)
+    else:
+        state = "finished before the kill"
+    proc.wait()
+    return state if action.name == "build" else f"{action.name}: {state}"
+
+
+def check_after(
+    action: Action, manifest: Path, remote: Path | None, work: Path, lost: Losses, round_: int
+) -> None:
+    """The killed cache verifies; its next build (pulling and pushing when there is a remote)
+    finishes with every filesystem clean and no warning; nothing is left half-written beside
+    the image; the remote holds nothing that does not verify."""
+    verify = vzstages(action.cache, "cache", "verify")
+    if verify.returncode != 0:
+        lost.append(f"round {round_}: cache verify failed after a kill in {action.name}:\n{verify.stdout}")
+    shared = ("--remote", str(remote)) if remote else ()
+    rebuilt = vzstages(action.cache, "build", "--force", *shared, str(manifest))
+    out = rebuilt.stdout + rebuilt.stderr
+    if rebuilt.returncode != 0 or not ("every filesystem clean" in out or "up to date" in out):
+        lost.append(f"round {round_}: the build after a kill in {action.name} failed:\n{out[-2000:]}")
+    warnings = [line for line in out.splitlines() if "warning" in line.lower()]
+    if warnings:
+        lost.append(f"round {round_}: the build after a kill in {action.name} warned: {warnings}")
+    halves = sorted(p.name for p in (work / "build").glob(".*.partial"))
+    if halves:  # a killed conversion's file left aside; the next writer must remove it
+        lost.append(f"round {round_}: left in the workspace after the next build: {halves}")
+    if remote is not None:
+        gc = vzstages(action.cache, "cache", "gc", *shared, "--dry-run")
+        junk = [line for line in gc.stdout.splitlines() if "does not verify" in line]
+        if gc.returncode != 0 or junk:
+            lost.append(f"round {round_}: the remote after a kill in {action.name}: {junk or gc.stderr}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -81,14 +159,16 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=100)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--longest", type=float, default=12.0, help="kill within this many seconds")
+    parser.add_argument("--remote", action="store_true", help="two caches sharing a remote folder")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (kept anyway on a loss)")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="vzstages-crash-"))
-    cache = work / "cache"
+    remote = work / "remote" if args.remote else None
     base = in_workspace(Path(args.manifest), work, "base.yml")
     started = time.monotonic()
-    warm = vzstages(cache, "build", "--force", str(base))
+    shared = ("--remote", str(remote)) if remote else ()
+    warm = vzstages(work / "cache", "build", "--force", *shared, str(base))
     if warm.returncode != 0:
         print(warm.stdout + warm.stderr)
         return 1
@@ -97,31 +177,10 @@ def main() -> int:
     lost = Losses()
     for round_ in range(args.kills):
         manifest = edited(Path(args.manifest), work, round_)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "vzstages", "--cache", str(cache), "build", "--force", str(manifest)],
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        time.sleep(rng.uniform(0.1, args.longest))
-        if proc.poll() is None:
-            state = running_stage(cache, work / "build")
-            os.killpg(proc.pid, signal.SIGKILL)
-        else:
-            state = "finished before the kill"
-        proc.wait()
+        action = action_of(work, manifest, remote, rng)
+        state = killed(action, rng, args.longest, work / "build")
         states[state] += 1
-        verify = vzstages(cache, "cache", "verify")
-        if verify.returncode != 0:
-            lost.append(f"round {round_}: cache verify failed after a kill in {state}:\n{verify.stdout}")
-        rebuilt = vzstages(cache, "build", "--force", str(manifest))
-        out = rebuilt.stdout + rebuilt.stderr
-        if rebuilt.returncode != 0 or not ("every filesystem clean" in out or "up to date" in out):
-            lost.append(f"round {round_}: the build after a kill in {state} failed:\n{out[-2000:]}")
-        halves = sorted(p.name for p in (work / "build").glob(".*.partial"))
-        if halves:  # a killed conversion's file left aside; the next writer must remove it
-            lost.append(f"round {round_}: left in the workspace after the next build: {halves}")
+        check_after(action, manifest, remote, work, lost, round_)
         print(f"kill {round_ + 1:>3}/{args.kills}: {state}", flush=True)
     mounts = [line for line in Path("/proc/self/mountinfo").read_text().splitlines() if str(work) in line]
     if mounts:
