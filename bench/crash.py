@@ -145,7 +145,7 @@ def check_after(
     if halves:  # a killed conversion's file left aside; the next writer must remove it
         lost.append(f"round {round_}: left in the workspace after the next build: {halves}")
     if remote is not None:
-        gc = vzstages(action.cache, "cache", "gc", *shared, "--dry-run")
+        gc = vzstages(action.cache, "cache", "gc", *shared, "--dry-run", "--max-size", "1T")
         junk = [line for line in gc.stdout.splitlines() if "does not verify" in line]
         if gc.returncode != 0 or junk:
             lost.append(f"round {round_}: the remote after a kill in {action.name}: {junk or gc.stderr}")
@@ -165,6 +165,8 @@ def main() -> int:
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="vzstages-crash-"))
     remote = work / "remote" if args.remote else None
+    if remote:
+        remote.mkdir()  # a shared folder is mounted by its hosts, never made by them
     base = in_workspace(Path(args.manifest), work, "base.yml")
     started = time.monotonic()
     shared = ("--remote", str(remote)) if remote else ()
