@@ -84,29 +84,35 @@ class Action:
     name: str
     cache: Path
     argv: tuple[str, ...]
+    remote: tuple[str, ...] = ()  # how this host's builds use the remote
+    fresh: bool = False  # the cache is emptied first: a host that has nothing yet
 
 
 def action_of(work: Path, manifest: Path, remote: Path | None, rng: random.Random) -> Action:
-    """Without a remote, a build. With one shared by two caches (two hosts), a build on either
-    (which pulls what it misses and pushes what it built), a push, a pull or a remote gc."""
-    first, second = work / "cache", work / "cache-b"
+    """Without a remote, a build. With a remote: a build on host A (which only reads the remote,
+    so its push has work to do), a push from A, a build on host B (which pulls what it misses and
+    pushes what it built), a pull into a host that has nothing yet, or a remote gc."""
+    first, second, third = work / "cache", work / "cache-b", work / "cache-c"
     build = ("build", "--force", str(manifest))
     if remote is None:
         return Action("build", first, build)
     shared = ("--remote", str(remote))
+    reader = (*shared, "--remote-mode", "read")
     choices = [
-        Action("build on host A", first, (*build, *shared)),
-        Action("build on host B", second, (*build, *shared)),
-        Action("push from A", first, ("cache", "push", *shared, str(manifest))),
-        Action("pull into B", second, ("cache", "pull", *shared, str(manifest))),
-        Action("remote gc", first, ("cache", "gc", *shared, "--max-size", "1G")),
+        Action("build on host A", first, (*build, *reader), reader),
+        Action("build on host B", second, (*build, *shared), shared),
+        Action("push from A", first, ("cache", "push", *shared, str(manifest)), reader),
+        Action("pull into a new host", third, ("cache", "pull", *shared, str(manifest)), shared, fresh=True),
+        Action("remote gc", first, ("cache", "gc", *shared, "--max-size", "1G"), reader),
     ]
-    return rng.choices(choices, weights=(3, 3, 1, 1, 1))[0]
+    return rng.choices(choices, weights=(3, 2, 2, 2, 1))[0]
 
 
 def killed(action: Action, rng: random.Random, longest: float, workspace: Path) -> str:
     """Run the action, SIGKILL its whole process group after a random delay (no unwinding, as
     when power is lost), and say where it was."""
+    if action.fresh:
+        shutil.rmtree(action.cache, ignore_errors=True)
     proc = subprocess.Popen(
         [sys.executable, "-m", "vzstages", "--cache", str(action.cache), *action.argv],
         cwd=REPO,
@@ -116,7 +122,7 @@ def killed(action: Action, rng: random.Random, longest: float, workspace: Path) 
     )
     time.sleep(rng.uniform(0.1, longest))
     if proc.poll() is None:
-        state = running_stage(action.cache, workspace)
+        state = running_stage(action.cache, workspace) if action.argv[0] == "build" else "under way"
         os.killpg(proc.pid, signal.SIGKILL)
     else:
         state = "finished before the kill"
@@ -133,8 +139,7 @@ def check_after(
     verify = vzstages(action.cache, "cache", "verify")
     if verify.returncode != 0:
         lost.append(f"round {round_}: cache verify failed after a kill in {action.name}:\n{verify.stdout}")
-    shared = ("--remote", str(remote)) if remote else ()
-    rebuilt = vzstages(action.cache, "build", "--force", *shared, str(manifest))
+    rebuilt = vzstages(action.cache, "build", "--force", *action.remote, str(manifest))
     out = rebuilt.stdout + rebuilt.stderr
     if rebuilt.returncode != 0 or not ("every filesystem clean" in out or "up to date" in out):
         lost.append(f"round {round_}: the build after a kill in {action.name} failed:\n{out[-2000:]}")
@@ -145,7 +150,7 @@ def check_after(
     if halves:  # a killed conversion's file left aside; the next writer must remove it
         lost.append(f"round {round_}: left in the workspace after the next build: {halves}")
     if remote is not None:
-        gc = vzstages(action.cache, "cache", "gc", *shared, "--dry-run", "--max-size", "1T")
+        gc = vzstages(action.cache, "cache", "gc", "--remote", str(remote), "--dry-run", "--max-size", "1T")
         junk = [line for line in gc.stdout.splitlines() if "does not verify" in line]
         if gc.returncode != 0 or junk:
             lost.append(f"round {round_}: the remote after a kill in {action.name}: {junk or gc.stderr}")
