@@ -101,7 +101,7 @@ def action_of(work: Path, manifest: Path, remote: Path | None, rng: random.Rando
     choices = [
         Action("build on host A", first, (*build, *reader), reader),
         Action("build on host B", second, (*build, *shared), shared),
-        Action("push from A", first, ("cache", "push", *shared, str(manifest)), reader),
+        Action("push from A", first, ("cache", "push", *shared), reader),  # all A built
         Action("pull into a new host", third, ("cache", "pull", *shared, str(manifest)), shared, fresh=True),
         Action("remote gc", first, ("cache", "gc", *shared, "--max-size", "1G"), reader),
     ]
