@@ -47,10 +47,13 @@ def in_workspace(source: Path, work: Path, name: str) -> Path:
 
 def debs_only(source: Path, target: Path) -> None:
     """The .debs of a package cache (hard links), without the base systems kept beside them:
-    a cold build runs mmdebstrap."""
+    a cold build runs mmdebstrap. apt's lock files are not linked: a shared inode would make an
+    apt run in either cache wait for one in the other."""
     for folder in source.iterdir():
         if folder.is_dir() and folder.name != "base-trees":
-            shutil.copytree(folder, target / folder.name, copy_function=os.link)
+            shutil.copytree(
+                folder, target / folder.name, copy_function=os.link, ignore=shutil.ignore_patterns("lock")
+            )
 
 
 def with_tmpfs_workspace(manifest: Path) -> None:
