@@ -18,6 +18,7 @@ from . import components, runtime
 from .cache.record import Record, file_sha256
 from .cache.remote import Remote
 from .cache.store import Store, output_signature
+from .common import reproducible
 from .common.image import FORMATS
 from .compiler.plan import CompiledStage, Plan
 from .errors import VzError
@@ -123,7 +124,8 @@ def _build_info(plan: Plan, stage: CompiledStage, host: Host) -> BuildInfo:
         package_cache=plan.store.packages,
         runs=plan.store.runs,
         image_name=plan.manifest.image_name,
-        facts=dict(_parent_facts(plan, stage)),
+        facts=(facts := dict(_parent_facts(plan, stage))),
+        epoch=reproducible.epoch_of(facts),
         archive=dict(stage.inputs.get("archive") or {}),
         source_image=None if stage.disk else plan.top_checkpoint(stage),
         parent_stage=stage.parent.name if stage.parent else None,

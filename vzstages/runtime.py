@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .common import reproducible
 from .common.package_cache import package_cache
 from .evidence import inventory
 from .host import Host
@@ -73,6 +74,10 @@ def run_disk_stage(
             except Exception:
                 offer_shell(info, tree, manifest.path, info.parent_stage)
                 raise
+            started = time.monotonic()
+            reproducible.settle(tree, info.layout, info.epoch)
+            info.facts["epoch"] = info.epoch
+            timings["settle"] = round(time.monotonic() - started, 3)
             started = time.monotonic()
             info.facts.update(inventory.take(tree.image, package_cache(info), info.facts))
             timings["inventory"] = round(time.monotonic() - started, 3)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..host import Host
+from ..host import Host, Result
 from ..volume.layout import Layout
 
 if TYPE_CHECKING:
@@ -42,6 +42,9 @@ class BuildInfo:
     disk: AttachedDisk | None = None  # the exported disk and its loop devices, in disk stages
     source_image: Path | None = None  # the top checkpoint, in the image and publish stages
     parent_stage: str | None = None  # the stage this one builds on (named when it fails)
+    # The stage's SOURCE_DATE_EPOCH, from its inputs (common/reproducible.py): the parent's,
+    # raised to the Release date of an archive state the stage's key names once it is checked.
+    epoch: int = 0
 
     @property
     def target(self) -> ImagePath:
@@ -60,9 +63,22 @@ class BuildInfo:
 
     def chroot(self, argv: list[str], **kwargs: Any) -> str:
         """Run a command inside the image (with /proc, /sys and /dev bound); return its output."""
+        return self.chroot_result(argv, **kwargs).output
+
+    def chroot_result(self, argv: list[str], **kwargs: Any) -> Result:
+        """As `chroot`, for a caller that reads the exit status (check=False)."""
         if self.tree is None:
             raise RuntimeError(f"stage {self.stage} has no mounted image")
-        return self.tree.chroot(argv, **kwargs).output
+        env = {"SOURCE_DATE_EPOCH": str(self.epoch), **(kwargs.pop("env", None) or {})}
+        return self.tree.chroot(argv, env=env, **kwargs)
+
+    def adopt_release_date(self, suite: str, release_file: bytes, date: int) -> None:
+        """Raise the stage's epoch to a suite's Release date, if that InRelease is the very
+        state the key names (an unknown state's date would give one key two epochs)."""
+        from ..common.archive import suite_digest
+
+        if self.archive.get(suite) == suite_digest(release_file):
+            self.epoch = max(self.epoch, date)
 
     def say(self, message: str) -> None:
         progress.info("  %s: %s", self.stage, message)

@@ -1,0 +1,93 @@
+"""The same key gives the same tree: what a build's clock and randomness leave in an image,
+taken out at the end of every disk stage (reproducible-builds.org's SOURCE_DATE_EPOCH spec).
+
+- One time per stage, from its inputs: the newest Release date of the archive states in the
+  stage's chain (a suite's InRelease is named by digest in the key, so its date is too), else a
+  fixed floor. Every command in the image gets it as SOURCE_DATE_EPOCH (dpkg, initramfs-tools,
+  mmdebstrap honour it), and every file and folder time newer than it is clamped to it.
+- What randomness or the build's clock writes and nothing reads back: host keys (generated again
+  on first boot), the machine id (emptied: systemd makes one on first boot), systemd's random
+  seed, ldconfig's aux cache (inode numbers and ctimes), apt's binary caches (rebuilt on use),
+  and the contents of logs (timestamps of this build).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from ..volume.disk import Tree
+from ..volume.inroot import ImagePath
+from ..volume.layout import Layout
+
+EPOCH_FLOOR = 1672531200  # 2023-01-01T00:00:00Z: a stage whose chain names no archive state
+# Bounds of a believable Release date: records and lists come from elsewhere.
+EPOCH_CEILING = 2**33
+
+MACHINE_BORN = ("var/lib/dbus/machine-id", "var/lib/systemd/random-seed")
+REBUILT_CACHES = (
+    "var/cache/ldconfig/aux-cache",
+    "var/cache/apt/pkgcache.bin",
+    "var/cache/apt/srcpkgcache.bin",
+)
+
+
+def settle(tree: Tree, layout: Layout, epoch: int) -> int:
+    """The end of every disk stage: the tree as the same key would leave it on any host, at
+    any time. Returns how many times were clamped."""
+    forget_machine(tree.image)
+    empty_logs(tree.image)
+    return clamp_times(tree.root, tree.devices(layout), epoch)
+
+
+def epoch_of(facts: dict[str, object]) -> int:
+    """The parent stage's epoch, as its record says, or the floor."""
+    value = facts.get("epoch")
+    if isinstance(value, int) and not isinstance(value, bool) and EPOCH_FLOOR <= value < EPOCH_CEILING:
+        return value
+    return EPOCH_FLOOR
+
+
+def forget_machine(root: ImagePath) -> None:
+    """Nothing that identifies the machine that built the image, or its run."""
+    for key in (root / "etc/ssh").glob("ssh_host_*"):
+        key.unlink()
+    machine_id = root / "etc/machine-id"
+    if machine_id.is_file() and not machine_id.is_symlink():
+        machine_id.write_text("")  # empty, not absent: first boot makes one and knows it is first
+    for path in (*MACHINE_BORN, *REBUILT_CACHES):
+        (root / path).unlink(missing_ok=True)
+
+
+def empty_logs(root: ImagePath) -> None:
+    """Rotated logs removed, the others emptied (their owners and modes kept)."""
+    for log in (root / "var/log").walk_files():
+        if log.is_file() and not log.is_symlink():
+            if log.suffix in (".gz", ".old") or (log.name[-1:].isdigit() and "." in log.name):
+                log.unlink()
+            else:
+                log.write_bytes(b"")
+
+
+def clamp_times(root: Path, devices: Iterable[int], epoch: int) -> int:
+    """Every access and modification time newer than `epoch` set to it, on the image's own
+    filesystems only (not /proc, /sys, /dev or the package cache bound into the tree); returns
+    how many entries changed. fwalk works on folder descriptors and enters no symlink."""
+    own = set(devices)
+    limit = epoch * 1_000_000_000
+    changed = 0
+    for _folder, folders, names, fd in os.fwalk(root):
+        foreign = set()
+        for name in (*folders, *names):
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            if st.st_dev not in own:
+                foreign.add(name)
+            elif st.st_mtime_ns > limit or st.st_atime_ns > limit:
+                times = (min(st.st_atime_ns, limit), min(st.st_mtime_ns, limit))
+                os.utime(name, ns=times, dir_fd=fd, follow_symlinks=False)
+                changed += 1
+        folders[:] = [f for f in folders if f not in foreign]
+    st = os.stat(root)
+    os.utime(root, ns=(min(st.st_atime_ns, limit), min(st.st_mtime_ns, limit)))
+    return changed
