@@ -67,16 +67,16 @@ def run_disk_stage(
         if first:
             run_tasks(tasks, manifest, info, timings)
             return
-        with mounted(host, disk, folder / "root") as tree, host_dns(tree.image):
+        with mounted(host, disk, folder / "root") as tree:
             info.tree = tree
-            try:
-                run_tasks(tasks, manifest, info, timings)
-            except Exception:
-                offer_shell(info, tree, manifest.path, info.parent_stage)
-                raise
-            started = time.monotonic()
+            with host_dns(tree.image):
+                try:
+                    run_tasks(tasks, manifest, info, timings)
+                except Exception:
+                    offer_shell(info, tree, manifest.path, info.parent_stage)
+                    raise
+            started = time.monotonic()  # the image's own resolv.conf is back: /etc is as left
             reproducible.settle(tree, info.layout, info.epoch)
-            info.facts["epoch"] = info.epoch
             timings["settle"] = round(time.monotonic() - started, 3)
             started = time.monotonic()
             info.facts.update(inventory.take(tree.image, package_cache(info), info.facts))

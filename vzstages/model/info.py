@@ -42,9 +42,6 @@ class BuildInfo:
     disk: AttachedDisk | None = None  # the exported disk and its loop devices, in disk stages
     source_image: Path | None = None  # the top checkpoint, in the image and publish stages
     parent_stage: str | None = None  # the stage this one builds on (named when it fails)
-    # The stage's SOURCE_DATE_EPOCH, from its inputs (common/reproducible.py): the parent's,
-    # raised to the Release date of an archive state the stage's key names once it is checked.
-    epoch: int = 0
 
     @property
     def target(self) -> ImagePath:
@@ -72,13 +69,20 @@ class BuildInfo:
         env = {"SOURCE_DATE_EPOCH": str(self.epoch), **(kwargs.pop("env", None) or {})}
         return self.tree.chroot(argv, env=env, **kwargs)
 
+    @property
+    def epoch(self) -> int:
+        """The stage's SOURCE_DATE_EPOCH, from its inputs (common/reproducible.py): the parent's,
+        raised to the Release date of an archive state the stage's key names once it is checked.
+        A fact, so the tasks' views of the stage share it and its record keeps it."""
+        return int(self.facts.get("epoch", 0))
+
     def adopt_release_date(self, suite: str, release_file: bytes, date: int) -> None:
         """Raise the stage's epoch to a suite's Release date, if that InRelease is the very
         state the key names (an unknown state's date would give one key two epochs)."""
         from ..common.archive import suite_digest
 
         if self.archive.get(suite) == suite_digest(release_file):
-            self.epoch = max(self.epoch, date)
+            self.facts["epoch"] = max(self.epoch, date)
 
     def say(self, message: str) -> None:
         progress.info("  %s: %s", self.stage, message)
