@@ -14,6 +14,7 @@ taken out at the end of every disk stage (reproducible-builds.org's SOURCE_DATE_
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -73,21 +74,34 @@ def empty_logs(root: ImagePath) -> None:
 def clamp_times(root: Path, devices: Iterable[int], epoch: int) -> int:
     """Every access and modification time newer than `epoch` set to it, on the image's own
     filesystems only (not /proc, /sys, /dev or the package cache bound into the tree); returns
-    how many entries changed. fwalk works on folder descriptors and enters no symlink."""
+    how many entries changed. fwalk works on folder descriptors and enters no symlink; a folder's
+    times are set through its own descriptor once it has been listed, since listing it again
+    would move its access time."""
     own = set(devices)
     limit = epoch * 1_000_000_000
+
+    def clamp(st: os.stat_result, target: str | int, dir_fd: int | None) -> int:
+        if st.st_mtime_ns <= limit and st.st_atime_ns <= limit:
+            return 0
+        times = (min(st.st_atime_ns, limit), min(st.st_mtime_ns, limit))
+        os.utime(target, ns=times, dir_fd=dir_fd, follow_symlinks=dir_fd is None)
+        return 1
+
     changed = 0
     for _folder, folders, names, fd in os.fwalk(root):
-        foreign = set()
+        here = os.fstat(fd)
+        if here.st_dev not in own:
+            folders.clear()
+            continue
+        changed += clamp(here, fd, None)
+        subfolders = []
         for name in (*folders, *names):
             st = os.stat(name, dir_fd=fd, follow_symlinks=False)
             if st.st_dev not in own:
-                foreign.add(name)
-            elif st.st_mtime_ns > limit or st.st_atime_ns > limit:
-                times = (min(st.st_atime_ns, limit), min(st.st_mtime_ns, limit))
-                os.utime(name, ns=times, dir_fd=fd, follow_symlinks=False)
-                changed += 1
-        folders[:] = [f for f in folders if f not in foreign]
-    st = os.stat(root)
-    os.utime(root, ns=(min(st.st_atime_ns, limit), min(st.st_mtime_ns, limit)))
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                subfolders.append(name)  # clamped when it is walked
+            else:
+                changed += clamp(st, name, fd)
+        folders[:] = subfolders
     return changed
