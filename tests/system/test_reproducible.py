@@ -3,6 +3,8 @@ from different caches, paths, umasks, time zones, locales, host names and number
 
 from __future__ import annotations
 
+import os
+import stat
 import subprocess
 from pathlib import Path
 
@@ -12,7 +14,7 @@ from vzstages.build import load_plan
 from vzstages.cache.record import file_sha256
 
 from ..conftest import REPO
-from .conftest import vzstages, with_workspace
+from .conftest import image_tree, vzstages, with_workspace
 
 pytestmark = pytest.mark.system
 
@@ -40,3 +42,62 @@ def test_the_volume_stage_is_byte_identical_from_any_caller(tmp_path, system_hos
     one, two = checkpoints
     assert one.name == two.name  # the same key
     assert file_sha256(one) == file_sha256(two), f"{name}: {first_difference(one, two)}"
+
+
+def tree_of(root: Path) -> dict[str, tuple[object, ...]]:
+    """Every path of a tree and all a user or a program can read of it: type and mode, owner,
+    size, content, link target, device number, extended attributes, modification and access
+    times (not the change time, which only the filesystem's writer sets)."""
+    described: dict[str, tuple[object, ...]] = {}
+    for folder, folders, names in os.walk(root):
+        for name in folders + names:
+            path = Path(folder) / name
+            st = path.lstat()
+            content = file_sha256(path) if stat.S_ISREG(st.st_mode) else None
+            target = os.readlink(path) if stat.S_ISLNK(st.st_mode) else None
+            xattrs = sorted(
+                (k, os.getxattr(path, k, follow_symlinks=False))
+                for k in os.listxattr(path, follow_symlinks=False)
+            )
+            described["/" + str(path.relative_to(root))] = (
+                stat.filemode(st.st_mode),
+                st.st_uid,
+                st.st_gid,
+                st.st_size,
+                content,
+                target,
+                st.st_rdev,
+                xattrs,
+                st.st_mtime_ns,
+                st.st_atime_ns,
+            )
+    return described
+
+
+def test_every_stage_leaves_the_same_tree_from_any_caller(tmp_path, system_host):
+    """Two cold builds of kvm.yml's stages, the second from a hardened shell (umask 077, another
+    host name, time zone, locale, one CPU) and another cache and workspace: each disk stage's
+    tree is the same, file by file, in content, metadata and times."""
+    manifests = []
+    for run, hardened in (("one", False), ("two", True)):
+        manifest = with_workspace(
+            REPO / "manifests/kvm.yml", tmp_path / f"build-{run}", tmp_path / f"{run}.yml"
+        )
+        vzstages(
+            "build",
+            "--no-publish",
+            str(manifest),
+            "cleanup",
+            cache=tmp_path / f"cache-{run}",
+            hardened=hardened,
+        )
+        manifests.append(manifest)
+    for stage in ("os", "packages", "system", "cleanup"):
+        trees = []
+        for run, manifest in zip(("one", "two"), manifests, strict=True):
+            with image_tree(manifest, tmp_path / f"cache-{run}", tmp_path / f"{stage}-{run}", stage) as tree:
+                trees.append(tree_of(tree.root))
+        one, two = trees
+        differing = sorted(p for p in one.keys() | two.keys() if one.get(p) != two.get(p))
+        where = [f"{p}: {one.get(p)} / {two.get(p)}" for p in differing[:20]]
+        assert not differing, f"stage {stage}: {len(differing)} paths differ:\n" + "\n".join(where)
