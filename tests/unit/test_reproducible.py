@@ -46,16 +46,19 @@ def test_a_parents_epoch_is_believed_only_within_bounds():
         assert reproducible.epoch_of({"epoch": junk}) == reproducible.EPOCH_FLOOR
 
 
-def test_times_newer_than_the_epoch_are_clamped_and_older_ones_kept(tmp_path):
+def test_times_newer_than_the_epoch_are_clamped_older_ones_kept_and_access_follows_modification(tmp_path):
     root = tmp_path / "root"
     (root / "etc").mkdir(parents=True)
     (root / "etc/new").write_text("made by the build\n")
     (root / "etc/old").write_text("from a package\n")
     os.utime(root / "etc/old", (1_000_000_000, 1_000_000_000))
     (root / "etc/link").symlink_to("new")
+    (root / "etc/read").write_text("from a package, read since\n")
+    os.utime(root / "etc/read", (1_750_000_000, 1_000_000_000))
     epoch = 1_700_000_000
     changed = reproducible.clamp_times(root, [root.stat().st_dev], epoch)
-    assert changed == 4  # the root, etc, etc/new and etc/link; not etc/old
+    assert changed == 5  # the root, etc, etc/new, etc/link and etc/read; not etc/old
+    assert (root / "etc/read").stat().st_atime == (root / "etc/read").stat().st_mtime == 1_000_000_000
     for path in (root, root / "etc", root / "etc/new"):
         assert path.lstat().st_mtime == epoch and path.lstat().st_atime == epoch
     assert (root / "etc/link").lstat().st_mtime == epoch

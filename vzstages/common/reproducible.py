@@ -4,7 +4,8 @@ taken out at the end of every disk stage (reproducible-builds.org's SOURCE_DATE_
 - One time per stage, from its inputs: the newest Release date of the archive states in the
   stage's chain (a suite's InRelease is named by digest in the key, so its date is too), else a
   fixed floor. Every command in the image gets it as SOURCE_DATE_EPOCH (dpkg, initramfs-tools,
-  mmdebstrap honour it), and every file and folder time newer than it is clamped to it.
+  mmdebstrap honour it), every file and folder time newer than it is clamped to it, and every
+  access time is the modification time.
 - What randomness or the build's clock writes and nothing reads back: host keys (generated again
   on first boot), the machine id (emptied: systemd makes one on first boot), systemd's random
   seed, ldconfig's aux cache (inode numbers and ctimes), apt's binary caches (rebuilt on use),
@@ -72,19 +73,21 @@ def empty_logs(root: ImagePath) -> None:
 
 
 def clamp_times(root: Path, devices: Iterable[int], epoch: int) -> int:
-    """Every access and modification time newer than `epoch` set to it, on the image's own
-    filesystems only (not /proc, /sys, /dev or the package cache bound into the tree); returns
-    how many entries changed. fwalk works on folder descriptors and enters no symlink; a folder's
-    times are set through its own descriptor once it has been listed, since listing it again
-    would move its access time."""
+    """Every modification time newer than `epoch` set to it, and every access time to the
+    modification time: how a file was made (dpkg, a tar of a kept base system, a maintainer
+    script) leaves access times that differ, and nothing in an image depends on them. Only on the
+    image's own filesystems (not /proc, /sys, /dev or the package cache bound into the tree);
+    returns how many entries changed. fwalk works on folder descriptors and enters no symlink; a
+    folder's times are set through its own descriptor once it has been listed, since listing it
+    again would move its access time."""
     own = set(devices)
     limit = epoch * 1_000_000_000
 
     def clamp(st: os.stat_result, target: str | int, dir_fd: int | None) -> int:
-        if st.st_mtime_ns <= limit and st.st_atime_ns <= limit:
+        mtime = min(st.st_mtime_ns, limit)
+        if (st.st_atime_ns, st.st_mtime_ns) == (mtime, mtime):
             return 0
-        times = (min(st.st_atime_ns, limit), min(st.st_mtime_ns, limit))
-        os.utime(target, ns=times, dir_fd=dir_fd, follow_symlinks=dir_fd is None)
+        os.utime(target, ns=(mtime, mtime), dir_fd=dir_fd, follow_symlinks=dir_fd is None)
         return 1
 
     changed = 0
