@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 
+from vzstages.cache.record import Record
 from vzstages.common import archive, reproducible
+from vzstages.evidence.writer import source_date_epoch
 from vzstages.volume.inroot import ImagePath
 
 RELEASE = b"""-----BEGIN PGP SIGNED MESSAGE-----
@@ -101,3 +103,17 @@ def test_what_randomness_and_the_clock_wrote_goes(tmp_path):
     reproducible.empty_logs(image)
     left = {str(p.relative_to(root)): p.read_text() for p in root.rglob("*") if p.is_file()}
     assert left == {"etc/machine-id": "", "var/log/dpkg.log": "", "etc/ssh/sshd_config": "kept\n"}
+
+
+def test_the_evidence_is_dated_with_the_epoch_the_stages_were_built_with(monkeypatch):
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    archive = {"bookworm": {"date": 1783762597}, "bookworm-security": {"date": 1795913593}}
+    os_stage = Record("os", "a" * 32, None, None, {}, facts={"epoch": 1783762597})
+    packages = Record(
+        "packages", "b" * 32, "a" * 32, "os", {}, facts={"epoch": 1795913593, "archive": archive}
+    )
+    assert source_date_epoch([os_stage, packages]) == 1795913593
+    older = Record("packages", "c" * 32, None, None, {}, facts={"archive": archive})
+    assert source_date_epoch([older]) == 1795913593  # records from before the epoch fact
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    assert source_date_epoch([os_stage, packages]) == 1700000000
