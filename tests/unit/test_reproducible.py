@@ -4,6 +4,9 @@ build's clock and randomness leave, taken out (common/reproducible.py)."""
 from __future__ import annotations
 
 import os
+import subprocess
+
+import pytest
 
 from vzstages.cache.record import Record
 from vzstages.common import archive, reproducible
@@ -117,3 +120,20 @@ def test_the_evidence_is_dated_with_the_epoch_the_stages_were_built_with(monkeyp
     assert source_date_epoch([older]) == 1795913593  # records from before the epoch fact
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     assert source_date_epoch([os_stage, packages]) == 1700000000
+
+
+def test_an_immutable_file_gets_its_times_and_stays_immutable(tmp_path):
+    """extlinux marks ldlinux.sys immutable: its times are set with the flag lifted and put back."""
+    root = tmp_path / "root"
+    (root / "boot").mkdir(parents=True)
+    loader = root / "boot/ldlinux.sys"
+    loader.write_bytes(b"\\0" * 4096)
+    if os.geteuid() != 0 or subprocess.run(["chattr", "+i", str(loader)], capture_output=True).returncode:
+        pytest.skip("setting the immutable flag needs root and a filesystem with inode flags")
+    try:
+        reproducible.clamp_times(root, [root.stat().st_dev], 1_600_000_000)
+        assert loader.stat().st_mtime == loader.stat().st_atime == 1_600_000_000
+        flags = subprocess.run(["lsattr", str(loader)], capture_output=True, text=True).stdout
+        assert "i" in flags.split()[0]
+    finally:
+        subprocess.run(["chattr", "-i", str(loader)], check=False)

@@ -14,6 +14,8 @@ taken out at the end of every disk stage (reproducible-builds.org's SOURCE_DATE_
 
 from __future__ import annotations
 
+import array
+import fcntl
 import os
 import stat
 from collections.abc import Iterable
@@ -87,7 +89,12 @@ def clamp_times(root: Path, devices: Iterable[int], epoch: int) -> int:
         mtime = min(st.st_mtime_ns, limit)
         if (st.st_atime_ns, st.st_mtime_ns) == (mtime, mtime):
             return 0
-        os.utime(target, ns=(mtime, mtime), dir_fd=dir_fd, follow_symlinks=dir_fd is None)
+        try:
+            os.utime(target, ns=(mtime, mtime), dir_fd=dir_fd, follow_symlinks=dir_fd is None)
+        except PermissionError:
+            if not (isinstance(target, str) and stat.S_ISREG(st.st_mode)):
+                raise
+            retime_immutable(target, dir_fd, mtime)
         return 1
 
     changed = 0
@@ -108,3 +115,27 @@ def clamp_times(root: Path, devices: Iterable[int], epoch: int) -> int:
                 changed += clamp(st, name, fd)
         folders[:] = subfolders
     return changed
+
+
+# Linux's inode flags (linux/fs.h): a file marked immutable or append-only refuses new times.
+FS_IOC_GETFLAGS, FS_IOC_SETFLAGS = 0x80086601, 0x40086602
+FS_LOCKED_FL = 0x00000010 | 0x00000020  # immutable, append-only
+
+
+def retime_immutable(name: str, dir_fd: int | None, mtime: int) -> None:
+    """New times for a file marked immutable (extlinux marks ldlinux.sys, whose blocks its boot
+    sector names): the flags are lifted for the change and put back. No block moves."""
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+    try:
+        flags = array.array("i", [0])
+        fcntl.ioctl(fd, FS_IOC_GETFLAGS, flags)
+        locked = flags[0] & FS_LOCKED_FL
+        if not locked:
+            raise PermissionError(f"{name}: its times cannot be set")
+        fcntl.ioctl(fd, FS_IOC_SETFLAGS, array.array("i", [flags[0] & ~FS_LOCKED_FL]))
+        try:
+            os.utime(fd, ns=(mtime, mtime))
+        finally:
+            fcntl.ioctl(fd, FS_IOC_SETFLAGS, flags)
+    finally:
+        os.close(fd)
