@@ -204,19 +204,18 @@ def _build_disk_stage(
     tmp = store.temp_checkpoint(stage.name, stage.key)
     parent = plan.top_checkpoint(stage.parent) if stage.parent else None
     before = _identity(parent)
-    first = stage.parent is None
     # A component may have the stage write its overlay elsewhere (tmpfs_workspace: in memory);
     # the finished checkpoint is copied into the cache (the same bytes: no key depends on it).
     elsewhere = components.overlay_folder(plan.manifest)
     try:
         if elsewhere is None:
-            runtime.create_overlay(info.host, tmp, parent, info.layout.disk_size)
-            runtime.run_disk_stage(stage.tasks, plan.manifest, info, tmp, timings, first=first)
+            runtime.run_disk_stage(stage.tasks, plan.manifest, info, tmp, timings, parent=parent)
         else:
             with elsewhere(info.host, store.runs, stage.name, plan.manifest) as folder:
                 work = folder / tmp.name
-                runtime.create_overlay(info.host, work, parent, info.layout.disk_size, absolute=True)
-                runtime.run_disk_stage(stage.tasks, plan.manifest, info, work, timings, first=first)
+                runtime.run_disk_stage(
+                    stage.tasks, plan.manifest, info, work, timings, parent=parent, absolute=True
+                )
                 _copy_into_cache(info, work, tmp, parent)
         now = store.lookup(base.stage, base.key, disk=True) if base else None
         if not _same_file(parent, before) or (base and (now is None or now.digest != base.digest)):
