@@ -204,19 +204,17 @@ def _build_disk_stage(
     tmp = store.temp_checkpoint(stage.name, stage.key)
     parent = plan.top_checkpoint(stage.parent) if stage.parent else None
     before = _identity(parent)
-    # A component may have the stage write its overlay elsewhere (tmpfs_workspace: in memory);
-    # the finished checkpoint is copied into the cache (the same bytes: no key depends on it).
-    elsewhere = components.overlay_folder(plan.manifest)
+    # A component may have the stage run elsewhere (tmpfs_workspace: in memory); the checkpoint
+    # is written into the cache all the same, by the same conversion.
+    elsewhere = components.overlay_folder(plan.manifest) if parent is not None else None
     try:
         if elsewhere is None:
             runtime.run_disk_stage(stage.tasks, plan.manifest, info, tmp, timings, parent=parent)
         else:
             with elsewhere(info.host, store.runs, stage.name, plan.manifest) as folder:
-                work = folder / tmp.name
                 runtime.run_disk_stage(
-                    stage.tasks, plan.manifest, info, work, timings, parent=parent, absolute=True
+                    stage.tasks, plan.manifest, info, tmp, timings, parent=parent, scratch=folder
                 )
-                _copy_into_cache(info, work, tmp, parent)
         now = store.lookup(base.stage, base.key, disk=True) if base else None
         if not _same_file(parent, before) or (base and (now is None or now.digest != base.digest)):
             raise VzError(f"stage {stage.name}: its parent checkpoint was replaced while it ran; run again")
@@ -226,13 +224,6 @@ def _build_disk_stage(
         return store.publish_checkpoint(tmp, stage.name, stage.key, digest)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def _copy_into_cache(info: BuildInfo, work: Path, tmp: Path, parent: Path | None) -> None:
-    info.host.run(["cp", "--sparse=always", str(work), str(tmp)])
-    if parent is not None:  # backed by the parent's name again, as in the cache
-        rebase = ["qemu-img", "rebase", "-u", "-f", "qcow2", "-F", "qcow2", "-b", parent.name, str(tmp)]
-        info.host.run(rebase)
 
 
 def _sizes(checkpoint: Path) -> dict[str, int]:

@@ -37,14 +37,13 @@ progress = logging.getLogger("vzstages.progress")
 log = logging.getLogger("vzstages.runner")
 
 
-def create_overlay(host: Host, overlay: Path, parent: Path | None, size: int, absolute: bool = False) -> None:
-    """A new qcow2 for the stage: empty, or on top of its parent's checkpoint. The backing file
-    is named relative to the overlay (the cache folder can move as a whole) unless the overlay
-    is elsewhere (`absolute`, tmpfs_workspace)."""
+def create_overlay(host: Host, overlay: Path, parent: Path | None, size: int) -> None:
+    """A new qcow2 for the stage: empty, or on top of its parent's checkpoint (a scratch overlay
+    in a run's folder, which names it by its full path)."""
     if parent is None:
         host.run(["qemu-img", "create", "-q", "-f", "qcow2", str(overlay), str(size)])
     else:
-        backing = str(parent.resolve()) if absolute else parent.name
+        backing = str(parent.resolve())
         host.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", backing, str(overlay)])
 
 
@@ -56,12 +55,13 @@ def run_disk_stage(
     timings: dict[str, float],
     *,
     parent: Path | None,
-    absolute: bool = False,
+    scratch: Path | None = None,
 ) -> None:
     """Write the stage's checkpoint to `overlay`. The first stage (no parent) partitions and
-    formats a new disk. Every other one runs on a scratch overlay of its parent: mounted, the
-    tasks run, the tree settled and trimmed, all taken down again, also on failure; then its
-    changes are written again onto the parent's bytes in an order of their own (rewrite.py)."""
+    formats a new disk. Every other one runs on a scratch overlay of its parent (in `scratch`,
+    else in the run's folder): mounted, the tasks run, the tree settled and trimmed, all taken
+    down again, also on failure; then its changes are written again onto the parent's bytes in
+    an order of their own (rewrite.py)."""
     host = info.host
     with run_folder(info.runs, info.stage) as folder:
         if parent is None:
@@ -70,17 +70,17 @@ def run_disk_stage(
                 info.disk = disk
                 run_tasks(tasks, manifest, info, timings)
             return
-        scratch = folder / "scratch.qcow2"
-        create_overlay(host, scratch, parent, info.layout.disk_size, absolute=True)
+        work = scratch or folder
+        overlay_of_stage = work / "scratch.qcow2"
+        create_overlay(host, overlay_of_stage, parent, info.layout.disk_size)
         clock = time.time_ns(), time.monotonic_ns()
-        with exported(host, scratch, folder) as raw, attached(host, raw, info.layout) as disk:
+        with exported(host, overlay_of_stage, folder) as raw, attached(host, raw, info.layout) as disk:
             info.disk = disk
             run_in_tree(tasks, manifest, info, disk, folder, timings)
         _check_clock(info.stage, clock)
         started = time.monotonic()
-        backing = str(parent.resolve()) if absolute else parent.name
         how = rewrite(
-            host, info.layout, parent, scratch, overlay, backing, folder, epoch=info.epoch, since_ns=clock[0]
+            host, info.layout, parent, overlay_of_stage, overlay, work, epoch=info.epoch, since_ns=clock[0]
         )
         timings["rewrite"] = round(time.monotonic() - started, 3)
         for name, writer in how.items():

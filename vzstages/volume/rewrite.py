@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..host import Host
-from . import delta
+from . import debugfs, delta
 from .disk import AttachedDisk, attached, exported, unmount
 from .layout import Layout, Partition
 
@@ -40,14 +40,13 @@ def rewrite(
     parent: Path,
     scratch: Path,
     out: Path,
-    backing: str,
     folder: Path,
     *,
     epoch: int,
     since_ns: int,
 ) -> dict[str, str]:
-    """Write `out` (a qcow2 backed by `backing`, the parent's name as the checkpoint keeps it)
-    from the stage's `scratch` overlay. Returns how each filesystem the stage changed was
+    """Write `out` (a qcow2 beside its parent, backed by its name) from the stage's `scratch`
+    overlay, working in `folder`. Returns how each filesystem the stage changed was
     written: "libext2fs", or "kernel: why"."""
     work = folder / "rewrite.qcow2"
     host.run(
@@ -86,7 +85,7 @@ def rewrite(
             "-F",
             "qcow2",
             "-B",
-            backing,
+            parent.name,
             str(work),
             str(out),
         ]
@@ -119,23 +118,26 @@ def _replay(
             stack.callback(unmount, host, target)
             trees[name] = str(target)
         started = time.monotonic()
-        old, new = delta.scan(trees["parent"]), delta.scan(trees["scratch"], since_ns)
+        new = delta.scan(trees["scratch"], since_ns)
+        pair = delta.Trees(os.fsencode(trees["parent"]), os.fsencode(trees["scratch"]))
+        found = delta.changes(pair, new)
         values = folder / f"values-{part.label}"
         values.mkdir()
-        commands = delta.script(trees["parent"], trees["scratch"], old, new, str(values), epoch)
+        commands = debugfs.script(pair, found, new, os.fsencode(values), epoch)
         for name, value in commands.values.items():
             (values / name).write_bytes(value)
         script = folder / f"debugfs-{part.label}"
         script.write_bytes(b"".join(line + b"\n" for line in commands.lines))
         log.info(
-            "%s: %d entries against %d, %d commands (%.2f s)",
-            part.name, len(new), len(old), len(commands.lines), time.monotonic() - started,
+            "%s: %d entries, %d made, %d gone, %d kept with new metadata: %d commands (%.2f s)",
+            part.name, len(new), len(found.made), len(found.gone), len(found.updated), len(commands.lines),
+            time.monotonic() - started,
         )  # fmt: skip
         if commands.lines:
-            _debugfs(host, disks["out"].partition_device(part), script, epoch)
+            _run_debugfs(host, disks["out"].partition_device(part), script, epoch)
 
 
-def _debugfs(host: Host, device: str, script: Path, epoch: int) -> None:
+def _run_debugfs(host: Host, device: str, script: Path, epoch: int) -> None:
     """Run the script; debugfs goes on after a failed command, so any message on stderr fails
     the stage (the checkpoint is never published)."""
     errors = script.with_suffix(".errors")
