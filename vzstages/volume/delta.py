@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import stat
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -56,14 +57,28 @@ class Changes:
 
 
 def scan(root: str, since_ns: int | None = None) -> dict[Path, Entry]:
-    """Every entry below a mounted filesystem's root, without following a symlink."""
+    """Every entry below a mounted filesystem's root."""
     top = os.fsencode(root)
     found: dict[Path, Entry] = {(): _entry(os.stat(top, follow_symlinks=False), since_ns)}
-    for folder, dirs, files, fd in os.fwalk(top, follow_symlinks=False):
-        base = tuple(p for p in os.path.relpath(folder, top).split(b"/") if p != b".")
-        for name in (*dirs, *files):
-            found[(*base, name)] = _entry(os.stat(name, dir_fd=fd, follow_symlinks=False), since_ns)
+    for path, st in walk(top):
+        found[path] = _entry(st, since_ns)
     return found
+
+
+def walk(top: bytes, below: Path = ()) -> Iterator[tuple[Path, os.stat_result]]:
+    """Every entry below `top`/`below`, with its lstat. No symlink is followed, not even to ask
+    whether it leads to a folder (os.walk and os.fwalk do: it resolves the image's links on the
+    build host)."""
+    folders = [below]
+    while folders:
+        folder = folders.pop()
+        with os.scandir(b"/".join((top, *folder))) as entries:
+            for entry in entries:
+                st = entry.stat(follow_symlinks=False)
+                path = (*folder, entry.name)
+                yield path, st
+                if stat.S_ISDIR(st.st_mode):
+                    folders.append(path)
 
 
 def _entry(st: os.stat_result, since_ns: int | None) -> Entry:
@@ -95,14 +110,7 @@ class Trees:
 
     def parent_subtree(self, path: Path) -> list[tuple[Path, bool]]:
         """A folder of the parent's and all below it, as (path, is a folder)."""
-        below = [(path, True)]
-        top = self.full(self.parent, path)
-        for folder, dirs, files, fd in os.fwalk(top, follow_symlinks=False):
-            base = (*path, *(p for p in os.path.relpath(folder, top).split(b"/") if p != b"."))
-            for name in (*dirs, *files):
-                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-                below.append(((*base, name), stat.S_ISDIR(st.st_mode)))
-        return below
+        return [(path, True), *((p, stat.S_ISDIR(st.st_mode)) for p, st in walk(self.parent, path))]
 
     def link(self, root: bytes, path: Path) -> bytes:
         return os.readlink(self.full(root, path))
@@ -122,7 +130,8 @@ class Trees:
                     return True
 
     def _open(self, root: bytes, path: Path) -> BinaryIO:
-        return os.fdopen(os.open(self.full(root, path), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK), "rb")
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOATIME
+        return os.fdopen(os.open(self.full(root, path), flags), "rb")
 
 
 def changes(trees: Trees, new: dict[Path, Entry]) -> Changes:
