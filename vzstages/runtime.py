@@ -26,7 +26,7 @@ from .model.view import ManifestView
 from .shell_on_error import offer_shell
 from .volume.disk import AttachedDisk, attached, exported, mounted
 from .volume.inroot import ImagePath
-from .volume.rewrite import CLOCK_SLACK_NS, rewrite
+from .volume.rewrite import CLOCK_SLACK_NS, Scans, rewrite, scan_mounted
 from .volume.runs import run_folder
 
 if TYPE_CHECKING:
@@ -76,11 +76,11 @@ def run_disk_stage(
         clock = time.time_ns(), time.monotonic_ns()
         with exported(host, overlay_of_stage, folder) as raw, attached(host, raw, info.layout) as disk:
             info.disk = disk
-            run_in_tree(tasks, manifest, info, disk, folder, timings)
+            scans = run_in_tree(tasks, manifest, info, disk, folder, timings, since_ns=clock[0])
         _check_clock(info.stage, clock)
         started = time.monotonic()
         how = rewrite(
-            host, info.layout, parent, overlay_of_stage, overlay, work, epoch=info.epoch, since_ns=clock[0]
+            host, info.layout, parent, overlay_of_stage, overlay, work, epoch=info.epoch, scans=scans
         )
         timings["rewrite"] = round(time.monotonic() - started, 3)
         for name, writer in how.items():
@@ -94,7 +94,11 @@ def run_in_tree(
     disk: AttachedDisk,
     folder: Path,
     timings: dict[str, float],
-) -> None:
+    *,
+    since_ns: int,
+) -> Scans:
+    """The tasks in the mounted tree, then the tree settled; returns its filesystems' entries
+    (what the rewrite compares with the parent's), read before it is unmounted."""
     with mounted(info.host, disk, folder / "root") as tree:
         info.tree = tree
         with host_dns(tree.image):
@@ -109,7 +113,11 @@ def run_in_tree(
         started = time.monotonic()
         info.facts.update(inventory.take(tree.image, package_cache(info), info.facts))
         timings["inventory"] = round(time.monotonic() - started, 3)
+        started = time.monotonic()
+        scans = scan_mounted(info.host, tree.root, info.layout, folder, since_ns)
+        timings["scan"] = round(time.monotonic() - started, 3)
         tree.trim(info.layout)
+        return scans
 
 
 def _check_clock(stage: str, clock: tuple[int, int]) -> None:

@@ -47,6 +47,9 @@ class Entry:
     fresh: bool  # changed during the stage
 
 
+Scan = dict[Path, Entry]
+
+
 @dataclass
 class Changes:
     gone: list[tuple[Path, bool]] = field(

@@ -23,12 +23,14 @@ from pathlib import Path
 
 from ..host import Host
 from . import debugfs, delta
-from .disk import AttachedDisk, attached, exported, unmount
+from .disk import AttachedDisk, attached, exported, mount_point, unmount
+from .inroot import ImagePath
 from .layout import Layout, Partition
 
 log = logging.getLogger("vzstages.volume")
 
 EXT = ("ext2", "ext3", "ext4")
+Scans = dict[str, delta.Scan]  # by partition name
 BLOCK = 4096
 # A stage's start, as the kernel stamps inode change times: its coarse clock may lag ours.
 CLOCK_SLACK_NS = 2 * 10**9
@@ -43,11 +45,11 @@ def rewrite(
     folder: Path,
     *,
     epoch: int,
-    since_ns: int,
+    scans: Scans,
 ) -> dict[str, str]:
     """Write `out` (a qcow2 beside its parent, backed by its name) from the stage's `scratch`
-    overlay, working in `folder`. Returns how each filesystem the stage changed was
-    written: "libext2fs", or "kernel: why"."""
+    overlay, working in `folder`; `scans` are its filesystems' entries (scan_mounted). Returns
+    how each filesystem the stage changed was written: "libext2fs", or "kernel: why"."""
     work = folder / "rewrite.qcow2"
     host.run(
         ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(parent.resolve()), str(work)]
@@ -64,7 +66,7 @@ def rewrite(
             if part.filesystem not in EXT or not _overlaps(changed, part.start, part.size):
                 continue
             try:
-                _replay(host, part, disks, folder, epoch, since_ns - CLOCK_SLACK_NS)
+                _replay(host, part, disks, folder, epoch, scans[part.name])
             except delta.Unwritable as exc:
                 how[part.name] = f"kernel: {exc}"
                 log.info("%s: the kernel's bytes are kept (%s)", part.name, exc)
@@ -105,8 +107,28 @@ def _opened(host: Host, image: Path, folder: Path, layout: Layout, writable: boo
         yield disk
 
 
+def scan_mounted(host: Host, root: Path, layout: Layout, folder: Path, since_ns: int) -> Scans:
+    """Each ext filesystem's entries, read from the stage's own mounts while their metadata is
+    in memory (reading it again cold through a new mount took a second a stage). A bind that
+    is not recursive shows a filesystem alone, without what is mounted on it (/proc, /dev, the
+    package cache, other partitions): as the rewrite reads it."""
+    scans: Scans = {}
+    for part in layout.build_mounts():
+        if part.filesystem not in EXT:
+            continue
+        source = root if part.name == "root" else mount_point(ImagePath(root) / (part.mountpoint or "/"))
+        target = folder / f"scan-{part.label}"
+        target.mkdir()
+        host.run(["mount", "--bind", str(source), str(target)])
+        try:
+            scans[part.name] = delta.scan(str(target), since_ns - CLOCK_SLACK_NS)
+        finally:
+            unmount(host, target)
+    return scans
+
+
 def _replay(
-    host: Host, part: Partition, disks: dict[str, AttachedDisk], folder: Path, epoch: int, since_ns: int
+    host: Host, part: Partition, disks: dict[str, AttachedDisk], folder: Path, epoch: int, new: delta.Scan
 ) -> None:
     trees: dict[str, str] = {}
     with contextlib.ExitStack() as stack:
@@ -118,7 +140,6 @@ def _replay(
             stack.callback(unmount, host, target)
             trees[name] = str(target)
         started = time.monotonic()
-        new = delta.scan(trees["scratch"], since_ns)
         pair = delta.Trees(os.fsencode(trees["parent"]), os.fsencode(trees["scratch"]))
         found = delta.changes(pair, new)
         values = folder / f"values-{part.label}"
