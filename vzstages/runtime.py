@@ -80,7 +80,7 @@ def run_disk_stage(
         _check_clock(info.stage, clock)
         started = time.monotonic()
         how = rewrite(
-            host, info.layout, parent, overlay_of_stage, overlay, work, epoch=info.epoch, scans=scans
+            host, info.layout, parent, overlay_of_stage, overlay, folder, epoch=info.epoch, scans=scans
         )
         timings["rewrite"] = round(time.monotonic() - started, 3)
         for name, writer in how.items():

@@ -48,9 +48,10 @@ def rewrite(
     scans: Scans,
 ) -> dict[str, str]:
     """Write `out` (a qcow2 beside its parent, backed by its name) from the stage's `scratch`
-    overlay, working in `folder`; `scans` are its filesystems' entries (scan_mounted). Returns
-    how each filesystem the stage changed was written: "libext2fs", or "kernel: why"."""
-    work = folder / "rewrite.qcow2"
+    overlay (a new overlay beside it first); exports and mounts go in the run's `folder`;
+    `scans` are its filesystems' entries (scan_mounted). Returns how each filesystem the stage
+    changed was written: "libext2fs", or "kernel: why"."""
+    work = scratch.parent / "rewrite.qcow2"
     host.run(
         ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(parent.resolve()), str(work)]
     )
