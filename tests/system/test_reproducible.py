@@ -24,9 +24,11 @@ def first_difference(a: Path, b: Path) -> str:
     return (out.stdout + out.stderr).strip()
 
 
-@pytest.mark.parametrize("name", ["kvm.yml", "ec2.yml", "azure.yml", "kvm-trixie-extlinux.yml"])
+@pytest.mark.parametrize("name", ["kvm-trixie-extlinux.yml"])
 def test_the_volume_stage_is_byte_identical_from_any_caller(tmp_path, system_host, name):
-    """GPT (BIOS boot, EFI system), msdos and their filesystems: every identity from the key."""
+    """An unpartitioned disk whose filesystem starts at its first sector: every identity from the
+    key. (The volume stages of kvm, ec2 and azure are compared with all their other stages below;
+    the extlinux layouts keep the kernel's bytes after this stage.)"""
     checkpoints = []
     for run, hardened in (("one", False), ("two", True)):
         manifest = with_workspace(
