@@ -18,6 +18,7 @@ from . import components, runtime
 from .cache.record import Record, file_sha256
 from .cache.remote import Remote
 from .cache.store import Store, output_signature
+from .common import reproducible
 from .common.image import FORMATS
 from .compiler.plan import CompiledStage, Plan
 from .errors import VzError
@@ -123,7 +124,7 @@ def _build_info(plan: Plan, stage: CompiledStage, host: Host) -> BuildInfo:
         package_cache=plan.store.packages,
         runs=plan.store.runs,
         image_name=plan.manifest.image_name,
-        facts=dict(_parent_facts(plan, stage)),
+        facts=(facts := dict(_parent_facts(plan, stage))) | {"epoch": reproducible.epoch_of(facts)},
         archive=dict(stage.inputs.get("archive") or {}),
         source_image=None if stage.disk else plan.top_checkpoint(stage),
         parent_stage=stage.parent.name if stage.parent else None,
@@ -203,20 +204,17 @@ def _build_disk_stage(
     tmp = store.temp_checkpoint(stage.name, stage.key)
     parent = plan.top_checkpoint(stage.parent) if stage.parent else None
     before = _identity(parent)
-    first = stage.parent is None
-    # A component may have the stage write its overlay elsewhere (tmpfs_workspace: in memory);
-    # the finished checkpoint is copied into the cache (the same bytes: no key depends on it).
-    elsewhere = components.overlay_folder(plan.manifest)
+    # A component may have the stage run elsewhere (tmpfs_workspace: in memory); the checkpoint
+    # is written into the cache all the same, by the same conversion.
+    elsewhere = components.overlay_folder(plan.manifest) if parent is not None else None
     try:
         if elsewhere is None:
-            runtime.create_overlay(info.host, tmp, parent, info.layout.disk_size)
-            runtime.run_disk_stage(stage.tasks, plan.manifest, info, tmp, timings, first=first)
+            runtime.run_disk_stage(stage.tasks, plan.manifest, info, tmp, timings, parent=parent)
         else:
             with elsewhere(info.host, store.runs, stage.name, plan.manifest) as folder:
-                work = folder / tmp.name
-                runtime.create_overlay(info.host, work, parent, info.layout.disk_size, absolute=True)
-                runtime.run_disk_stage(stage.tasks, plan.manifest, info, work, timings, first=first)
-                _copy_into_cache(info, work, tmp, parent)
+                runtime.run_disk_stage(
+                    stage.tasks, plan.manifest, info, tmp, timings, parent=parent, scratch=folder
+                )
         now = store.lookup(base.stage, base.key, disk=True) if base else None
         if not _same_file(parent, before) or (base and (now is None or now.digest != base.digest)):
             raise VzError(f"stage {stage.name}: its parent checkpoint was replaced while it ran; run again")
@@ -226,13 +224,6 @@ def _build_disk_stage(
         return store.publish_checkpoint(tmp, stage.name, stage.key, digest)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def _copy_into_cache(info: BuildInfo, work: Path, tmp: Path, parent: Path | None) -> None:
-    info.host.run(["cp", "--sparse=always", str(work), str(tmp)])
-    if parent is not None:  # backed by the parent's name again, as in the cache
-        rebase = ["qemu-img", "rebase", "-u", "-f", "qcow2", "-F", "qcow2", "-b", parent.name, str(tmp)]
-        info.host.run(rebase)
 
 
 def _sizes(checkpoint: Path) -> dict[str, int]:

@@ -16,14 +16,17 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .common import reproducible
 from .common.package_cache import package_cache
+from .errors import VzError
 from .evidence import inventory
 from .host import Host
 from .model.info import BuildInfo
 from .model.view import ManifestView
 from .shell_on_error import offer_shell
-from .volume.disk import attached, exported, mounted
+from .volume.disk import AttachedDisk, attached, exported, mounted
 from .volume.inroot import ImagePath
+from .volume.rewrite import CLOCK_SLACK_NS, Scans, rewrite, scan_mounted
 from .volume.runs import run_folder
 
 if TYPE_CHECKING:
@@ -34,14 +37,13 @@ progress = logging.getLogger("vzstages.progress")
 log = logging.getLogger("vzstages.runner")
 
 
-def create_overlay(host: Host, overlay: Path, parent: Path | None, size: int, absolute: bool = False) -> None:
-    """A new qcow2 for the stage: empty, or on top of its parent's checkpoint. The backing file
-    is named relative to the overlay (the cache folder can move as a whole) unless the overlay
-    is elsewhere (`absolute`, tmpfs_workspace)."""
+def create_overlay(host: Host, overlay: Path, parent: Path | None, size: int) -> None:
+    """A new qcow2 for the stage: empty, or on top of its parent's checkpoint (a scratch overlay
+    in a run's folder, which names it by its full path)."""
     if parent is None:
         host.run(["qemu-img", "create", "-q", "-f", "qcow2", str(overlay), str(size)])
     else:
-        backing = str(parent.resolve()) if absolute else parent.name
+        backing = str(parent.resolve())
         host.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", backing, str(overlay)])
 
 
@@ -52,31 +54,78 @@ def run_disk_stage(
     overlay: Path,
     timings: dict[str, float],
     *,
-    first: bool,
+    parent: Path | None,
+    scratch: Path | None = None,
 ) -> None:
-    """Attach the overlay, mount it (except for the first stage, which partitions and formats
-    it), run the tasks, trim, and take it all down again, also on failure."""
+    """Write the stage's checkpoint to `overlay`. The first stage (no parent) partitions and
+    formats a new disk. Every other one runs on a scratch overlay of its parent (in `scratch`,
+    else in the run's folder): mounted, the tasks run, the tree settled and trimmed, all taken
+    down again, also on failure; then its changes are written again onto the parent's bytes in
+    an order of their own (rewrite.py)."""
     host = info.host
-    with (
-        run_folder(info.runs, info.stage) as folder,
-        exported(host, overlay, folder) as raw,
-        attached(host, raw, info.layout) as disk,
-    ):
-        info.disk = disk
-        if first:
-            run_tasks(tasks, manifest, info, timings)
+    with run_folder(info.runs, info.stage) as folder:
+        if parent is None:
+            create_overlay(host, overlay, None, info.layout.disk_size)
+            with exported(host, overlay, folder) as raw, attached(host, raw, info.layout) as disk:
+                info.disk = disk
+                run_tasks(tasks, manifest, info, timings)
             return
-        with mounted(host, disk, folder / "root") as tree, host_dns(tree.image):
-            info.tree = tree
+        work = scratch or folder
+        overlay_of_stage = work / "scratch.qcow2"
+        create_overlay(host, overlay_of_stage, parent, info.layout.disk_size)
+        clock = time.time_ns(), time.monotonic_ns()
+        with exported(host, overlay_of_stage, folder) as raw, attached(host, raw, info.layout) as disk:
+            info.disk = disk
+            scans = run_in_tree(tasks, manifest, info, disk, folder, timings, since_ns=clock[0])
+        _check_clock(info.stage, clock)
+        started = time.monotonic()
+        how = rewrite(
+            host, info.layout, parent, overlay_of_stage, overlay, folder, epoch=info.epoch, scans=scans
+        )
+        timings["rewrite"] = round(time.monotonic() - started, 3)
+        for name, writer in how.items():
+            log.info("stage %s, %s: written by %s", info.stage, name, writer)
+
+
+def run_in_tree(
+    tasks: Sequence[type[Task]],
+    manifest: Manifest,
+    info: BuildInfo,
+    disk: AttachedDisk,
+    folder: Path,
+    timings: dict[str, float],
+    *,
+    since_ns: int,
+) -> Scans:
+    """The tasks in the mounted tree, then the tree settled; returns its filesystems' entries
+    (what the rewrite compares with the parent's), read before it is unmounted."""
+    with mounted(info.host, disk, folder / "root") as tree:
+        info.tree = tree
+        with host_dns(tree.image):
             try:
                 run_tasks(tasks, manifest, info, timings)
             except Exception:
                 offer_shell(info, tree, manifest.path, info.parent_stage)
                 raise
-            started = time.monotonic()
-            info.facts.update(inventory.take(tree.image, package_cache(info), info.facts))
-            timings["inventory"] = round(time.monotonic() - started, 3)
-            tree.trim(info.layout)
+        started = time.monotonic()  # the image's own resolv.conf is back: /etc is as left
+        reproducible.settle(tree, info.layout, info.epoch)
+        timings["settle"] = round(time.monotonic() - started, 3)
+        started = time.monotonic()
+        info.facts.update(inventory.take(tree.image, package_cache(info), info.facts))
+        timings["inventory"] = round(time.monotonic() - started, 3)
+        started = time.monotonic()
+        scans = scan_mounted(info.host, tree.root, info.layout, folder, since_ns)
+        timings["scan"] = round(time.monotonic() - started, 3)
+        tree.trim(info.layout)
+        return scans
+
+
+def _check_clock(stage: str, clock: tuple[int, int]) -> None:
+    """What the stage changed is found by inode change times: a clock set back during the
+    stage could hide a change, so such a stage is not published."""
+    wall, monotonic = time.time_ns() - clock[0], time.monotonic_ns() - clock[1]
+    if wall < monotonic - CLOCK_SLACK_NS:
+        raise VzError(f"stage {stage}: the system clock was set back while it ran; run the build again")
 
 
 def batches(tasks: Sequence[type[Task]]) -> list[list[type[Task]]]:

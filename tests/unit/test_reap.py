@@ -99,3 +99,16 @@ def test_a_killed_writers_partial_output_goes_when_the_file_is_next_written(tmp_
     assert final.read_bytes() == b"whole"
     assert [p for p in left if p.exists()] == []
     assert [p for p in kept if not p.exists()] == []
+
+
+def test_the_daemons_a_rewrite_opened_are_found_below_the_stage_folder(tmp_path):
+    from vzstages.volume.runs import leftovers
+
+    folder = dead_run(tmp_path / "runs")
+    for export in ("parent", "scratch", "out"):
+        (folder / export).mkdir()
+        (folder / export / "qsd.pid").write_text("1\n")
+    (folder / "elsewhere").symlink_to(tmp_path)  # never entered
+    (tmp_path / "qsd.pid").write_text("1\n")
+    found = leftovers(tmp_path / "runs" / "1-0")["daemons"]
+    assert sorted(Path(p).parent.name for p in found) == ["out", "parent", "scratch"]

@@ -167,6 +167,7 @@ class AptUpdate(Task):
             except OSError:
                 continue  # a mirror without InRelease (Release and Release.gpg): not comparable
             archive.check_state(suite, release_file, info.archive.get(suite, ""))
+            info.adopt_release_date(suite, release_file, archive.release_date(release_file))
         apt_get(info, ["dist-upgrade"])
 
 

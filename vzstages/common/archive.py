@@ -6,6 +6,8 @@ apt sources, else from debootstrap's own default (read from the debootstrap scri
 
 from __future__ import annotations
 
+import contextlib
+import email.utils
 import http.client
 import re
 import time
@@ -202,6 +204,19 @@ def list_name(mirror: str, suite: str) -> str:
     uri = re.sub(r"^[a-z][a-z0-9+.-]*://", "", mirror.rstrip("/"))
     uri = re.sub(r"^[^/@]*@", "", uri)
     return f"{uri.replace('/', '_')}_dists_{suite}_InRelease"
+
+
+_DATE = re.compile(rb"^Date: *([^\r\n]{1,64})\r?$", re.MULTILINE)
+
+
+def release_date(release_file: bytes) -> int:
+    """The Release file's Date, in seconds since the epoch (0 if it has none that parses)."""
+    match = _DATE.search(release_file)
+    if match is None:
+        return 0
+    with contextlib.suppress(TypeError, ValueError):
+        return int(email.utils.parsedate_to_datetime(match[1].decode("ascii", "replace")).timestamp())
+    return 0
 
 
 def check_state(suite: str, release_file: bytes, expected: str) -> None:

@@ -114,6 +114,7 @@ class Bootstrap(Task):
         # mmdebstrap uses that same mirror.
         if mirror == archive.choose_mirror(m.get("packages.mirror") or m.get("bootstrapper.mirror")):
             archive.check_state(release, state, info.archive.get(release, ""))
+            info.adopt_release_date(release, state, archive.release_date(state))
         info.facts["architecture"] = arch
         trees = BaseTrees(info.package_cache / "base-trees", info.host)
         key = tree_key(cls._tree_facts(info, mirror, state))
@@ -123,7 +124,8 @@ class Bootstrap(Task):
                 info.say(f"unpacked the base system this host built before ({key[:12]})")
             else:
                 info.say(f"mmdebstrap {release} {arch} from {mirror}")
-                info.host.run([*cls._mmdebstrap(info, cache), release, str(info.image_root), mirror])
+                argv = [*cls._mmdebstrap(info, cache), release, str(info.image_root), mirror]
+                info.host.run(argv, env={"SOURCE_DATE_EPOCH": str(info.epoch)})
                 # The build host's resolver and name must not stay in the image.
                 for leaked in ("etc/resolv.conf", "etc/hostname"):
                     (info.target / leaked).unlink(missing_ok=True)
@@ -145,6 +147,7 @@ class Bootstrap(Task):
             "mirror": mirror,
             "archive": hashlib.sha256(state).hexdigest(),
             "mmdebstrap": package_versions(("mmdebstrap",))["mmdebstrap"],
+            "epoch": info.epoch,
         }
 
     @staticmethod

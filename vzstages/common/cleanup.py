@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..model.info import BuildInfo
 from ..model.phases import Phase
 from ..model.task import Task
+from . import reproducible
 from .bootstrap import DPKG_UNSAFE_IO, POLICY_RC_D
 
 
@@ -39,13 +40,8 @@ class MakeGeneric(Task):
 
     @classmethod
     def run(cls, info: BuildInfo) -> None:
-        for key in (info.target / "etc/ssh").glob("ssh_host_*"):
-            key.unlink()
-        # Empty, not absent: systemd then generates one on first boot and treats it as first boot.
-        machine_id = info.target / "etc/machine-id"
-        if machine_id.exists():
-            machine_id.write_text("")
-        (info.target / "var/lib/dbus/machine-id").unlink(missing_ok=True)
+        # Every disk stage ends with this too (reproducible.settle); here it is said in the plan.
+        reproducible.forget_machine(info.target)
 
 
 class ClearLogsAndTemp(Task):
@@ -55,12 +51,7 @@ class ClearLogsAndTemp(Task):
 
     @classmethod
     def run(cls, info: BuildInfo) -> None:
-        for log in (info.target / "var/log").walk_files():
-            if log.is_file() and not log.is_symlink():
-                if log.suffix in (".gz", ".old") or (log.name[-1:].isdigit() and "." in log.name):
-                    log.unlink()  # rotated logs
-                else:
-                    log.write_bytes(b"")
+        reproducible.empty_logs(info.target)
         for tmp in ("tmp", "var/tmp"):
             folder = info.target / tmp
             for entry in folder.iterdir() if folder.is_dir() else []:

@@ -171,10 +171,11 @@ class InstallGrubEfi(Task):
             ]
         )
         # The EFI system partition is not mounted during the build (see Layout.build_mounts).
-        device = info.disk.partition_device(esp)
-        info.host.run(["mmd", "-i", device, "::EFI", "::EFI/BOOT"])
+        # mtools dates what it writes by the clock unless given the stage's epoch.
+        device, dated = info.disk.partition_device(esp), {"SOURCE_DATE_EPOCH": str(info.epoch)}
+        info.host.run(["mmd", "-i", device, "::EFI", "::EFI/BOOT"], env=dated)
         built = (info.target / binary).host_path()
-        info.host.run(["mcopy", "-i", device, str(built), f"::EFI/BOOT/{loader}"])
+        info.host.run(["mcopy", "-i", device, str(built), f"::EFI/BOOT/{loader}"], env=dated)
         write_grub_cfg(info, serial=False)
 
 

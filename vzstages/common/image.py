@@ -11,6 +11,7 @@ from ..model.info import BuildInfo
 from ..model.phases import Phase
 from ..model.task import Task
 from ..model.view import ManifestView
+from . import image_ids
 
 # Output format -> (qemu-img format, options, file extension).
 # Formats whose clusters are placed where each write lands (raw, fixed VHD) may be written out of
@@ -41,6 +42,7 @@ def convert(info: BuildInfo, fmt: str, target: Path) -> None:
         parallel = ["-W"] if fmt in IN_PLACE else []
         convert = ["qemu-img", "convert", "-p", *parallel, "-f", "qcow2", "-O", qemu_fmt, *options]
         info.host.run([*convert, str(info.source_image), str(tmp)])
+        image_ids.settle(fmt, tmp, target.name, info.key)
         sha256_while_flushing(tmp)  # the result file's digest, taken in the fsync's time
     info.facts["image"] = str(target)
     info.facts["image_key"] = info.key  # names the image's content, for publishing idempotently

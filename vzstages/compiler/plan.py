@@ -101,8 +101,10 @@ class Plan:
         return stage.outputs or [self.store.record_path(stage.name, stage.key)]
 
 
-# What writes every disk checkpoint: qemu-img creates the overlay, qemu-storage-daemon its clusters.
-DISK_STAGE_PACKAGES = ("qemu-utils", "qemu-system-common")
+# What writes every disk checkpoint: qemu-img creates the overlay and converts it in order,
+# qemu-storage-daemon writes its clusters, debugfs (e2fsprogs) writes a stage's changes to its
+# ext2/3/4 filesystems.
+DISK_STAGE_PACKAGES = ("e2fsprogs", "qemu-utils", "qemu-system-common")
 
 
 def host_packages(kind: StageKind, tasks: Sequence[type[Task]]) -> tuple[str, ...]:

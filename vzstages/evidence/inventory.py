@@ -15,13 +15,12 @@ The tree is untrusted: every file is read through `ImagePath` with a size bound.
 
 from __future__ import annotations
 
-import contextlib
-import email.utils
 import hashlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from ..common.archive import release_date
 from ..volume.inroot import ImagePath
 
 STATUS = "var/lib/dpkg/status"
@@ -116,11 +115,7 @@ def archive_facts(lists: ImagePath) -> dict[str, dict[str, Any]]:
         data = read_bounded(path, MAX_RELEASE_BYTES)
         if data is None:
             continue
-        # Clearsigned: the armour header is a paragraph of its own, the Release fields the next.
-        fields = next((f for f in paragraphs(data.decode("utf-8", "replace")) if "Date" in f), {})
-        date = 0
-        with contextlib.suppress(TypeError, ValueError):
-            date = int(email.utils.parsedate_to_datetime(fields.get("Date", "")).timestamp())
+        date = release_date(data)
         archive[suite_of(path.name)] = {"inrelease_sha256": hashlib.sha256(data).hexdigest(), "date": date}
     return archive
 

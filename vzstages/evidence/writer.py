@@ -23,6 +23,7 @@ from ..atomic import write_atomic
 from ..cache.record import Record, file_identity, file_sha256
 from ..cache.signing import load_signing_key
 from ..cache.store import Store
+from ..common.reproducible import epoch_of
 from . import provenance, sbom
 from .inventory import packages_of
 
@@ -48,11 +49,15 @@ def chain_records(cache: Path, chain: list[list[str]]) -> list[Record]:
 
 
 def source_date_epoch(records: list[Record]) -> int:
-    """SOURCE_DATE_EPOCH when the caller sets it (reproducible-builds.org), else the newest
-    Release date of the archive state the packages came from: a time from the inputs."""
+    """SOURCE_DATE_EPOCH when the caller sets it (reproducible-builds.org), else the epoch the
+    image's stages were built with (common/reproducible.py), else the newest Release date of the
+    archive state the packages came from: a time from the inputs."""
     value = os.environ.get("SOURCE_DATE_EPOCH", "")
     if value.isdigit():
         return int(value)
+    epochs = [epoch_of(record.facts) for record in records if "epoch" in record.facts]
+    if epochs:
+        return max(epochs)
     dates = [
         int(state.get("date", 0))
         for record in records

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..host import Host
+from ..host import Host, Result
 from ..volume.layout import Layout
 
 if TYPE_CHECKING:
@@ -60,9 +60,29 @@ class BuildInfo:
 
     def chroot(self, argv: list[str], **kwargs: Any) -> str:
         """Run a command inside the image (with /proc, /sys and /dev bound); return its output."""
+        return self.chroot_result(argv, **kwargs).output
+
+    def chroot_result(self, argv: list[str], **kwargs: Any) -> Result:
+        """As `chroot`, for a caller that reads the exit status (check=False)."""
         if self.tree is None:
             raise RuntimeError(f"stage {self.stage} has no mounted image")
-        return self.tree.chroot(argv, **kwargs).output
+        env = {"SOURCE_DATE_EPOCH": str(self.epoch), **(kwargs.pop("env", None) or {})}
+        return self.tree.chroot(argv, env=env, **kwargs)
+
+    @property
+    def epoch(self) -> int:
+        """The stage's SOURCE_DATE_EPOCH, from its inputs (common/reproducible.py): the parent's,
+        raised to the Release date of an archive state the stage's key names once it is checked.
+        A fact, so the tasks' views of the stage share it and its record keeps it."""
+        return int(self.facts.get("epoch", 0))
+
+    def adopt_release_date(self, suite: str, release_file: bytes, date: int) -> None:
+        """Raise the stage's epoch to a suite's Release date, if that InRelease is the very
+        state the key names (an unknown state's date would give one key two epochs)."""
+        from ..common.archive import suite_digest
+
+        if self.archive.get(suite) == suite_digest(release_file):
+            self.facts["epoch"] = max(self.epoch, date)
 
     def say(self, message: str) -> None:
         progress.info("  %s: %s", self.stage, message)

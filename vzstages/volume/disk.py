@@ -213,6 +213,10 @@ class Tree:
             self.host.run(["sync", "--file-system", str(target)], check=False)
             self.host.run(["fstrim", str(target)], check=False)
 
+    def devices(self, layout: Layout) -> list[int]:
+        """The device numbers of the image's own filesystems, as mounted in the tree."""
+        return [(self.image / (p.mountpoint or "/")).stat().st_dev for p in layout.build_mounts()]
+
     def bind(self, source: Path, inside: str) -> None:
         """Bind a host folder onto a folder of the image until the stage ends."""
         target = mount_point(self.image / inside)

@@ -74,9 +74,16 @@ def _real_dirs(folder: Path) -> list[Path]:
     return sorted(found)
 
 
-def _pidfiles(folder: Path) -> list[Path]:
-    """qsd.pid of each stage folder of a run (the layout run_folder makes: RUN/STAGE/qsd.pid)."""
-    return [d / "qsd.pid" for d in _real_dirs(folder) if (d / "qsd.pid").exists()]
+def _pidfiles(folder: Path, depth: int = 2) -> list[Path]:
+    """Every qsd.pid of a run: a stage's own export (RUN/STAGE/qsd.pid) and those its rewrite
+    opens (RUN/STAGE/parent/qsd.pid ...), found without entering a symlink."""
+    found = []
+    for sub in _real_dirs(folder):
+        if (sub / "qsd.pid").exists():
+            found.append(sub / "qsd.pid")
+        if depth > 1:
+            found += _pidfiles(sub, depth - 1)
+    return found
 
 
 def leftovers(folder: Path) -> dict[str, list[str]]:

@@ -52,9 +52,8 @@ class ApplyPuppet(Task):
             if settings.get("manifest"):
                 (staging / "site.pp").copy_from(info.manifest.relative_path(settings["manifest"]))
                 # --detailed-exitcodes: 2 means "changes made", 4 and 6 mean failures.
-                assert info.tree is not None
                 apply = ["puppet", "apply", "--detailed-exitcodes", f"/{STAGING}/site.pp"]
-                result = info.tree.chroot(apply, check=False)
+                result = info.chroot_result(apply, check=False)
                 if result.returncode not in (0, 2):
                     raise CommandError(result.argv, result.returncode, result.output)
         finally:

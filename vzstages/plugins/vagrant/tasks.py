@@ -7,6 +7,7 @@ from pathlib import Path
 from xml.sax.saxutils import escape as xml_escape
 
 from ...atomic import atomic_output
+from ...common import image_ids
 from ...common.accounts import set_password
 from ...common.apt import AptInstall
 from ...common.image import ConvertImage
@@ -86,6 +87,7 @@ class PackageBox(Task):
         # streamOptimized is the vmdk variant OVF packages carry: compressed and self-contained.
         convert = ["qemu-img", "convert", "-f", "qcow2", "-O", "vmdk", "-o", "subformat=streamOptimized"]
         info.host.run([*convert, str(info.source_image), str(disk)])
+        image_ids.settle("vmdk", disk, disk.name, info.key)
         arch = info.manifest.get("system.architecture")
         ovf = cls.asset_path("assets/box.ovf").read_text()
         (folder / "box.ovf").write_text(

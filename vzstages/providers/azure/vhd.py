@@ -33,6 +33,25 @@ def checksum(footer: bytes) -> int:
     return ~sum(footer[:64] + b"\0\0\0\0" + footer[68:]) & 0xFFFFFFFF
 
 
+VHD_EPOCH = 946684800  # 2000-01-01T00:00:00Z, where a footer's timestamp counts from
+
+
+def settle_footer(path: Path, epoch: int, unique_id: bytes) -> None:
+    """The footer qemu-img writes holds its clock and a random id: the stage's epoch and an id
+    from its key instead (checksum made again), so the same key gives the same VHD."""
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        f.seek(size - FOOTER)
+        footer = bytearray(f.read(FOOTER))
+        if len(footer) != FOOTER or footer[:8] != COOKIE:
+            raise VhdError(f"{path.name}: no VHD footer to settle")
+        footer[24:28] = struct.pack(">I", max(0, epoch - VHD_EPOCH) & 0xFFFFFFFF)
+        footer[68:84] = unique_id[:16]
+        footer[64:68] = struct.pack(">I", checksum(bytes(footer)))
+        f.seek(size - FOOTER)
+        f.write(footer)
+
+
 def read_footer(path: Path) -> Footer:
     """The footer of a fixed VHD that Azure would take; VhdError saying what is wrong otherwise."""
     size = path.stat().st_size

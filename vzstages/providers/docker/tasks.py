@@ -43,6 +43,11 @@ class ExportRootfs(Task):
                     "--file",
                     str(partial),
                     "--numeric-owner",
+                    # In name order, with no access or change times, and pax headers named
+                    # without tar's pid: the same tree gives the same tarball.
+                    "--sort=name",
+                    "--format=posix",
+                    "--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime",
                     "--xattrs",
                     "--acls",
                     "--one-file-system",

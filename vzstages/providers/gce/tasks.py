@@ -53,7 +53,12 @@ class PackDiskTarball(Task):
                     "--create",
                     "--sparse",
                     "--format=oldgnu",
-                    "--gzip",
+                    # The same key, the same bytes: no clock (tar's, gzip's), no owner's name.
+                    f"--mtime=@{info.epoch}",
+                    "--owner=0",
+                    "--group=0",
+                    "--numeric-owner",
+                    "--use-compress-program=gzip -n",
                     "--file",
                     str(partial),
                     "--directory",
