@@ -8,6 +8,7 @@ import subprocess
 import pytest
 
 from vzstages.common import image_ids
+from vzstages.volume.layout import identity
 
 
 def converted(tmp_path, fmt: str, options: list[str], name: str):
@@ -30,4 +31,18 @@ def test_two_conversions_under_one_key_are_the_same_bytes(tmp_path, fmt, options
     check = subprocess.run(["qemu-img", "check", "-f", fmt, str(files[0])], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
     if fmt == "vmdk":
-        assert b'SPARSE "debian.vmdk"' in files[0].read_bytes()[:20000]
+        head = files[0].read_bytes()[:20000]
+        assert b'SPARSE "debian.vmdk"' in head
+        assert b"\nCID=%08x\n" % (identity("a" * 32, "vmdk").int & 0xFFFFFFFE) in head
+
+
+def test_a_short_cid_is_settled_too(tmp_path):
+    """qemu-img writes the CID unpadded: one below 0x10000000 has fewer than 8 digits."""
+    vmdk = converted(tmp_path, "vmdk", ["-o", "subformat=streamOptimized"], "box-disk1.vmdk")
+    data = bytearray(vmdk.read_bytes())
+    at = data.index(b"\nCID=") + 5
+    end = data.index(b"\n", at)
+    data[at:end] = b"1234567".ljust(end - at, b"\n")  # 7 digits, then the line's own newline
+    vmdk.write_bytes(bytes(data))
+    image_ids.settle("vmdk", vmdk, "box-disk1.vmdk", "c" * 32)
+    assert b"\nCID=%08x\n" % (identity("c" * 32, "vmdk").int & 0xFFFFFFFE) in vmdk.read_bytes()[:20000]

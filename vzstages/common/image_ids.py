@@ -18,7 +18,7 @@ from ..volume.layout import identity
 
 SECTOR = 512
 VDI_UUIDS = 0x188  # uuid_image, then uuid_last_snap (VirtualBox's VDI header, version 1.1)
-_CID = re.compile(rb"^CID=[0-9a-f]{8}$", re.M)
+_CID = re.compile(rb"^CID=[0-9a-f]{1,8}$", re.M)  # qemu-img writes it unpadded
 _EXTENT = re.compile(rb'^(RW \d+ SPARSE )"[^"\n]*"$', re.M)
 
 
