@@ -26,7 +26,7 @@ def test_two_conversions_under_one_key_are_the_same_bytes(tmp_path, fmt, options
     files = [converted(tmp_path, fmt, options, f".tmp-{n}.{fmt}") for n in ("one", "second")]
     assert files[0].read_bytes() != files[1].read_bytes()  # qemu-img's own ids differ
     for file in files:
-        image_ids.settle(fmt, file, f"debian.{fmt}", "a" * 32)
+        image_ids.settle(fmt, file, f"debian.{fmt}", "a" * 32, 1700000000)
     assert files[0].read_bytes() == files[1].read_bytes()
     check = subprocess.run(["qemu-img", "check", "-f", fmt, str(files[0])], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
@@ -44,5 +44,5 @@ def test_a_short_cid_is_settled_too(tmp_path):
     end = data.index(b"\n", at)
     data[at:end] = b"1234567".ljust(end - at, b"\n")  # 7 digits, then the line's own newline
     vmdk.write_bytes(bytes(data))
-    image_ids.settle("vmdk", vmdk, "box-disk1.vmdk", "c" * 32)
+    image_ids.settle("vmdk", vmdk, "box-disk1.vmdk", "c" * 32, 1700000000)
     assert b"\nCID=%08x\n" % (identity("c" * 32, "vmdk").int & 0xFFFFFFFE) in vmdk.read_bytes()[:20000]

@@ -41,16 +41,17 @@ def test_a_damaged_footer_is_refused(tmp_path):
         read_footer(vhd)
 
 
-def test_two_conversions_settled_with_one_epoch_and_id_are_the_same_bytes(tmp_path):
-    from vzstages.providers.azure.vhd import settle_footer
+def test_two_conversions_settled_under_one_key_are_the_same_bytes(tmp_path):
+    from vzstages.common.image_ids import settle
+    from vzstages.volume.layout import identity
 
     made = []
     for name in ("one", "two"):
         folder = tmp_path / name
         folder.mkdir()
         vhd = make(folder, "3M", "-o", "subformat=fixed,force_size=on")
-        settle_footer(vhd, 1700000000, bytes(range(16)))
+        settle("vhd", vhd, vhd.name, "a" * 32, 1700000000)
         assert read_footer(vhd).current_size == 3 << 20  # the checksum holds
         made.append(vhd.read_bytes())
     assert made[0] == made[1]
-    assert made[0][-512 + 68 : -512 + 84] == bytes(range(16))
+    assert made[0][-512 + 68 : -512 + 84] == identity("a" * 32, "vhd").bytes

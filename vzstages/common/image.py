@@ -42,7 +42,7 @@ def convert(info: BuildInfo, fmt: str, target: Path) -> None:
         parallel = ["-W"] if fmt in IN_PLACE else []
         convert = ["qemu-img", "convert", "-p", *parallel, "-f", "qcow2", "-O", qemu_fmt, *options]
         info.host.run([*convert, str(info.source_image), str(tmp)])
-        image_ids.settle(fmt, tmp, target.name, info.key)
+        image_ids.settle(fmt, tmp, target.name, info.key, info.epoch)
         sha256_while_flushing(tmp)  # the result file's digest, taken in the fsync's time
     info.facts["image"] = str(target)
     info.facts["image_key"] = info.key  # names the image's content, for publishing idempotently

@@ -87,7 +87,7 @@ class PackageBox(Task):
         # streamOptimized is the vmdk variant OVF packages carry: compressed and self-contained.
         convert = ["qemu-img", "convert", "-f", "qcow2", "-O", "vmdk", "-o", "subformat=streamOptimized"]
         info.host.run([*convert, str(info.source_image), str(disk)])
-        image_ids.settle("vmdk", disk, disk.name, info.key)
+        image_ids.settle("vmdk", disk, disk.name, info.key, info.epoch)
         arch = info.manifest.get("system.architecture")
         ovf = cls.asset_path("assets/box.ovf").read_text()
         (folder / "box.ovf").write_text(

@@ -14,7 +14,6 @@ from ...model.info import BuildInfo
 from ...model.phases import Phase
 from ...model.task import Task
 from ...model.view import ManifestView
-from ...volume.layout import identity
 from . import vhd
 
 # The serial console for the portal, from the first kernel message. Not bootstrap-vz's
@@ -99,7 +98,6 @@ class ConvertImage(image.ConvertImage):
         super().run(info)
         output = Path(info.facts["image"])
         try:
-            vhd.settle_footer(output, info.epoch, identity(info.key, "vhd").bytes)
             footer = vhd.read_footer(output)
         except vhd.VhdError as exc:
             raise VzError(f"the VHD is not one Azure takes: {exc}") from None

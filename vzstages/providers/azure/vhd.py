@@ -11,8 +11,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-FOOTER = 512
-COOKIE = b"conectix"
+from ...common.image_ids import COOKIE, FOOTER, checksum
+
 DISK_FIXED = 2
 MiB = 1 << 20
 
@@ -26,30 +26,6 @@ class Footer:
     current_size: int
     disk_type: int
     checksum: int
-
-
-def checksum(footer: bytes) -> int:
-    """One's complement of the sum of the footer's bytes, the checksum field counted as zero."""
-    return ~sum(footer[:64] + b"\0\0\0\0" + footer[68:]) & 0xFFFFFFFF
-
-
-VHD_EPOCH = 946684800  # 2000-01-01T00:00:00Z, where a footer's timestamp counts from
-
-
-def settle_footer(path: Path, epoch: int, unique_id: bytes) -> None:
-    """The footer qemu-img writes holds its clock and a random id: the stage's epoch and an id
-    from its key instead (checksum made again), so the same key gives the same VHD."""
-    size = path.stat().st_size
-    with open(path, "r+b") as f:
-        f.seek(size - FOOTER)
-        footer = bytearray(f.read(FOOTER))
-        if len(footer) != FOOTER or footer[:8] != COOKIE:
-            raise VhdError(f"{path.name}: no VHD footer to settle")
-        footer[24:28] = struct.pack(">I", max(0, epoch - VHD_EPOCH) & 0xFFFFFFFF)
-        footer[68:84] = unique_id[:16]
-        footer[64:68] = struct.pack(">I", checksum(bytes(footer)))
-        f.seek(size - FOOTER)
-        f.write(footer)
 
 
 def read_footer(path: Path) -> Footer:
